@@ -1,0 +1,56 @@
+"""Bases: the starting weights of finetuning.
+
+A base is a registered class built from its spec (``kind`` plus options) that returns a :class:`Classifier`
+whose backbone holds the starting weights. Kinds: ``scratch`` (random), ``trained`` (a base we train on one
+attribute of a dataset: *gendered* when the attribute is the sensitive one, *control* otherwise; cached by a
+content key) and ``checkpoint`` (an off-the-shelf checkpoint read from a local file, see
+:mod:`biastransfer.models.checkpoints`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from biastransfer.models.architectures import Classifier
+from biastransfer.registry import Registry
+
+
+@dataclass
+class BaseContext:
+    """What a base may need to build itself.
+
+    ``dataset`` is the LoadedDataset of the study (for bases trained by us), ``cache_dir`` where trained bases
+    are cached, ``train_base`` a callable ``(spec: dict) -> Classifier`` provided by the runner that trains (or
+    reads from cache) a base on an attribute, ``device`` the torch device, ``in_channels`` of the images.
+    """
+
+    arch: str
+    in_channels: int = 3
+    cache_dir: Path | None = None
+    dataset: Any = None
+    train_base: Any = None
+    device: Any = "cpu"
+    seed: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Base:
+    """Base class of registered bases. ``options`` are the spec's keys other than ``kind``/``name``."""
+
+    registry_name: ClassVar[str]
+    description: ClassVar[str] = ""
+
+    def __init__(self, **options: Any) -> None:
+        self.options = options
+
+    def build(self, ctx: BaseContext) -> Classifier:
+        raise NotImplementedError
+
+    def key(self) -> dict[str, Any]:
+        """What identifies this base's weights (used in run keys)."""
+        return {"kind": self.registry_name, **self.options}
+
+
+BASES: Registry[type[Base]] = Registry("base kind")
