@@ -54,3 +54,30 @@ class Base:
 
 
 BASES: Registry[type[Base]] = Registry("base kind")
+
+
+@BASES.register("scratch")
+class ScratchBase(Base):
+    """Random initialisation (seeded by the run seed)."""
+
+    description = "random initialisation"
+
+    def build(self, ctx: BaseContext) -> Classifier:
+        from biastransfer.models.architectures import build_model
+
+        return build_model(ctx.arch, num_outputs=1, in_channels=ctx.in_channels)
+
+
+@BASES.register("trained")
+class TrainedBase(Base):
+    """A base we train to predict one attribute of the study's dataset (``attribute``: e.g. ``a`` → gendered,
+    any other attribute → control), trained once and cached by a content key."""
+
+    description = "trained by us on one attribute of the dataset (gendered / control bases)"
+
+    def build(self, ctx: BaseContext) -> Classifier:
+        if "attribute" not in self.options:
+            raise ValueError("a base of kind 'trained' needs 'attribute' (the attribute it is trained to predict)")
+        if ctx.train_base is None:
+            raise RuntimeError("no base trainer in this context")
+        return ctx.train_base(self.options["attribute"])

@@ -1,0 +1,211 @@
+"""The training engine: SGD with momentum on weighted BCE, batches sliced from an in-memory uint8 store.
+
+No per-sample Python runs in the loop: a batch is one index into a uint8 NCHW (channels-last) tensor, converted
+to float and flipped as a whole tensor. Early stopping watches the validation loss; the best weights are
+restored. Every random choice (initialisation, batch order, flips) derives from the run seed, so the same seed
+gives the same numbers on CPU.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from biastransfer.seeding import derive_seed
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    """Optimisation settings of one training (all recorded with the run)."""
+
+    lr: float = 0.01
+    weight_decay: float = 5e-4
+    momentum: float = 0.9
+    batch_size: int = 64
+    max_epochs: int = 30
+    patience: int = 5
+    min_epochs: int = 1
+    flip: bool = True
+    eval_batch_size: int = 1024
+
+
+@dataclass
+class FitResult:
+    best_val_loss: float
+    best_epoch: int
+    epochs: int
+    seconds: float
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+@dataclass
+class Split:
+    """Images (uint8 NCHW), targets (float, shape (n,) or (n, k)) and optional per-example weights."""
+
+    images: torch.Tensor
+    targets: torch.Tensor
+    weights: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if self.images.dtype != torch.uint8:
+            raise TypeError("Split.images must be a uint8 tensor")
+        if len(self.images) != len(self.targets):
+            raise ValueError(f"{len(self.images)} images but {len(self.targets)} targets")
+        if self.targets.ndim == 1:
+            self.targets = self.targets[:, None]
+        self.targets = self.targets.float()
+        if self.weights is not None:
+            self.weights = self.weights.float().reshape(-1, 1)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def to(self, device: torch.device) -> Split:
+        w = None if self.weights is None else self.weights.to(device)
+        return Split(self.images.to(device), self.targets.to(device), w)
+
+
+def to_float(images: torch.Tensor) -> torch.Tensor:
+    """uint8 [0, 255] → float [0, 1], keeping channels-last memory format."""
+    return images.float().div_(255.0).contiguous(memory_format=torch.channels_last)
+
+
+def random_flip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Flip a random half of the batch horizontally (one tensor op for the whole batch)."""
+    mask = torch.rand(len(x), generator=generator) < 0.5
+    mask = mask.to(x.device).view(-1, 1, 1, 1)
+    return torch.where(mask, x.flip(3), x)
+
+
+def weighted_bce(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+    """mean_i w_i · BCE(σ(z_i), y_i); w = 1 when no weights are given."""
+    loss = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+    if weights is not None:
+        loss = loss * weights
+    return loss.mean()
+
+
+@torch.inference_mode()
+def predict_logits(model: nn.Module, images: torch.Tensor, *, device: torch.device,
+                   batch_size: int = 1024) -> torch.Tensor:
+    """Logits for all images in large batches under inference mode (model left in eval mode)."""
+    model.eval()
+    outs = []
+    for start in range(0, len(images), batch_size):
+        x = to_float(images[start:start + batch_size].to(device, non_blocking=True))
+        outs.append(model(x).float().cpu())
+    if not outs:
+        return torch.empty(0, 1)
+    return torch.cat(outs)
+
+
+@torch.inference_mode()
+def evaluate_loss(model: nn.Module, split: Split, *, device: torch.device, batch_size: int = 1024) -> float:
+    logits = predict_logits(model, split.images, device=device, batch_size=batch_size)
+    w = None if split.weights is None else split.weights.cpu()
+    return float(weighted_bce(logits, split.targets.cpu(), w))
+
+
+def fit(model: nn.Module, train: Split, val: Split | None, config: FitConfig, *, seed: int,
+        device: torch.device, phases: list | None = None,
+        on_epoch: Callable[[int, dict[str, float]], None] | None = None) -> FitResult:
+    """Train ``model`` in place; return the best validation loss and the epoch it was reached.
+
+    ``phases`` are transfer-mode phases (see :mod:`biastransfer.models.transfer`); None trains every layer.
+    Early stopping: stop after ``patience`` epochs without a lower validation loss, restore the best weights.
+    Without a validation split the model trains ``max_epochs`` and the final weights are kept.
+    """
+    t0 = time.perf_counter()
+    model.to(device).to(memory_format=torch.channels_last)
+    train_d = train.to(device)
+    n = len(train_d)
+    if n < 2:
+        raise ValueError(f"a training set needs at least 2 examples, got {n}")
+    gen = torch.Generator().manual_seed(derive_seed(seed, "batches"))
+    flip_gen = torch.Generator().manual_seed(derive_seed(seed, "flips"))
+
+    if phases is None:
+        plan = [(None, config.max_epochs)]
+    else:
+        budgets = [max(1, round(p.epoch_share * config.max_epochs)) for p in phases]
+        plan = list(zip(phases, budgets, strict=True))
+
+    best_loss, best_epoch, best_state = math.inf, 0, None
+    history: list[dict[str, float]] = []
+    epoch = 0
+    for phase, budget in plan:
+        if phase is None:
+            params = [p for p in model.parameters()]
+            for p in params:
+                p.requires_grad_(True)
+        else:
+            params = phase.trainable_parameters(model)
+        opt = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+        since_best = 0
+        best_in_phase = math.inf
+        for _ in range(budget):
+            epoch += 1
+            if phase is None:
+                model.train()
+            else:
+                phase.set_train_mode(model)
+            order = torch.randperm(n, generator=gen).to(device)
+            total, seen = 0.0, 0
+            for start in range(0, n, config.batch_size):
+                idx = order[start:start + config.batch_size]
+                if len(idx) < 2:  # BatchNorm needs two examples
+                    continue
+                x = to_float(train_d.images[idx])
+                if config.flip:
+                    x = random_flip(x, flip_gen)
+                w = None if train_d.weights is None else train_d.weights[idx]
+                loss = weighted_bce(model(x), train_d.targets[idx], w)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                total += float(loss.detach()) * len(idx)
+                seen += len(idx)
+            record = {"epoch": epoch, "train_loss": total / max(seen, 1)}
+            if val is not None:
+                vloss = evaluate_loss(model, val, device=device, batch_size=config.eval_batch_size)
+                record["val_loss"] = vloss
+                if not math.isfinite(vloss):
+                    break
+                if vloss < best_in_phase - 1e-6:
+                    best_in_phase, since_best = vloss, 0
+                    if vloss < best_loss:
+                        best_loss, best_epoch = vloss, epoch
+                        best_state = copy.deepcopy(model.state_dict())
+                else:
+                    since_best += 1
+            history.append(record)
+            if on_epoch is not None:
+                on_epoch(epoch, record)
+            if val is not None and since_best >= config.patience and epoch >= config.min_epochs:
+                break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    else:
+        best_epoch = epoch
+        best_loss = history[-1].get("val_loss", math.nan) if history else math.nan
+    for p in model.parameters():
+        p.requires_grad_(True)
+    model.eval()
+    return FitResult(best_val_loss=float(best_loss), best_epoch=best_epoch, epochs=epoch,
+                     seconds=time.perf_counter() - t0, history=history)
+
+
+def make_split(store_tensor: torch.Tensor, indices: np.ndarray, targets: np.ndarray,
+               weights: np.ndarray | None = None) -> Split:
+    """A Split of the given store rows (one gather, no per-sample Python)."""
+    idx = torch.as_tensor(np.asarray(indices, dtype=np.int64))
+    w = None if weights is None else torch.as_tensor(np.asarray(weights, dtype=np.float32))
+    return Split(store_tensor[idx], torch.as_tensor(np.asarray(targets, dtype=np.float32)), w)
