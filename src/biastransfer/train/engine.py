@@ -22,6 +22,16 @@ from torch import nn
 from biastransfer.seeding import derive_seed
 
 
+class _Counter:
+    """How many trainings (calls of :func:`fit`) this process ran: the runner reports it per study."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+
+TRAININGS = _Counter()
+
+
 @dataclass(frozen=True)
 class FitConfig:
     """Optimisation settings of one training (all recorded with the run)."""
@@ -124,6 +134,7 @@ def fit(model: nn.Module, train: Split, val: Split | None, config: FitConfig, *,
     Without a validation split the model trains ``max_epochs`` and the final weights are kept.
     """
     t0 = time.perf_counter()
+    TRAININGS.count += 1
     model.to(device).to(memory_format=torch.channels_last)
     train_d = train.to(device)
     n = len(train_d)

@@ -1,0 +1,12 @@
+"""Real-format dataset adapters; importing this package registers them in the DATASETS registry.
+
+One module per adapter family: ``celeba``, ``fairface``, ``coco``, ``dollarstreet``, ``geode``,
+``imagefolder`` and ``manifest``. Each reads a published layout under ``root`` and decodes its images once
+through :mod:`biastransfer.data.cache`. See ``docs/datasets.md`` for the expected layouts and parameters.
+"""
+
+from __future__ import annotations
+
+from biastransfer.data.adapters import celeba, coco, dollarstreet, fairface, geode, imagefolder, manifest
+
+__all__ = ["celeba", "coco", "dollarstreet", "fairface", "geode", "imagefolder", "manifest"]
