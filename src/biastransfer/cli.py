@@ -28,6 +28,9 @@ CacheDir = Annotated[Path | None, typer.Option(
     help="Where generated data, decoded images and trained bases are cached "
          "(default: $BIASTRANSFER_CACHE or ~/.cache/biastransfer).")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar; only errors.")]
+Workers = Annotated[str, typer.Option(
+    help="Parallel worker processes: 'auto' (one single-threaded worker per CPU core, 1 on CUDA) or a number; "
+         "1 runs everything in this process.")]
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -36,7 +39,7 @@ def _fail(message: str, code: int = 2) -> None:
 
 
 def _run_and_report(study_path: Path, out_dir: Path, device: str, cache_dir: Path | None, quiet: bool,
-                    max_runs: int | None = None, report: bool = True) -> None:
+                    max_runs: int | None = None, report: bool = True, workers: str = "auto") -> None:
     from biastransfer.config import ConfigError, load_study
     from biastransfer.data.table import DataError
     from biastransfer.device import resolve_device
@@ -49,7 +52,7 @@ def _run_and_report(study_path: Path, out_dir: Path, device: str, cache_dir: Pat
         _fail(str(exc))
     try:
         summary = run_study(study, out_dir, device=dev, cache_dir=cache_dir, study_text=study_path.read_text(),
-                            quiet=quiet, max_runs=max_runs)
+                            quiet=quiet, max_runs=max_runs, workers=workers)
     except (DataError, RunFailedError, ValueError, FileNotFoundError) as exc:
         _fail(str(exc), 1)
     if not quiet and summary.ran:
@@ -93,6 +96,7 @@ def demo(
     quiet: Quiet = False,
     tiny: Annotated[bool, typer.Option(help="A much smaller version of the demo (a minute; for smoke tests).")]
     = False,
+    workers: Workers = "auto",
 ) -> None:
     """Run the bundled demo study on the built-in benchmark and write DIR/report.html.
 
@@ -102,7 +106,7 @@ def demo(
     """
     name = "demo_tiny.yaml" if tiny else "demo.yaml"
     with resources.as_file(resources.files("biastransfer.studies") / name) as path:
-        _run_and_report(path, out_dir, device, cache_dir, quiet)
+        _run_and_report(path, out_dir, device, cache_dir, quiet, workers=workers)
 
 
 @app.command()
@@ -115,13 +119,14 @@ def run(
     max_runs: Annotated[int | None, typer.Option(help="Stop after this many new runs (rerun to continue).")]
     = None,
     no_report: Annotated[bool, typer.Option("--no-report", help="Do not write report.html at the end.")] = False,
+    workers: Workers = "auto",
 ) -> None:
     """Run a study: every run missing from DIR/results.db is run, then the report is written.
 
     Each run is keyed by a hash of its full specification; a finished folder runs nothing, and a study
     stopped midway (even with SIGKILL) continues where it stopped without duplicating results.
     """
-    _run_and_report(study, out_dir, device, cache_dir, quiet, max_runs, report=not no_report)
+    _run_and_report(study, out_dir, device, cache_dir, quiet, max_runs, report=not no_report, workers=workers)
 
 
 @app.command()

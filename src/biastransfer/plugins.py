@@ -5,7 +5,4 @@ from biastransfer.experiments import finetune, salience  # noqa: F401
 from biastransfer.interventions import correlation  # noqa: F401
 from biastransfer.models import bases, checkpoints, transfer  # noqa: F401
 
-try:  # real-format adapters (issue 4)
-    from biastransfer.data import adapters, fashion_mnist  # noqa: F401
-except ImportError:  # pragma: no cover - while they are being written
-    pass
+from biastransfer.data import adapters, fashion_mnist  # noqa: F401  (real-format adapters)

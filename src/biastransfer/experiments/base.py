@@ -60,6 +60,20 @@ class Experiment:
             options={**block.options, **(options or {})},
         )
 
+    def check(self, spec: RunSpec, ctx: RunContext) -> None:
+        """Fail before any training if the spec cannot run (unknown attribute, infeasible set ...).
+
+        The default checks the task and a trained base's attribute against the dataset and draws the run's sets
+        (cheap: indices only).
+        """
+        from biastransfer.experiments.finetune import prepare_data
+
+        dataset = ctx.dataset(spec)
+        dataset.table.column(spec.task)
+        if spec.base.get("kind") == "trained":
+            dataset.table.column(spec.base.get("attribute", ""))
+        prepare_data(spec, dataset, level=spec.level, seed=spec.seed)
+
     def run(self, spec: RunSpec, ctx: RunContext) -> RunOutput:
         raise NotImplementedError
 

@@ -87,10 +87,7 @@ class _FromStartSet(Intervention):
     def _start(self, y: np.ndarray, a: np.ndarray, n: int | None, rng: np.random.Generator,
                ) -> tuple[Fraction, dict[Cell, int], dict[Cell, np.ndarray]]:
         n = check_n(n)  # type: ignore[arg-type]
-        if self.start_level is None:
-            c0 = natural_level_fraction(y, a)
-        else:
-            c0 = check_level(self.start_level, "start_level")
+        c0 = natural_level_fraction(y, a) if self.start_level is None else check_level(self.start_level, "start_level")
         cells = pool_cells(y, a)
         start = correlation_cells(c0, n)
         what = f"{self.registry_name} start set at level {_fmt(c0)} with n={n}"

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import logging
+import multiprocessing
+import os
 import time
 import traceback
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from rich.console import Console
@@ -18,7 +22,7 @@ from biastransfer import plugins  # noqa: F401  (registers everything)
 from biastransfer.config import StudyConfig
 from biastransfer.experiments.base import EXPERIMENTS
 from biastransfer.runner.context import RunContext, default_cache_dir
-from biastransfer.runner.spec import RunSpec
+from biastransfer.runner.spec import RunSpec, content_key
 from biastransfer.runner.store import ResultStore
 from biastransfer.train import engine
 
@@ -36,6 +40,20 @@ def expand_study(study: StudyConfig) -> list[RunSpec]:
         for spec in EXPERIMENTS.get(block.kind)().expand(study, block):
             specs.setdefault(spec.key, spec)
     return list(specs.values())
+
+
+def preflight(specs: list[RunSpec], ctx: RunContext) -> None:
+    """Check every distinct setting (ignoring seeds) before training anything; raise with what to fix."""
+    seen: set[str] = set()
+    for spec in specs:
+        probe = RunSpec.from_dict({**spec.to_dict(), "seed": 0, "base_name": "", "experiment": ""})
+        if probe.key in seen:
+            continue
+        seen.add(probe.key)
+        try:
+            EXPERIMENTS.get(spec.kind)().check(spec, ctx)
+        except ValueError as exc:
+            raise type(exc)(f"{spec.describe()}: {exc}") from None
 
 
 @dataclass
@@ -64,15 +82,85 @@ def _run_log(path: Path) -> Iterator[logging.Handler]:
         handler.close()
 
 
+def _prepare_jobs(todo: list[RunSpec], store: ResultStore) -> tuple[list[RunSpec], list[RunSpec]]:
+    """One spec per distinct trained base and per missing hyperparameter search among ``todo``."""
+    bases: dict[str, RunSpec] = {}
+    searches: dict[str, RunSpec] = {}
+    for spec in todo:
+        if spec.base.get("kind") == "trained":
+            bases.setdefault(content_key({"base": spec.base, "arch": spec.arch, "data": spec.dataset,
+                                          "training": spec.base_training}), spec)
+        if EXPERIMENTS.get(spec.kind).needs_hparams:
+            key = content_key(spec.hparam_key())
+            if key not in searches and store.get_hparams(key) is None:
+                searches[key] = spec
+    return list(bases.values()), list(searches.values())
+
+
+def _execute(job: str, spec: RunSpec, ctx: RunContext, out_dir: Path) -> dict[str, Any]:
+    """Run one job (``base``, ``hparams`` or ``run``) in this process; return what the main process stores."""
+    before = engine.TRAININGS.count
+    started = time.perf_counter()
+    payload: dict[str, Any] = {"job": job, "key": spec.key}
+    if job == "base":
+        ctx.base_model(spec)
+    elif job == "hparams":
+        from biastransfer.experiments.finetune import ensure_hparams
+
+        ensure_hparams(spec, ctx)
+    else:
+        log_path = Path(out_dir) / "logs" / f"{spec.key}.log"
+        with _run_log(log_path):
+            log.info("run %s: %s", spec.key, spec.describe())
+            try:
+                output = EXPERIMENTS.get(spec.kind)().run(spec, ctx)
+            except Exception as exc:
+                log.error("run failed:\n%s", traceback.format_exc())
+                raise RunFailedError(f"run {spec.describe()} failed: {exc} (log: {log_path})") from exc
+            log.info("result: %s", output.result)
+        payload.update(result=output.result, artifacts=output.artifacts,
+                       provenance=ctx.provenance(spec, {"bases": ctx.base_infos}))
+    payload["seconds"] = time.perf_counter() - started
+    payload["trainings"] = engine.TRAININGS.count - before
+    return payload
+
+
+_WORKER: dict[str, Any] = {}
+
+
+def _worker_init(out_dir: str, device: str, cache_dir: str, threads: int) -> None:
+    torch.set_num_threads(threads)
+    _WORKER.update(out_dir=Path(out_dir), ctx=RunContext(store=ResultStore(Path(out_dir)),
+                                                         device=torch.device(device), cache_dir=Path(cache_dir)))
+
+
+def _worker_job(job: str, spec_dict: dict[str, Any]) -> dict[str, Any]:
+    return _execute(job, RunSpec.from_dict(spec_dict), _WORKER["ctx"], _WORKER["out_dir"])
+
+
+def resolve_workers(workers: int | str, device: torch.device) -> int:
+    """``auto``: one single-threaded worker per core on CPU (small models scale better across processes than
+    across threads), one process on CUDA."""
+    if workers == "auto":
+        return 1 if device.type != "cpu" else max(1, min(os.cpu_count() or 1, 8))
+    n = int(workers)
+    if n < 1:
+        raise ValueError(f"workers must be 'auto' or a positive integer, got {workers}")
+    return n
+
+
 def run_study(study: StudyConfig, out_dir: Path, *, device: torch.device, cache_dir: Path | None = None,
               study_text: str | None = None, quiet: bool = False, console: Console | None = None,
-              max_runs: int | None = None) -> StudySummary:
+              max_runs: int | None = None, workers: int | str = 1) -> StudySummary:
     """Run every missing run of ``study`` into ``out_dir/results.db``; return what was done.
 
+    Trained bases and hyperparameter searches run first (each once), then the runs. With ``workers`` > 1 the
+    jobs of each phase run in a pool of single-threaded processes; the main process alone writes run rows.
     ``max_runs`` stops after that many new runs (for tests and partial runs); rerunning continues.
     """
     console = console or Console(stderr=True, quiet=quiet)
     t0 = time.perf_counter()
+    out_dir = Path(out_dir)
     store = ResultStore(out_dir)
     store.set_meta("study", study.model_dump(mode="json"))
     if study_text is not None:
@@ -82,37 +170,57 @@ def run_study(study: StudyConfig, out_dir: Path, *, device: torch.device, cache_
     todo = [s for s in specs if s.key not in done]
     if max_runs is not None:
         todo = todo[:max_runs]
-    ctx = RunContext(store=store, device=device, cache_dir=Path(cache_dir or default_cache_dir()))
-    trainings_before = engine.TRAININGS.count
+    cache = Path(cache_dir or default_cache_dir())
+    ctx = RunContext(store=store, device=device, cache_dir=cache)
     if not todo:
         console.print(f"[green]Nothing to run:[/] all {len(specs)} runs of {study.name!r} are in {store.path}")
         store.close()
         return StudySummary(len(specs), len(specs), 0, 0, time.perf_counter() - t0)
+    preflight(todo, ctx)
+    n_workers = resolve_workers(workers, device)
+    base_jobs, search_jobs = _prepare_jobs(todo, store)
     console.print(f"Study {study.name!r}: {len(specs)} runs, {len(specs) - len(todo)} already done, "
-                  f"{len(todo)} to run on {device}")
+                  f"{len(todo)} to run on {device} ({n_workers} worker{'s' if n_workers > 1 else ''})")
     columns = (TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
-    with Progress(*columns, console=console, disable=quiet, transient=False) as progress:
-        bar = progress.add_task("runs", total=len(todo))
-        for spec in todo:
-            progress.update(bar, description=spec.describe()[:60])
-            log_path = Path(out_dir) / "logs" / f"{spec.key}.log"
-            with _run_log(log_path):
-                log.info("run %s: %s", spec.key, spec.describe())
-                started = time.perf_counter()
-                try:
-                    output = EXPERIMENTS.get(spec.kind)().run(spec, ctx)
-                except Exception as exc:
-                    log.error("run failed:\n%s", traceback.format_exc())
-                    store.close()
-                    raise RunFailedError(f"run {spec.describe()} failed: {exc} (log: {log_path})") from exc
-                seconds = time.perf_counter() - started
-                log.info("result: %s", output.result)
-            store.add_run(spec.key, spec.to_dict(), output.result, ctx.provenance(spec, {
-                "bases": ctx.base_infos}), output.artifacts, seconds)
-            progress.advance(bar)
-    summary = StudySummary(len(specs), len(specs) - len(todo), len(todo),
-                           engine.TRAININGS.count - trainings_before, time.perf_counter() - t0)
-    store.set_meta("last_run", {"ran": summary.ran, "trainings": summary.trainings, "seconds": summary.seconds})
+    trainings = 0
+    pool = None
+    if n_workers > 1:
+        threads = max(1, torch.get_num_threads() // n_workers)
+        pool = ProcessPoolExecutor(n_workers, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_worker_init, initargs=(str(out_dir), str(device), str(cache),
+                                                                       threads))
+    try:
+        with Progress(*columns, console=console, disable=quiet, transient=False) as progress:
+            for job, jobs, label in (("base", base_jobs, "training bases"),
+                                     ("hparams", search_jobs, "hyperparameter search"), ("run", todo, "runs")):
+                if not jobs:
+                    continue
+                bar = progress.add_task(label, total=len(jobs))
+                for payload in _map_jobs(job, jobs, ctx, out_dir, pool):
+                    trainings += payload["trainings"]
+                    if job == "run":
+                        spec = payload["spec"]
+                        store.add_run(spec.key, spec.to_dict(), payload["result"], payload["provenance"],
+                                      payload["artifacts"], payload["seconds"])
+                    progress.advance(bar)
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+    summary = StudySummary(len(specs), len(specs) - len(todo), len(todo), trainings, time.perf_counter() - t0)
+    store.set_meta("last_run", {"ran": summary.ran, "trainings": summary.trainings, "seconds": summary.seconds,
+                                "workers": n_workers})
     store.close()
     return summary
+
+
+def _map_jobs(job: str, jobs: list[RunSpec], ctx: RunContext, out_dir: Path,
+              pool: ProcessPoolExecutor | None) -> Iterator[dict[str, Any]]:
+    """Yield each job's payload (with its spec) as it finishes; in order when there is no pool."""
+    if pool is None:
+        for spec in jobs:
+            yield {**_execute(job, spec, ctx, out_dir), "spec": spec}
+        return
+    futures = {pool.submit(_worker_job, job, spec.to_dict()): spec for spec in jobs}
+    for future in as_completed(futures):
+        yield {**future.result(), "spec": futures[future]}
