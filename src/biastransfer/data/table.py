@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -105,9 +106,11 @@ class ImageStore:
         return int(self.array.shape[3])
 
     def tensor(self) -> torch.Tensor:
-        """All images as one uint8 NCHW tensor (channels-last view); loaded into memory once."""
+        """All images as one uint8 NCHW tensor (a channels-last view of the array; a memory map stays one)."""
         if self._tensor is None:
-            self._tensor = torch.from_numpy(np.ascontiguousarray(self.array)).permute(0, 3, 1, 2)
+            with warnings.catch_warnings():  # a read-only memory map: we never write through the tensor
+                warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+                self._tensor = torch.from_numpy(np.ascontiguousarray(self.array)).permute(0, 3, 1, 2)
         return self._tensor
 
     def take(self, indices: np.ndarray) -> torch.Tensor:

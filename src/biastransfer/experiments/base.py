@@ -45,7 +45,7 @@ class Experiment:
     def make_spec(self, study: StudyConfig, block: ExperimentConfig, *, base: str, task: str,
                   intervention: str, level: float | str, n_train: int, seed: int,
                   options: dict[str, Any] | None = None) -> RunSpec:
-        base_cfg = study.bases[base] if base in study.bases else None
+        base_cfg = study.bases.get(base)
         base_dict = {"kind": "scratch"} if base_cfg is None else {"kind": base_cfg.kind, **base_cfg.options()}
         trained = base_dict["kind"] == "trained"
         return RunSpec(

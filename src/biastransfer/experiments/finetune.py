@@ -8,6 +8,7 @@ group gaps. The ``inheritance`` and ``correlation_sweep`` experiments differ onl
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +25,8 @@ from biastransfer.runner.context import RunContext
 from biastransfer.runner.spec import RunSpec
 from biastransfer.seeding import derive_seed, rng
 from biastransfer.train.engine import FitConfig, FitResult, fit, make_split, predict_logits
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -102,7 +105,11 @@ def finetune(spec: RunSpec, ctx: RunContext, data: FinetuneData, *, lr: float, w
     train = make_split(images, data.train_rows, labels[data.train_rows], data.train_weights)
     val = make_split(images, data.val_rows, labels[data.val_rows], data.val_weights)
     result = fit(model, train, val, fit_config(spec, lr, weight_decay), seed=derive_seed(seed, "fit"),
-                 device=ctx.device, phases=phases)
+                 device=ctx.device, phases=phases,
+                 on_epoch=lambda epoch, rec: log.info("epoch %d: %s", epoch, rec))
+    log.info("finetuned %s on %s (N=%d, lr=%g, wd=%g): best val loss %.4f at epoch %d of %d (%.1f s)",
+             spec.base_name, spec.task, len(data.train_rows), lr, weight_decay, result.best_val_loss,
+             result.best_epoch, result.epochs, result.seconds)
     return model, result
 
 

@@ -1,7 +1,9 @@
 """Salience of an attribute X relative to the sensitive attribute a (REFERENCE §6).
 
 Train on a set where X = a exactly (cells (a=1, X=1) and (a=0, X=0), N/2 each: ``collect`` at level 1), test
-on four equal quadrants of (X, a) (``collect`` at level 0.5). With s the model's scores,
+on four equal quadrants of (X, a) (``collect`` at level 0.5; ``options.test_size``, default
+min(evaluation.test_size, 1000), so that the quadrants fit in a test pool with a strong natural correlation).
+With s the model's scores,
 
     AUC_a = max(AUC(a, s), 1 − AUC(a, s)),   AUC_X = max(AUC(X, s), 1 − AUC(X, s)),
     salience = AUC_a − AUC_X + 0.5.
@@ -48,7 +50,8 @@ class Salience(Experiment):
             spec = self.make_spec(study, block, base=base, task=task, intervention="collect",
                                   level=0.0 if inverse else 1.0, n_train=n, seed=seed,
                                   options={"inverse": inverse})
-            specs.append(RunSpec.from_dict({**spec.to_dict(), "test": 0.5}))
+            test_size = int(block.options.get("test_size", min(study.evaluation.test_size, 1000)))
+            specs.append(RunSpec.from_dict({**spec.to_dict(), "test": 0.5, "test_size": test_size}))
         return specs
 
     def run(self, spec: RunSpec, ctx: RunContext) -> RunOutput:

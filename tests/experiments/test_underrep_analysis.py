@@ -1,0 +1,100 @@
+"""Analysis of underrepresentation runs: roles, the paired T2 AUC difference, the correction, the reading."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from biastransfer.analysis.underrep import (
+    correction_table,
+    t2_gap_table,
+    underrep_reading,
+    underrep_runs,
+    underrep_table,
+)
+from biastransfer.metrics.intervals import t_interval
+
+
+def _runs(values: dict[tuple[str, float, int], float], n: int = 128) -> pd.DataFrame:
+    """Runs of task pullover+coat: values[(base attribute, share, seed)] = AUC on T2."""
+    rows = []
+    for (attr, share, seed), v in values.items():
+        rows.append({"run_key": f"{attr}{share}{seed}", "study": "s", "experiment": "ur",
+                     "experiment_kind": "underrepresentation", "dataset": "fashion-mnist", "task": "pullover+coat",
+                     "base": f"pretrain-{attr}", "base_kind": "trained", "base_attribute": attr,
+                     "intervention": "subgroup_share", "level": share, "level_label": f"{share:g}",
+                     "test_level": np.nan, "test_label": "natural", "n_train": n, "seed": seed, "auc": v + 0.05,
+                     "auc_t1": 0.9, "auc_t2": v, "share": share})
+    # an unrelated inheritance row must be ignored
+    rows.append({**rows[0], "run_key": "x", "experiment_kind": "inheritance", "task": "shirt", "auc_t2": np.nan})
+    return pd.DataFrame(rows)
+
+
+T1_AUC = {0.1: [0.70, 0.72, 0.71], 0.3: [0.81, 0.82, 0.82], 0.5: [0.86, 0.85, 0.88]}
+T2_AUC = {0.1: [0.80, 0.81, 0.83], 0.3: [0.83, 0.84, 0.86], 0.5: [0.86, 0.86, 0.87]}
+
+
+def _example() -> pd.DataFrame:
+    values = {}
+    for share in (0.1, 0.3, 0.5):
+        for seed in range(3):
+            values[("pullover", share, seed)] = T1_AUC[share][seed]
+            values[("coat", share, seed)] = T2_AUC[share][seed]
+    return _runs(values)
+
+
+def test_roles_come_from_the_base_attribute() -> None:
+    ur = underrep_runs(_example())
+    assert len(ur) == 18
+    assert dict(zip(ur["base"], ur["role"], strict=True)) == {"pretrain-pullover": "pretrain-t1",
+                                                              "pretrain-coat": "pretrain-t2"}
+
+
+def test_gap_is_paired_by_seed_with_a_t_interval() -> None:
+    gaps = t2_gap_table(_example())
+    assert list(gaps["level"]) == [0.1, 0.3, 0.5]
+    for share, row in zip((0.1, 0.3, 0.5), gaps.itertuples(), strict=True):
+        d = np.array(T2_AUC[share]) - np.array(T1_AUC[share])
+        iv = t_interval(d)
+        assert row.gap_mean == pytest.approx(iv.mean)
+        assert row.gap_low == pytest.approx(iv.low) and row.gap_high == pytest.approx(iv.high)
+        assert row.n_pairs == 3 and row.t1 == "pullover" and row.t2 == "coat"
+        assert row.significant == (iv.low > 0)
+    assert bool(gaps.iloc[0]["significant"])
+
+
+def test_unpaired_seeds_are_dropped() -> None:
+    values = {("pullover", 0.5, s): 0.7 for s in (0, 1, 2)} | {("coat", 0.5, s): 0.8 + 0.01 * s for s in (1, 2, 3)}
+    gaps = t2_gap_table(_runs(values))
+    assert int(gaps.iloc[0]["n_pairs"]) == 2
+    assert gaps.iloc[0]["gap_mean"] == pytest.approx(0.115)
+
+
+def test_correction_against_pretrain_t2_at_the_smallest_share() -> None:
+    corr = correction_table(_example())
+    assert set(corr["reference_level"]) == {0.1}
+    ref = np.array(T2_AUC[0.1])
+    for share, row in zip((0.1, 0.3, 0.5), corr.itertuples(), strict=True):
+        d = ref - np.array(T1_AUC[share])
+        assert row.remaining_mean == pytest.approx(d.mean())
+        assert row.reaches == (d.mean() <= 0)
+    assert list(corr["reaches"]) == [False, True, True]
+    text = " ".join(underrep_reading(_example()))
+    assert "Pretrain-pullover reaches it at share 0.3" in text
+    assert "significantly worse on coat at 1 of 3 share(s)" in text
+
+
+def test_table_aggregates_each_base_and_share() -> None:
+    tab = underrep_table(_example())
+    assert len(tab) == 6 and set(tab["n_seeds"]) == {3}
+    row = tab[(tab["base"] == "pretrain-pullover") & (tab["level"] == 0.3)].iloc[0]
+    assert row["auc_t2_mean"] == pytest.approx(np.mean(T1_AUC[0.3]))
+    assert list(tab["role"][:3]) == ["pretrain-t1"] * 3
+
+
+def test_no_pair_is_said_plainly() -> None:
+    values = {("pullover", 0.5, s): 0.7 for s in (0, 1)}
+    assert t2_gap_table(_runs(values)).empty
+    assert "no setting has both a Pretrain-T1 and a Pretrain-T2 base" in underrep_reading(_runs(values))[0]
+    assert underrep_reading(_runs(values).query("experiment_kind != 'underrepresentation'")) == []

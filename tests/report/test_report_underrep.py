@@ -1,0 +1,76 @@
+"""The report's underrepresentation section, alone and next to the other kinds."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from biastransfer.report.html import build_report
+from biastransfer.report.plots import underrep_plot
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def underrep_rows(columns: list[str]) -> pd.DataFrame:
+    """Underrepresentation runs (pullover+coat, 2 bases × 3 shares × 2 N × 3 seeds) with the given columns."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for attr in ("pullover", "coat"):
+        for share in (0.1, 0.3, 0.5):
+            for n in (128, 512):
+                for seed in range(3):
+                    t2 = 0.80 + 0.1 * share + (0.05 if attr == "coat" else 0.0) + rng.normal(0, 0.005)
+                    rows.append({"run_key": f"{attr}-{share}-{n}-{seed}", "study": "fixture",
+                                 "experiment": "underrep", "experiment_kind": "underrepresentation",
+                                 "dataset": "fashion-mnist", "task": "pullover+coat", "base": f"pretrain-{attr}",
+                                 "base_kind": "trained", "base_attribute": attr, "intervention": "subgroup_share",
+                                 "level": share, "level_label": f"{share:g}", "test_level": np.nan,
+                                 "test_label": "natural", "n_train": n, "seed": seed, "auc": t2 + 0.03,
+                                 "auc_t1": 0.9 + rng.normal(0, 0.005), "auc_t2": t2, "share": share,
+                                 "threshold": 0.1, "threshold_policy": "val", "gap_label": "a=1 − a=0",
+                                 "lr": 0.05, "weight_decay": 5e-4, "epochs": 5, "val_loss": 0.3, "seconds": 1.0,
+                                 "inverse": False})
+    return pd.DataFrame(rows).reindex(columns=columns)
+
+
+def _fixture_runs() -> pd.DataFrame:
+    runs = pd.read_csv(FIXTURES / "runs.csv")
+    return runs.assign(auc_t1=np.nan, auc_t2=np.nan, share=np.nan)
+
+
+def test_section_plot_and_tables(tmp_path: Path) -> None:
+    fixture = _fixture_runs()
+    runs = pd.concat([fixture, underrep_rows(list(fixture.columns))], ignore_index=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # no "different value in every run" warning
+        path = build_report(runs, tmp_path, title="mixed")
+    text = path.read_text(encoding="utf-8")
+    for section in ("reading", "tradeoff", "inheritance", "underrepresentation", "salience", "results"):
+        assert f'<section id="{section}">' in text
+    assert "Underrepresentation pullover+coat (T1 = pullover, T2 = coat), N=128" in text
+    assert "T2 AUC difference (Pretrain-T2 − Pretrain-T1)" in text
+    assert "Correction: Pretrain-T1 at share p" in text
+    names = sorted(p.stem for p in (tmp_path / "plots").glob("*.png"))
+    assert names == ["inheritance", "salience", "tradeoff", "underrepresentation"]
+
+
+def test_underrep_only_report_has_no_empty_generic_reading(tmp_path: Path) -> None:
+    runs = underrep_rows(list(_fixture_runs().columns))
+    text = build_report(runs, tmp_path, title="ur").read_text(encoding="utf-8")
+    assert "No inheritance or correlation-sweep runs to read." not in text
+    assert "significantly worse on coat" in text
+    assert "tradeoff" not in {p.stem for p in (tmp_path / "plots").glob("*.png")}
+
+
+def test_plot_has_two_rows_per_task_and_one_column_per_n() -> None:
+    from biastransfer.analysis.underrep import t2_gap_table, underrep_table
+
+    runs = underrep_rows(list(_fixture_runs().columns))
+    fig = underrep_plot(underrep_table(runs), t2_gap_table(runs))
+    visible = [ax for ax in fig.axes if ax.get_visible() and ax.has_data()]
+    assert len(visible) == 4
+    assert {ax.get_title() for ax in visible if ax.get_title()} == {"pullover+coat · N = 128",
+                                                                    "pullover+coat · N = 512"}
