@@ -56,8 +56,11 @@ def _run_and_report(study_path: Path, out_dir: Path, device: str, cache_dir: Pat
     except (DataError, RunFailedError, ValueError, FileNotFoundError) as exc:
         _fail(str(exc), 1)
     if not quiet and summary.ran:
-        err.print(f"Ran {summary.ran} runs ({summary.trainings} trainings incl. bases and hyperparameter search) "
-                  f"in {summary.seconds:.0f} s; results in {out_dir / 'results.db'}")
+        from biastransfer.runner.protocol import original_protocol_trainings
+
+        err.print(f"Ran {summary.ran} runs in {summary.seconds:.0f} s: {summary.trainings} trainings incl. bases and "
+                  f"hyperparameter search (the original protocol would need {original_protocol_trainings(study)} "
+                  f"for this grid); results in {out_dir / 'results.db'}")
     if report and (max_runs is None):
         _report(out_dir, quiet)
 

@@ -45,7 +45,7 @@ def underrep_study_dict(root: Path, **block) -> dict:
         "dataset": {"name": "fashion-mnist", "root": str(root), "resolution": 12, "params": {"val_share": 0.2}},
         "model": {"arch": "small_resnet"},
         "train": {"lr": [0.05], "weight_decay": [0.0005], "max_epochs": 2, "patience": 1},
-        "base_training": {"epochs": 1},
+        "base_training": {"epochs": 1, "max_examples": 160},
         "bases": {"pretrain-pullover": {"kind": "trained", "attribute": "pullover"},
                   "pretrain-coat": {"kind": "trained", "attribute": "coat"},
                   "scratch": {"kind": "scratch"}},

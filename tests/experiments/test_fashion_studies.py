@@ -28,6 +28,6 @@ def test_fashion_spurious_grid() -> None:
     assert study.dataset.name == "fashion-mnist-panels" and study.dataset.resolution == 32
     specs = expand_study(study)
     kinds = Counter(s.kind for s in specs)
-    assert kinds == {"inheritance": 3 * 2 * 3, "correlation_sweep": 5 * 3}
+    assert kinds == {"inheritance": 3 * 2 * 3, "correlation_sweep": 5 * 5}
     assert study.bases["gendered"].options() == {"attribute": "second_bag"}
     assert {s.test for s in specs if s.kind == "correlation_sweep"} == {0.8}

@@ -27,7 +27,16 @@ import biastransfer
 from biastransfer.analysis.aggregate import DEFAULT_METRICS, aggregate, kind_rows, salience_table
 from biastransfer.analysis.reading import fmt, fmt_ci, generate_reading, level_text
 from biastransfer.analysis.regression import inheritance_regression_with_reason
-from biastransfer.report.plots import DPI, inheritance_chart, salience_plot, tradeoff_plot
+from biastransfer.analysis.underrep import (
+    OUTCOME_COLUMNS as UNDERREP_OUTCOMES,
+)
+from biastransfer.analysis.underrep import (
+    correction_table,
+    t2_gap_table,
+    underrep_reading,
+    underrep_table,
+)
+from biastransfer.report.plots import DPI, inheritance_chart, salience_plot, tradeoff_plot, underrep_plot
 
 __all__ = ["SectionContent", "build_report"]
 
@@ -261,6 +270,90 @@ def _extra(title: str, content: SectionContent, plots: _Plots, idx: int) -> list
     return out
 
 
+def _underrep_section(runs: pd.DataFrame, plots: _Plots) -> list[str]:
+    """The underrepresentation section (paper §5): AUC on T2 per base vs share, the difference, the correction."""
+    table = underrep_table(runs)
+    if table.empty:
+        return []
+    gaps, corr = t2_gap_table(runs), correction_table(runs)
+    body = ['<section id="underrepresentation">', "<h2>Underrepresentation: AUC on the subcategory T2</h2>"]
+    body.append(
+        '<p class="note">Task T1 ∨ T2; a share p of the finetuning positives is T2. AUC on T2 = T2 positives '
+        "against all test negatives (T1 positives left out), likewise for T1. Pretrain-T1 / Pretrain-T2: bases "
+        "trained by us on T1 / T2. Difference = AUC on T2 of Pretrain-T2 minus Pretrain-T1, paired by seed; "
+        "mean [95% CI low, high] (Student-t over seeds).</p>"
+    )
+    body += plots.embed(
+        underrep_plot(table, gaps),
+        "underrepresentation",
+        "Underrepresentation plot",
+        "Top: AUC on T2 (solid) and on T1 (dotted) per base against the share of T2; bottom: the difference "
+        "in AUC on T2 between Pretrain-T2 and Pretrain-T1, 95% CI.",
+    )
+    if not gaps.empty:
+        body.append("<h3>T2 AUC difference (Pretrain-T2 − Pretrain-T1)</h3>")
+        body += _table(
+            pd.DataFrame(
+                {
+                    "task": gaps["task"].astype(str),
+                    "N": gaps["n_train"].astype(str),
+                    "share of T2": gaps["level_label"].astype(str),
+                    "AUC on T2, Pretrain-T1": [fmt(x) for x in gaps["auc_t2_pretrain_t1"]],
+                    "AUC on T2, Pretrain-T2": [fmt(x) for x in gaps["auc_t2_pretrain_t2"]],
+                    "difference": [
+                        fmt_ci(a, b, c)
+                        for a, b, c in zip(gaps["gap_mean"], gaps["gap_low"], gaps["gap_high"], strict=True)
+                    ],
+                    "seeds": gaps["n_pairs"].astype(int),
+                    "CI above 0": ["yes" if v else "no" for v in gaps["significant"]],
+                }
+            )
+        )
+    if not corr.empty:
+        body.append("<h3>Correction: Pretrain-T1 at share p against Pretrain-T2 at the smallest share</h3>")
+        body += _table(
+            pd.DataFrame(
+                {
+                    "task": corr["task"].astype(str),
+                    "N": corr["n_train"].astype(str),
+                    "reference share": [f"{v:g}" for v in corr["reference_level"]],
+                    "share p (Pretrain-T1)": corr["level_label"].astype(str),
+                    "AUC on T2, reference": [fmt(x) for x in corr["auc_t2_reference"]],
+                    "AUC on T2, Pretrain-T1": [fmt(x) for x in corr["auc_t2_pretrain_t1"]],
+                    "remaining gap": [
+                        fmt_ci(a, b, c)
+                        for a, b, c in zip(
+                            corr["remaining_mean"], corr["remaining_low"], corr["remaining_high"], strict=True
+                        )
+                    ],
+                    "reaches": ["yes" if v else "no" for v in corr["reaches"]],
+                }
+            )
+        )
+    body.append("<h3>AUC per base and share</h3>")
+    body += _table(
+        pd.DataFrame(
+            {
+                "task": table["task"].astype(str),
+                "N": table["n_train"].astype(str),
+                "base": table["base"].astype(str),
+                "role": table["role"].astype(str),
+                "share of T2": table["level_label"].astype(str),
+                "seeds": table["n_seeds"].astype(int),
+                **{
+                    head: [
+                        fmt_ci(a, b, c)
+                        for a, b, c in zip(table[f"{m}_mean"], table[f"{m}_low"], table[f"{m}_high"], strict=True)
+                    ]
+                    for m, head in (("auc", "AUC"), ("auc_t1", "AUC on T1"), ("auc_t2", "AUC on T2"))
+                },
+            }
+        )
+    )
+    body.append("</section>")
+    return body
+
+
 def build_report(
     runs: pd.DataFrame,
     out_dir: str | Path,
@@ -282,19 +375,26 @@ def build_report(
         extra_sections: ``(heading, content)`` pairs appended after the standard sections; content is text
             (escaped), a DataFrame (table), a Figure (embedded and saved) or a list of those.
 
-    Sections: summary, reading, tradeoff plot(s) (correlation sweeps), inheritance chart, salience table and
+    Sections: summary, reading, tradeoff plot(s) (correlation sweeps), inheritance chart, underrepresentation
+    (AUC on T2 per base and share, the Pretrain-T2 − Pretrain-T1 difference, the correction), salience table and
     plot, regression, results table, hyperparameters, provenance. Sections whose runs are missing are omitted.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     plots = _Plots(out)
+    all_runs = runs
+    # The underrepresentation outcomes are not setting columns of the generic aggregation.
+    runs = runs.drop(columns=[c for c in UNDERREP_OUTCOMES if c in runs.columns])
     body: list[str] = [
         f"<h1>{html.escape(title)}</h1>",
         f'<p class="summary">{html.escape(_summary(runs))}</p>',
     ]
 
+    reading = underrep_reading(all_runs)
+    if not reading or not (kind_rows(runs, "inheritance").empty and kind_rows(runs, "correlation_sweep").empty):
+        reading = generate_reading(runs) + reading
     body += ['<section id="reading">', "<h2>Reading</h2>", "<ul>"]
-    body += [f"<li>{html.escape(s)}</li>" for s in generate_reading(runs)]
+    body += [f"<li>{html.escape(s)}</li>" for s in reading]
     body += ["</ul>", "</section>"]
 
     sweep = kind_rows(runs, "correlation_sweep")
@@ -329,6 +429,8 @@ def build_report(
             "every Control interval.",
         )
         body.append("</section>")
+
+    body += _underrep_section(all_runs, plots)
 
     sal = salience_table(runs)
     if not sal.empty:

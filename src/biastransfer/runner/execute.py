@@ -208,8 +208,11 @@ def run_study(study: StudyConfig, out_dir: Path, *, device: torch.device, cache_
         if pool is not None:
             pool.shutdown(cancel_futures=True)
     summary = StudySummary(len(specs), len(specs) - len(todo), len(todo), trainings, time.perf_counter() - t0)
+    from biastransfer.runner.protocol import original_protocol_trainings
+
     store.set_meta("last_run", {"ran": summary.ran, "trainings": summary.trainings, "seconds": summary.seconds,
-                                "workers": n_workers})
+                                "workers": n_workers,
+                                "original_protocol_trainings": original_protocol_trainings(study)})
     store.close()
     return summary
 

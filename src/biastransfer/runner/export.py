@@ -14,6 +14,7 @@ RUN_COLUMNS = [
     "intervention", "level", "level_label", "test_level", "test_label", "n_train", "seed", "auc", "fpr_diff",
     "tpr_diff", "eo_diff", "fpr_a0", "fpr_a1", "tpr_a0", "tpr_a1", "threshold", "threshold_policy", "gap_label",
     "lr", "weight_decay", "epochs", "val_loss", "seconds", "auc_a", "auc_x", "salience", "inverse",
+    "auc_t1", "auc_t2", "share",
 ]
 
 
@@ -38,7 +39,8 @@ def run_row(study: str, run: dict[str, Any]) -> dict[str, Any]:
         "test_label": _label(test), "n_train": res.get("n_train_used", spec["n_train"]), "seed": spec["seed"],
         **{k: res.get(k, math.nan) for k in ("auc", "fpr_diff", "tpr_diff", "eo_diff", "fpr_a0", "fpr_a1",
                                               "tpr_a0", "tpr_a1", "threshold", "lr", "weight_decay", "epochs",
-                                              "val_loss", "auc_a", "auc_x", "salience")},
+                                              "val_loss", "auc_a", "auc_x", "salience", "auc_t1", "auc_t2",
+                                              "share")},
         "threshold_policy": res.get("threshold_policy", str(spec["threshold"])),
         "gap_label": res.get("gap_label", "a=1 − a=0"), "seconds": run["seconds"],
         "inverse": res.get("inverse", False),
@@ -52,7 +54,7 @@ def runs_frame(store: ResultStore) -> pd.DataFrame:
     frame = pd.DataFrame(rows, columns=RUN_COLUMNS)
     # None (NaN from JSON) → float NaN in numeric columns
     for col in ("auc", "fpr_diff", "tpr_diff", "eo_diff", "fpr_a0", "fpr_a1", "tpr_a0", "tpr_a1", "threshold",
-                "level", "test_level", "auc_a", "auc_x", "salience", "val_loss"):
+                "level", "test_level", "auc_a", "auc_x", "salience", "val_loss", "auc_t1", "auc_t2", "share"):
         frame[col] = pd.to_numeric(frame[col], errors="coerce")
     return frame
 
