@@ -189,3 +189,18 @@ def test_report_has_the_underrepresentation_section(finished: Path) -> None:
     assert "T2 AUC difference (Pretrain-T2 − Pretrain-T1)" in text
     assert (finished / "plots" / "underrepresentation.png").read_bytes()[:4] == b"\x89PNG"
     assert "Underrepresentation pullover+coat (T1 = pullover, T2 = coat), N=32" in text
+
+
+def test_test_at_a_share_is_a_fixed_set_of_test_size(fake_fmnist: Path, cache_dir: Path) -> None:
+    raw = underrep_study_dict(fake_fmnist, test=0.25)
+    raw["evaluation"] = {"threshold": "val", "test_size": 40}
+    specs = expand_study(parse_study(raw))
+    data = load_dataset("fashion-mnist", root=fake_fmnist, cache_dir=cache_dir / "data", resolution=12,
+                        params={"val_share": 0.2})
+    cls = data.table.frame["class"].to_numpy()
+    sets = [prepare_share_data(s, data, share=s.level, seed=s.seed) for s in specs]
+    first = sets[0].test_rows
+    counts = pd.Series(cls[first]).value_counts()
+    assert len(first) == 40 and counts["coat"] == 5 and counts["pullover"] == 15
+    assert counts.get("t-shirt", 0) + counts.get("shirt", 0) == 20
+    assert all(np.array_equal(s.test_rows, first) for s in sets)  # same for every seed and share

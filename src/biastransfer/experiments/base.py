@@ -74,6 +74,18 @@ class Experiment:
             dataset.table.column(spec.base.get("attribute", ""))
         prepare_data(spec, dataset, level=spec.level, seed=spec.seed)
 
+    def hparam_store_key(self, spec: RunSpec) -> str:
+        """The key of this run's hyperparameter choice in the store (runs that share it share the search)."""
+        from biastransfer.runner.spec import content_key
+
+        return content_key(spec.hparam_key())
+
+    def ensure_hparams(self, spec: RunSpec, ctx: RunContext) -> dict[str, Any]:
+        """The run's hyperparameters: searched on first use, then read from the store."""
+        from biastransfer.experiments.finetune import ensure_hparams
+
+        return ensure_hparams(spec, ctx)
+
     def run(self, spec: RunSpec, ctx: RunContext) -> RunOutput:
         raise NotImplementedError
 

@@ -89,11 +89,16 @@ def fit_config(spec: RunSpec, lr: float, weight_decay: float) -> FitConfig:
                      max_epochs=t["max_epochs"], patience=t["patience"], flip=t["flip"])
 
 
-def finetune(spec: RunSpec, ctx: RunContext, data: FinetuneData, *, lr: float, weight_decay: float,
-             seed: int) -> tuple[torch.nn.Module, FitResult]:
-    """Finetune the run's base on ``data`` (all layers unless the transfer mode says otherwise)."""
+def finetune(spec: RunSpec, ctx: RunContext, data: Any, *, lr: float, weight_decay: float, seed: int,
+             labels: np.ndarray | None = None) -> tuple[torch.nn.Module, FitResult]:
+    """Finetune the run's base on ``data`` (all layers unless the transfer mode says otherwise).
+
+    ``data`` has ``train_rows`` and ``val_rows`` (rows of the store) and optionally ``train_weights`` and
+    ``val_weights``; ``labels`` (per store row) default to the run's task column.
+    """
     dataset = ctx.dataset(spec)
-    images, labels = dataset.images.tensor(), dataset.table.column(spec.task)
+    images = dataset.images.tensor()
+    labels = dataset.table.column(spec.task) if labels is None else labels
     model = ctx.base_model(spec)
     phases = None
     if spec.transfer != "full" or spec.transfer_options:
@@ -102,8 +107,8 @@ def finetune(spec: RunSpec, ctx: RunContext, data: FinetuneData, *, lr: float, w
         mode = get_transfer_mode(spec.transfer, **spec.transfer_options)
         mode.validate(model)
         phases = mode.phases()
-    train = make_split(images, data.train_rows, labels[data.train_rows], data.train_weights)
-    val = make_split(images, data.val_rows, labels[data.val_rows], data.val_weights)
+    train = make_split(images, data.train_rows, labels[data.train_rows], getattr(data, "train_weights", None))
+    val = make_split(images, data.val_rows, labels[data.val_rows], getattr(data, "val_weights", None))
     result = fit(model, train, val, fit_config(spec, lr, weight_decay), seed=derive_seed(seed, "fit"),
                  device=ctx.device, phases=phases,
                  on_epoch=lambda epoch, rec: log.info("epoch %d: %s", epoch, rec))

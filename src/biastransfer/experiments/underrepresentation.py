@@ -41,14 +41,14 @@ import torch
 from biastransfer.config import ExperimentConfig, StudyConfig
 from biastransfer.data.table import DataError, LoadedDataset
 from biastransfer.experiments.base import EXPERIMENTS, Experiment, RunOutput
-from biastransfer.experiments.finetune import fit_config
+from biastransfer.experiments.finetune import finetune
 from biastransfer.interventions.share import natural_share, select_share
 from biastransfer.metrics.ranking import auc
 from biastransfer.metrics.threshold import parse_threshold_policy, resolve_threshold
 from biastransfer.runner.context import RunContext
 from biastransfer.runner.spec import RunSpec, content_key
 from biastransfer.seeding import derive_seed, rng
-from biastransfer.train.engine import FitResult, fit, make_split, predict_logits
+from biastransfer.train.engine import predict_logits
 
 KIND = "underrepresentation"
 TASK_HELP = "an underrepresentation task is written 'T1+T2' with two different attribute columns, e.g. pullover+coat"
@@ -166,25 +166,6 @@ def prepare_share_data(spec: RunSpec, dataset: LoadedDataset, *, share: float | 
                      natural_share=float(natural_share(tr.t1, tr.t2)), train_counts=counts)
 
 
-def finetune_on(spec: RunSpec, ctx: RunContext, dataset: LoadedDataset, labels: np.ndarray, data: ShareData, *,
-                lr: float, weight_decay: float, seed: int) -> tuple[torch.nn.Module, FitResult]:
-    """Finetune the run's base on ``data`` with targets ``labels`` (rows of the store)."""
-    images = dataset.images.tensor()
-    model = ctx.base_model(spec)
-    phases = None
-    if spec.transfer != "full" or spec.transfer_options:
-        from biastransfer.models.transfer import get_transfer_mode
-
-        mode = get_transfer_mode(spec.transfer, **spec.transfer_options)
-        mode.validate(model)
-        phases = mode.phases()
-    train = make_split(images, data.train_rows, labels[data.train_rows])
-    val = make_split(images, data.val_rows, labels[data.val_rows])
-    result = fit(model, train, val, fit_config(spec, lr, weight_decay), seed=derive_seed(seed, "fit"),
-                 device=ctx.device, phases=phases)
-    return model, result
-
-
 def hparam_payload(spec: RunSpec) -> dict[str, Any]:
     """What the hyperparameter choice of an underrepresentation run depends on (not the share, not the seed)."""
     return {**spec.hparam_key(), "experiment_kind": KIND, "negatives": negative_classes(spec.options),
@@ -207,7 +188,7 @@ def search_share_hparams(spec: RunSpec, ctx: RunContext) -> dict[str, Any]:
         for k in range(spec.train["hp_seeds"]):
             seed = derive_seed(10_000 + k, "hparam-search")
             data = prepare_share_data(spec, dataset, share=hp_share, seed=seed)
-            _, res = finetune_on(spec, ctx, dataset, labels, data, lr=lr, weight_decay=wd, seed=seed)
+            _, res = finetune(spec, ctx, data, lr=lr, weight_decay=wd, seed=seed, labels=labels)
             losses.append(res.best_val_loss)
             epochs.append(res.epochs)
         trials.append({"lr": lr, "weight_decay": wd, "val_loss": float(np.mean(losses)), "epochs": epochs[-1]})
@@ -252,7 +233,14 @@ class Underrepresentation(Experiment):
 
     description = "task T1+T2, share p of T2 among positives swept: AUC on T2 per base (Pretrain-T1 vs -T2)"
     report_kind = KIND
-    needs_hparams = False  # searched in the run (ensure_share_hparams): the finetune search assumes (y, a) pools
+
+    def hparam_store_key(self, spec: RunSpec) -> str:
+        """Key of the run's hyperparameter choice in the store (for a runner that pre-searches per experiment)."""
+        return content_key(hparam_payload(spec))
+
+    def ensure_hparams(self, spec: RunSpec, ctx: RunContext) -> dict[str, Any]:
+        """The run's hyperparameters, searched on first use (see :func:`ensure_share_hparams`)."""
+        return ensure_share_hparams(spec, ctx)
 
     def expand(self, study: StudyConfig, block: ExperimentConfig) -> list[RunSpec]:
         for task in block.tasks:
@@ -290,8 +278,8 @@ class Underrepresentation(Experiment):
         labels = labels_of(dataset, t1, t2)
         hp = ensure_share_hparams(spec, ctx)
         data = prepare_share_data(spec, dataset, share=spec.level, seed=spec.seed)
-        model, res = finetune_on(spec, ctx, dataset, labels, data, lr=hp["lr"], weight_decay=hp["weight_decay"],
-                                 seed=spec.seed)
+        model, res = finetune(spec, ctx, data, lr=hp["lr"], weight_decay=hp["weight_decay"], seed=spec.seed,
+                              labels=labels)
         images, table = dataset.images.tensor(), dataset.table
         val_scores = predict_logits(model, images[torch.as_tensor(data.val_rows)], device=ctx.device)
         test_scores = predict_logits(model, images[torch.as_tensor(data.test_rows)], device=ctx.device)

@@ -90,8 +90,9 @@ def _prepare_jobs(todo: list[RunSpec], store: ResultStore) -> tuple[list[RunSpec
         if spec.base.get("kind") == "trained":
             bases.setdefault(content_key({"base": spec.base, "arch": spec.arch, "data": spec.dataset,
                                           "training": spec.base_training}), spec)
-        if EXPERIMENTS.get(spec.kind).needs_hparams:
-            key = content_key(spec.hparam_key())
+        experiment = EXPERIMENTS.get(spec.kind)()
+        if experiment.needs_hparams:
+            key = experiment.hparam_store_key(spec)
             if key not in searches and store.get_hparams(key) is None:
                 searches[key] = spec
     return list(bases.values()), list(searches.values())
@@ -105,9 +106,7 @@ def _execute(job: str, spec: RunSpec, ctx: RunContext, out_dir: Path) -> dict[st
     if job == "base":
         ctx.base_model(spec)
     elif job == "hparams":
-        from biastransfer.experiments.finetune import ensure_hparams
-
-        ensure_hparams(spec, ctx)
+        EXPERIMENTS.get(spec.kind)().ensure_hparams(spec, ctx)
     else:
         log_path = Path(out_dir) / "logs" / f"{spec.key}.log"
         with _run_log(log_path):
