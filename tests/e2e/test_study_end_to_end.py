@@ -132,6 +132,7 @@ def test_sigkill_midway_then_rerun_gives_exactly_one_row_per_run(tmp_path, cache
         (lambda s: s["experiments"][0].update(levels=[1.2]), r"must be in \[0, 1\]"),
         (lambda s: s["dataset"].update(name="nowhere"), "unknown dataset 'nowhere'"),
         (lambda s: s["bases"]["gendered"].update(attribute="beard"), "unknown attribute 'beard'"),
+        (lambda s: s["bases"]["gendered"].update(pool="faces"), r"takes only 'attribute'; unknown option\(s\): pool"),
     ],
 )
 def test_bad_input_fails_before_training_with_a_clear_message(tmp_path, cache_dir, mutate, message):

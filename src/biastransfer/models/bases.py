@@ -78,6 +78,10 @@ class TrainedBase(Base):
     def build(self, ctx: BaseContext) -> Classifier:
         if "attribute" not in self.options:
             raise ValueError("a base of kind 'trained' needs 'attribute' (the attribute it is trained to predict)")
+        unknown = sorted(set(self.options) - {"attribute"})
+        if unknown:  # anything else would not reach the trainer nor its cache key
+            raise ValueError(f"a base of kind 'trained' takes only 'attribute'; unknown option(s): "
+                             f"{', '.join(unknown)} (training settings go in the study's 'base_training')")
         if ctx.train_base is None:
             raise RuntimeError("no base trainer in this context")
         return ctx.train_base(self.options["attribute"])
