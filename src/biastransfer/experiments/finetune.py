@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -118,24 +119,22 @@ def finetune(spec: RunSpec, ctx: RunContext, data: Any, *, lr: float, weight_dec
     return model, result
 
 
-def search_hparams(spec: RunSpec, ctx: RunContext) -> dict[str, Any]:
-    """Grid search lr × weight decay by the lowest mean validation loss over ``hp_seeds`` seeds.
+def grid_search(spec: RunSpec, ctx: RunContext, prepare: Callable[[int], Any],
+                labels: np.ndarray | None = None) -> dict[str, Any]:
+    """lr × weight decay (``spec.train``) by the lowest mean validation loss over ``hp_seeds`` seeds.
 
-    Searched once per (base, task, N, training settings) at the natural level with ``collect`` and reused for
-    every level, intervention and seed (REFERENCE §6).
+    ``prepare(seed)`` draws the sets one trial trains on (see :func:`finetune` for what they hold).
     """
-    dataset = ctx.dataset(spec)
     trials = []
     for lr in spec.train["lr"]:
         for wd in spec.train["weight_decay"]:
-            losses = []
+            losses, epochs = [], 0
             for k in range(spec.train["hp_seeds"]):
                 seed = derive_seed(10_000 + k, "hparam-search")
-                data = prepare_data(spec, dataset, level="natural", seed=seed, intervention="collect")
-                _, res = finetune(spec, ctx, data, lr=lr, weight_decay=wd, seed=seed)
+                _, res = finetune(spec, ctx, prepare(seed), lr=lr, weight_decay=wd, seed=seed, labels=labels)
                 losses.append(res.best_val_loss)
-            trials.append({"lr": lr, "weight_decay": wd, "val_loss": float(np.mean(losses)),
-                           "epochs": res.epochs})
+                epochs = res.epochs
+            trials.append({"lr": lr, "weight_decay": wd, "val_loss": float(np.mean(losses)), "epochs": epochs})
     finite = [t for t in trials if np.isfinite(t["val_loss"])]
     if not finite:
         raise RuntimeError(f"every hyperparameter trial diverged for {spec.base_name} → {spec.task}; "
@@ -143,6 +142,14 @@ def search_hparams(spec: RunSpec, ctx: RunContext) -> dict[str, Any]:
     best = min(finite, key=lambda t: t["val_loss"])
     return {"lr": best["lr"], "weight_decay": best["weight_decay"], "val_loss": best["val_loss"],
             "trials": trials}
+
+
+def search_hparams(spec: RunSpec, ctx: RunContext) -> dict[str, Any]:
+    """Grid search at the natural level with ``collect``, once per (base, task, N, training settings), reused for
+    every level, intervention and seed (REFERENCE §6)."""
+    dataset = ctx.dataset(spec)
+    return grid_search(spec, ctx, lambda seed: prepare_data(spec, dataset, level="natural", seed=seed,
+                                                            intervention="collect"))
 
 
 def ensure_hparams(spec: RunSpec, ctx: RunContext) -> dict[str, Any]:

@@ -41,7 +41,7 @@ import torch
 from biastransfer.config import ExperimentConfig, StudyConfig
 from biastransfer.data.table import DataError, LoadedDataset
 from biastransfer.experiments.base import EXPERIMENTS, Experiment, RunOutput
-from biastransfer.experiments.finetune import finetune
+from biastransfer.experiments.finetune import finetune, grid_search
 from biastransfer.interventions.share import natural_share, select_share
 from biastransfer.metrics.ranking import auc
 from biastransfer.metrics.threshold import parse_threshold_policy, resolve_threshold
@@ -180,25 +180,10 @@ def search_share_hparams(spec: RunSpec, ctx: RunContext) -> dict[str, Any]:
                 "searched": False}
     dataset = ctx.dataset(spec)
     t1, t2 = parse_task(spec.task)
-    labels = labels_of(dataset, t1, t2)
     hp_share = float(spec.options.get("hp_share", 0.5))
-    trials = []
-    for lr, wd in grid:
-        losses, epochs = [], []
-        for k in range(spec.train["hp_seeds"]):
-            seed = derive_seed(10_000 + k, "hparam-search")
-            data = prepare_share_data(spec, dataset, share=hp_share, seed=seed)
-            _, res = finetune(spec, ctx, data, lr=lr, weight_decay=wd, seed=seed, labels=labels)
-            losses.append(res.best_val_loss)
-            epochs.append(res.epochs)
-        trials.append({"lr": lr, "weight_decay": wd, "val_loss": float(np.mean(losses)), "epochs": epochs[-1]})
-    finite = [t for t in trials if np.isfinite(t["val_loss"])]
-    if not finite:
-        raise RuntimeError(f"every hyperparameter trial diverged for {spec.base_name} → {spec.task}; "
-                           f"lower the learning rates in 'train.lr'")
-    best = min(finite, key=lambda t: t["val_loss"])
-    return {"lr": best["lr"], "weight_decay": best["weight_decay"], "val_loss": best["val_loss"],
-            "trials": trials, "searched": True}
+    found = grid_search(spec, ctx, lambda seed: prepare_share_data(spec, dataset, share=hp_share, seed=seed),
+                        labels=labels_of(dataset, t1, t2))
+    return {**found, "searched": True}
 
 
 def ensure_share_hparams(spec: RunSpec, ctx: RunContext) -> dict[str, Any]:
