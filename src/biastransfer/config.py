@@ -45,6 +45,8 @@ class TrainConfig(_Strict):
     patience: Annotated[int, Field(ge=1)] = 3
     hp_seeds: Annotated[int, Field(ge=1)] = 1
     flip: bool = True
+    compile: bool = False  # torch.compile the forward pass (BENCHMARKS.md: ~1.06x per step here; off by default)
+    precision: Literal["fp32", "bf16"] = "fp32"  # bf16 autocast: faster on CPUs with BF16, changes the numbers
 
     @field_validator("lr", "weight_decay")
     @classmethod

@@ -27,6 +27,7 @@ def test_bundled_studies_are_valid():
          r"bases.b.kind: unknown base kind 'magic'; allowed: .*scratch"),
         ({"train": {"lr": []}}, r"train.lr: .*at least one value"),
         ({"train": {"epochs": 3}}, r"train.epochs: unknown field"),
+        ({"train": {"precision": "fp16"}}, r"train.precision: Input should be 'fp32' or 'bf16'"),
         ({"evaluation": {"threshold": "median"}}, r"evaluation.threshold: .*allowed: 'val', 'test' or a number"),
     ],
 )
@@ -64,3 +65,18 @@ def test_missing_and_malformed_files(tmp_path):
     good = tmp_path / "good.yaml"
     good.write_text(yaml.safe_dump(tiny_study_dict()))
     assert load_study(good).name == "tiny"
+
+
+def test_compile_and_precision_reach_the_engine_and_defaults_keep_run_keys():
+    from biastransfer.experiments.finetune import fit_config
+    from biastransfer.runner.execute import expand_study
+
+    default = expand_study(parse_study(tiny_study_dict()))[0]
+    assert "precision" not in default.train and "compile" not in default.train  # keys of existing studies unchanged
+    assert fit_config(default, 0.1, 0.0).precision == "fp32"
+    data = tiny_study_dict()
+    data["train"].update(precision="bf16", compile=True)
+    spec = expand_study(parse_study(data))[0]
+    config = fit_config(spec, 0.1, 0.0)
+    assert config.precision == "bf16" and config.compile is True
+    assert spec.key != default.key

@@ -48,13 +48,17 @@ class Experiment:
         base_cfg = study.bases.get(base)
         base_dict = {"kind": "scratch"} if base_cfg is None else {"kind": base_cfg.kind, **base_cfg.options()}
         trained = base_dict["kind"] == "trained"
+        train = study.train.model_dump(mode="json")
+        for name, default in (("compile", False), ("precision", "fp32")):  # keep run keys of default studies
+            if train.get(name) == default:
+                train.pop(name)
         return RunSpec(
             experiment=block.name, kind=self.registry_name, dataset=study.dataset.model_dump(mode="json"),
             arch=study.model.arch, base_name=base, base=base_dict, task=task, seed=seed,
             intervention=intervention, level=level if level == "natural" else float(level), n_train=n_train,
             n_val=block.n_val, test=block.test if block.test == "natural" else float(block.test),
             test_size=study.evaluation.test_size, threshold=study.evaluation.threshold,
-            train=study.train.model_dump(mode="json"),
+            train=train,
             base_training=study.base_training.model_dump(mode="json") if trained else {},
             transfer=study.model.transfer, transfer_options=dict(study.model.transfer_options),
             options={**block.options, **(options or {})},

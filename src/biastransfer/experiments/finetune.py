@@ -87,7 +87,16 @@ def prepare_data(spec: RunSpec, dataset: LoadedDataset, *, level: float | str, s
 def fit_config(spec: RunSpec, lr: float, weight_decay: float) -> FitConfig:
     t = spec.train
     return FitConfig(lr=lr, weight_decay=weight_decay, momentum=t["momentum"], batch_size=t["batch_size"],
-                     max_epochs=t["max_epochs"], patience=t["patience"], flip=t["flip"])
+                     max_epochs=t["max_epochs"], patience=t["patience"], flip=t["flip"],
+                     compile=t.get("compile", False), precision=t.get("precision", "fp32"))
+
+
+def score(spec: RunSpec, ctx: RunContext, model: torch.nn.Module, rows: np.ndarray) -> np.ndarray:
+    """The model's logits on the given store rows (with the study's compile/precision settings)."""
+    images = ctx.dataset(spec).images.tensor()
+    logits = predict_logits(model, images[torch.as_tensor(rows)], device=ctx.device,
+                            compile=spec.train.get("compile", False), precision=spec.train.get("precision", "fp32"))
+    return logits.numpy().ravel()
 
 
 def finetune(spec: RunSpec, ctx: RunContext, data: Any, *, lr: float, weight_decay: float, seed: int,
@@ -171,11 +180,9 @@ class _Finetune(Experiment):
         hp = ensure_hparams(spec, ctx)
         data = prepare_data(spec, dataset, level=spec.level, seed=spec.seed)
         model, res = finetune(spec, ctx, data, lr=hp["lr"], weight_decay=hp["weight_decay"], seed=spec.seed)
-        images, table = dataset.images.tensor(), dataset.table
+        table = dataset.table
         y, a = table.column(spec.task), table.column(table.sensitive)
-        val_scores = predict_logits(model, images[torch.as_tensor(data.val_rows)], device=ctx.device)
-        test_scores = predict_logits(model, images[torch.as_tensor(data.test_rows)], device=ctx.device)
-        val_scores, test_scores = val_scores.numpy().ravel(), test_scores.numpy().ravel()
+        val_scores, test_scores = score(spec, ctx, model, data.val_rows), score(spec, ctx, model, data.test_rows)
         policy = parse_threshold_policy(spec.threshold)
         threshold = resolve_threshold(policy, val_scores=val_scores, val_labels=y[data.val_rows],
                                       test_scores=test_scores, test_labels=y[data.test_rows])

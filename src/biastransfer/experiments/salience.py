@@ -18,15 +18,13 @@ import itertools
 import time
 
 import numpy as np
-import torch
 
 from biastransfer.config import ExperimentConfig, StudyConfig
 from biastransfer.experiments.base import EXPERIMENTS, Experiment, RunOutput
-from biastransfer.experiments.finetune import finetune, prepare_data
+from biastransfer.experiments.finetune import finetune, prepare_data, score
 from biastransfer.metrics.ranking import auc
 from biastransfer.runner.context import RunContext
 from biastransfer.runner.spec import RunSpec
-from biastransfer.train.engine import predict_logits
 
 
 def oriented_auc(labels: np.ndarray, scores: np.ndarray) -> float:
@@ -62,8 +60,7 @@ class Salience(Experiment):
         wd = float(spec.options.get("weight_decay", spec.train["weight_decay"][0]))
         model, res = finetune(spec, ctx, data, lr=lr, weight_decay=wd, seed=spec.seed)
         table = dataset.table
-        scores = predict_logits(model, dataset.images.tensor()[torch.as_tensor(data.test_rows)],
-                                device=ctx.device).numpy().ravel()
+        scores = score(spec, ctx, model, data.test_rows)
         auc_a = oriented_auc(table.column(table.sensitive)[data.test_rows], scores)
         auc_x = oriented_auc(table.column(spec.task)[data.test_rows], scores)
         result = {"auc_a": auc_a, "auc_x": auc_x, "salience": auc_a - auc_x + 0.5,

@@ -36,19 +36,17 @@ from fractions import Fraction
 from typing import Any
 
 import numpy as np
-import torch
 
 from biastransfer.config import ExperimentConfig, StudyConfig
 from biastransfer.data.table import DataError, LoadedDataset
 from biastransfer.experiments.base import EXPERIMENTS, Experiment, RunOutput
-from biastransfer.experiments.finetune import finetune, grid_search
+from biastransfer.experiments.finetune import finetune, grid_search, score
 from biastransfer.interventions.share import natural_share, select_share
 from biastransfer.metrics.ranking import auc
 from biastransfer.metrics.threshold import parse_threshold_policy, resolve_threshold
 from biastransfer.runner.context import RunContext
 from biastransfer.runner.spec import RunSpec, content_key
 from biastransfer.seeding import derive_seed, rng
-from biastransfer.train.engine import predict_logits
 
 KIND = "underrepresentation"
 TASK_HELP = "an underrepresentation task is written 'T1+T2' with two different attribute columns, e.g. pullover+coat"
@@ -265,10 +263,8 @@ class Underrepresentation(Experiment):
         data = prepare_share_data(spec, dataset, share=spec.level, seed=spec.seed)
         model, res = finetune(spec, ctx, data, lr=hp["lr"], weight_decay=hp["weight_decay"], seed=spec.seed,
                               labels=labels)
-        images, table = dataset.images.tensor(), dataset.table
-        val_scores = predict_logits(model, images[torch.as_tensor(data.val_rows)], device=ctx.device)
-        test_scores = predict_logits(model, images[torch.as_tensor(data.test_rows)], device=ctx.device)
-        val_scores, test_scores = val_scores.numpy().ravel(), test_scores.numpy().ravel()
+        table = dataset.table
+        val_scores, test_scores = score(spec, ctx, model, data.val_rows), score(spec, ctx, model, data.test_rows)
         policy = parse_threshold_policy(spec.threshold)
         threshold = resolve_threshold(policy, val_scores=val_scores, val_labels=labels[data.val_rows],
                                       test_scores=test_scores, test_labels=labels[data.test_rows])
