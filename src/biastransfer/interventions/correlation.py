@@ -84,15 +84,17 @@ class _FromStartSet(Intervention):
 
     start_level: float | None = None
 
-    def _start(self, y: np.ndarray, a: np.ndarray, n: int | None, rng: np.random.Generator,
-               ) -> tuple[Fraction, dict[Cell, int], dict[Cell, np.ndarray]]:
+    def _start(self, y: np.ndarray, a: np.ndarray, n: int | None, level: float | None, rng: np.random.Generator,
+               ) -> tuple[Fraction, Fraction, dict[Cell, int], dict[Cell, np.ndarray]]:
+        """Draw the natural start set of validated ``y``, ``a``: (c0, target level c, start cell counts, orders)."""
         n = check_n(n)  # type: ignore[arg-type]
         c0 = natural_level_fraction(y, a) if self.start_level is None else check_level(self.start_level, "start_level")
         cells = pool_cells(y, a)
         start = correlation_cells(c0, n)
         what = f"{self.registry_name} start set at level {_fmt(c0)} with n={n}"
         check_feasible(what, start, _counts(cells))
-        return c0, start, draw_orders(cells, rng)
+        c = c0 if level is None else check_level(level)
+        return c0, c, start, draw_orders(cells, rng)
 
 
 def _split(total: int, caps: tuple[int, int], weights: tuple[int, int]) -> tuple[int, int]:
@@ -183,9 +185,8 @@ class Subselect(_FromStartSet):
     def select(self, y: np.ndarray, a: np.ndarray, *, level: float | None, n: int | None,
                rng: np.random.Generator) -> Selection:
         y, a = check_binary(y=y, a=a)
-        c0, start, orders = self._start(y, a, n, rng)
+        c0, c, start, orders = self._start(y, a, n, level, rng)
         n = sum(start.values())
-        c = c0 if level is None else check_level(level)
         cells = subselect_cells(start, c0, c, n)
         if cells[(1, 1)] + cells[(0, 1)] == 0 or sum(cells.values()) < 2:
             raise InfeasibleSelectionError(
@@ -213,9 +214,8 @@ class Reweight(_FromStartSet):
     def select(self, y: np.ndarray, a: np.ndarray, *, level: float | None, n: int | None,
                rng: np.random.Generator) -> Selection:
         y, a = check_binary(y=y, a=a)
-        c0, start, orders = self._start(y, a, n, rng)
+        c0, c, start, orders = self._start(y, a, n, level, rng)
         n = sum(start.values())
-        c = c0 if level is None else check_level(level)
         half = Fraction(n, 2)
         target = {(1, 1): c * half, (0, 1): (1 - c) * half, (1, 0): (1 - c) * half, (0, 0): c * half}
         empty = [cell for cell in start if start[cell] == 0 and target[cell] > 0]
