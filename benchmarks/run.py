@@ -51,6 +51,8 @@ from biastransfer.train.engine import FitConfig, Split, eval_batch_size, fit, ma
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+from demo_baseline import BASELINE_REV  # noqa: E402
+
 FIGURES: dict[str, Any] = {}
 DETAILS: dict[str, Any] = {}
 DEVICE = torch.device("cpu")  # set from --device in main()
@@ -534,30 +536,50 @@ def bench_compile(quick: bool, cache_dir: Path | None = None) -> None:
 
 
 # -------------------------------------------------------------------------------------------------------- demo
-def bench_demo(quick: bool) -> None:
-    exe = Path(sys.executable).with_name("biastransfer")
-    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "biastransfer.cli"]
-    with tempfile.TemporaryDirectory(prefix="bt-bench-demo-") as tmp:
-        args = [*cmd, "demo", "--out", f"{tmp}/out", "--cache-dir", f"{tmp}/cache", "--quiet"]
-        if quick:
-            args.append("--tiny")
-        t0 = time.perf_counter()
-        proc = subprocess.run(args, capture_output=True, text=True)
-        seconds = time.perf_counter() - t0
-        if proc.returncode != 0:
-            note(f"demo failed ({proc.returncode}): {proc.stderr[-2000:]}")
-            emit("demo_tiny_seconds" if quick else "demo_seconds", "failed")
-            return
-        name = "demo_tiny" if quick else "demo"
-        emit(f"{name}_seconds", seconds, "{:.1f}")
-        from biastransfer.runner.store import ResultStore
+def bench_demo(quick: bool, baseline: str | None) -> None:
+    """The bundled demo (``demo_tiny`` with --quick) from an empty cache; with ``baseline``, first the same study
+    on the code of that commit (``demo_baseline``), then ours, and both stores compared run by run."""
+    from demo_baseline import compare_results, export_source, time_study
 
-        store = ResultStore(Path(tmp) / "out")
+    from biastransfer.runner.store import ResultStore
+
+    name = "demo_tiny" if quick else "demo"
+    study_file = Path(__file__).resolve().parent.parent / "src/biastransfer/studies" / f"{name}.yaml"
+    with tempfile.TemporaryDirectory(prefix="bt-bench-demo-") as tmp:
+        work = Path(tmp)
+        before = None
+        if baseline:
+            try:
+                source = export_source(baseline, work / "baseline-src")
+            except (subprocess.CalledProcessError, OSError) as exc:
+                note(f"baseline {baseline} not available ({exc}); timing ours only")
+            else:
+                before = time_study("baseline", study_file, work, pythonpath=source)
+                if before.returncode != 0:
+                    note(f"baseline demo failed ({before.returncode}): {before.stderr}")
+                    before = None
+        ours = time_study("ours", study_file, work)
+        if ours.returncode != 0:
+            note(f"demo failed ({ours.returncode}): {ours.stderr}")
+            emit(f"{name}_seconds", "failed")
+            return
+        emit(f"{name}_seconds", ours.seconds, "{:.1f}")
+        details: dict[str, Any] = {"ours": vars(ours)}
+        if before is not None:
+            emit(f"{name}_seconds_baseline_{baseline}", before.seconds, "{:.1f}")
+            emit(f"{name}_speedup_vs_baseline", before.seconds / ours.seconds, "{:.2f}")
+            same = compare_results(before.out_dir, ours.out_dir)
+            emit(f"{name}_baseline_runs_matched", f"{same['matched']}/{same['runs_b']}")
+            emit(f"{name}_baseline_max_result_difference", same["max_abs_difference"], "{:.3g}")
+            note(f"load average: baseline {before.load_before:.1f} -> {before.load_after:.1f}, "
+                 f"ours {ours.load_before:.1f} -> {ours.load_after:.1f}")
+            details.update(baseline=vars(before), comparison=same)
+        store = ResultStore(ours.out_dir)
         last = store.get_meta("last_run") or {}
         store.close()
-        study = bundled_study("demo_tiny.yaml" if quick else "demo.yaml")
+        study = bundled_study(f"{name}.yaml")
         planned = our_protocol_trainings(study)["total"]
-        DETAILS[name] = {"seconds": seconds, "last_run": last, "planned_trainings": planned}
+        DETAILS[name] = {**details, "planned_trainings": planned}
         if "trainings" in last:
             emit(f"{name}_trainings_measured", last["trainings"])
             emit(f"{name}_trainings_planned", planned)
@@ -589,6 +611,9 @@ def main() -> None:
     parser.add_argument("--only", default="", help="comma-separated subset: trainings,micro,pipeline,mfu,"
                                                     "scaling,compile,demo")
     parser.add_argument("--skip-demo", action="store_true")
+    parser.add_argument("--demo-baseline", default=BASELINE_REV,
+                        help=f"also time the demo on the code of this git revision, before ours (default {BASELINE_REV}"
+                             ", the engine before the speed issue; 'none' to skip)")
     parser.add_argument("--json", type=Path, help="also write every figure and detail to this JSON file")
     parser.add_argument("--compile-probe", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -620,7 +645,7 @@ def main() -> None:
     if want("compile") and not args.quick:
         bench_compile(args.quick)
     if want("demo") and not args.skip_demo:
-        bench_demo(args.quick)
+        bench_demo(args.quick, None if args.demo_baseline.lower() == "none" else args.demo_baseline)
     emit("benchmark_seconds", time.perf_counter() - t_start, "{:.0f}")
     info["loadavg_at_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
     if args.json:

@@ -8,7 +8,7 @@ import os
 import time
 import traceback
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +22,8 @@ from biastransfer import plugins  # noqa: F401  (registers everything)
 from biastransfer.config import StudyConfig
 from biastransfer.experiments.base import EXPERIMENTS
 from biastransfer.runner.context import RunContext, default_cache_dir
-from biastransfer.runner.spec import RunSpec, content_key
+from biastransfer.runner.schedule import JOB_KINDS, plan_jobs, schedule
+from biastransfer.runner.spec import RunSpec
 from biastransfer.runner.store import ResultStore
 from biastransfer.train import engine
 
@@ -82,22 +83,6 @@ def _run_log(path: Path) -> Iterator[logging.Handler]:
         handler.close()
 
 
-def _prepare_jobs(todo: list[RunSpec], store: ResultStore) -> tuple[list[RunSpec], list[RunSpec]]:
-    """One spec per distinct trained base and per missing hyperparameter search among ``todo``."""
-    bases: dict[str, RunSpec] = {}
-    searches: dict[str, RunSpec] = {}
-    for spec in todo:
-        if spec.base.get("kind") == "trained":
-            bases.setdefault(content_key({"base": spec.base, "arch": spec.arch, "data": spec.dataset,
-                                          "training": spec.base_training}), spec)
-        experiment = EXPERIMENTS.get(spec.kind)()
-        if experiment.needs_hparams:
-            key = experiment.hparam_store_key(spec)
-            if key not in searches and store.get_hparams(key) is None:
-                searches[key] = spec
-    return list(bases.values()), list(searches.values())
-
-
 def _execute(job: str, spec: RunSpec, ctx: RunContext, out_dir: Path) -> dict[str, Any]:
     """Run one job (``base``, ``hparams`` or ``run``) in this process; return what the main process stores."""
     before = engine.TRAININGS.count
@@ -153,8 +138,9 @@ def run_study(study: StudyConfig, out_dir: Path, *, device: torch.device, cache_
               max_runs: int | None = None, workers: int | str = 1) -> StudySummary:
     """Run every missing run of ``study`` into ``out_dir/results.db``; return what was done.
 
-    Trained bases and hyperparameter searches run first (each once), then the runs. With ``workers`` > 1 the
-    jobs of each phase run in a pool of single-threaded processes; the main process alone writes run rows.
+    Every trained base is trained once and every hyperparameter search runs once, before the runs that need them
+    (:mod:`biastransfer.runner.schedule`). With ``workers`` > 1 the jobs run in a pool of single-threaded
+    processes, each submitted as soon as what it needs is done; the main process alone writes run rows.
     ``max_runs`` stops after that many new runs (for tests and partial runs); rerunning continues.
     """
     console = console or Console(stderr=True, quiet=quiet)
@@ -177,7 +163,7 @@ def run_study(study: StudyConfig, out_dir: Path, *, device: torch.device, cache_
         return StudySummary(len(specs), len(specs), 0, 0, time.perf_counter() - t0)
     preflight(todo, ctx)
     n_workers = resolve_workers(workers, device)
-    base_jobs, search_jobs = _prepare_jobs(todo, store)
+    jobs = plan_jobs(todo, store)
     console.print(f"Study {study.name!r}: {len(specs)} runs, {len(specs) - len(todo)} already done, "
                   f"{len(todo)} to run on {device} ({n_workers} worker{'s' if n_workers > 1 else ''})")
     columns = (TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -191,18 +177,20 @@ def run_study(study: StudyConfig, out_dir: Path, *, device: torch.device, cache_
                                                                        threads))
     try:
         with Progress(*columns, console=console, disable=quiet, transient=False) as progress:
-            for job, jobs, label in (("base", base_jobs, "training bases"),
-                                     ("hparams", search_jobs, "hyperparameter search"), ("run", todo, "runs")):
-                if not jobs:
-                    continue
-                bar = progress.add_task(label, total=len(jobs))
-                for payload in _map_jobs(job, jobs, ctx, out_dir, pool):
-                    trainings += payload["trainings"]
-                    if job == "run":
-                        spec = payload["spec"]
-                        store.add_run(spec.key, spec.to_dict(), payload["result"], payload["provenance"],
-                                      payload["artifacts"], payload["seconds"])
-                    progress.advance(bar)
+            labels = {"base": "training bases", "hparams": "hyperparameter search", "run": "runs"}
+            bars = {kind: progress.add_task(labels[kind], total=count)
+                    for kind in JOB_KINDS if (count := sum(job.kind == kind for job in jobs))}
+            if pool is None:
+                finished = ((job, _execute(job.kind, job.spec, ctx, out_dir)) for job in jobs)
+            else:
+                finished = schedule(jobs, lambda job: pool.submit(_worker_job, job.kind, job.spec.to_dict()),
+                                    capacity=n_workers)
+            for job, payload in finished:
+                trainings += payload["trainings"]
+                if job.kind == "run":
+                    store.add_run(job.spec.key, job.spec.to_dict(), payload["result"], payload["provenance"],
+                                  payload["artifacts"], payload["seconds"])
+                progress.advance(bars[job.kind])
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
@@ -214,15 +202,3 @@ def run_study(study: StudyConfig, out_dir: Path, *, device: torch.device, cache_
                                 "original_protocol_trainings": original_protocol_trainings(study)})
     store.close()
     return summary
-
-
-def _map_jobs(job: str, jobs: list[RunSpec], ctx: RunContext, out_dir: Path,
-              pool: ProcessPoolExecutor | None) -> Iterator[dict[str, Any]]:
-    """Yield each job's payload (with its spec) as it finishes; in order when there is no pool."""
-    if pool is None:
-        for spec in jobs:
-            yield {**_execute(job, spec, ctx, out_dir), "spec": spec}
-        return
-    futures = {pool.submit(_worker_job, job, spec.to_dict()): spec for spec in jobs}
-    for future in as_completed(futures):
-        yield {**future.result(), "spec": futures[future]}
