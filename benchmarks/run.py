@@ -15,12 +15,16 @@ Prints one ``name: value`` line per figure, every figure measured in this invoca
   demo's model at 32x32 and ResNet-18 at 64x64; in full mode also the convolutions' own FLOP/s and time share.
 * ``trainings_ratio`` — trainings the demo study runs over the trainings the original protocol would run for the
   same grid (:func:`original_protocol_trainings`).
-* ``demo_seconds`` (full) or ``demo_tiny_seconds`` (``--quick``) — ``biastransfer demo [--tiny]`` in a subprocess
-  with a fresh ``--out`` and ``--cache-dir`` (so data generation and base training are included).
+* ``demo_seconds`` (full) or ``demo_tiny_seconds`` (``--quick``) — the bundled demo study (``run demo.yaml``) in a
+  subprocess with a fresh ``--out`` and ``--cache-dir`` (so data generation and base training are included);
+  before it, the same study on the engine before the speed issue (``--demo-baseline``, default commit c8d2fc8,
+  exported with ``git archive``: :mod:`demo_baseline`), with the ratio of the two and a run-by-run comparison of
+  their results. ``run_speedup_vs_baseline_engine`` is the same comparison for one run, with its bound.
 * evaluation batch size and channels-last, each against its alternative; scaling of time per run with N and
   image size; (full mode) compilation: cold and warm compile seconds, saving per run and break-even.
 
-Usage: ``python benchmarks/run.py [--quick] [--threads 1] [--device auto] [--json out.json] [--skip-demo]``.
+Usage: ``python benchmarks/run.py [--quick] [--threads 1] [--device auto] [--json out.json] [--skip-demo]
+[--demo-baseline REV|none]``.
 The machine may be shared: every ratio compares measurements taken back to back in this process, never against
 stored numbers. BENCHMARKS.md records the figures and what they mean.
 """
@@ -118,18 +122,19 @@ def _store(images_nhwc: np.ndarray) -> torch.Tensor:
 # --------------------------------------------------------------------------------------------------- pipeline
 def ours_finetune(arch: str, store: torch.Tensor, labels: np.ndarray, rows: dict[str, np.ndarray], *,
                   epochs: int, seed: int = 0, compile: bool = False, precision: str = "fp32",
-                  lr: float = 0.01) -> dict[str, float]:
-    """One run our way: fit with validation every epoch (patience > epochs, so every epoch runs), test once."""
+                  lr: float = 0.01, eval_batch_size: int | None = None) -> dict[str, float]:
+    """One run our way: fit with validation every epoch (patience > epochs, so every epoch runs), test once.
+    ``eval_batch_size=1024`` is the engine before the speed issue (commit c8d2fc8; same numbers bit for bit)."""
     torch.manual_seed(seed)
     model = build_model(arch)
     t0 = time.perf_counter()
     train = make_split(store, rows["train"], labels[rows["train"]])
     val = make_split(store, rows["val"], labels[rows["val"]])
     config = FitConfig(lr=lr, weight_decay=5e-4, batch_size=64, max_epochs=epochs, patience=epochs + 1,
-                       compile=compile, precision=precision)
+                       compile=compile, precision=precision, eval_batch_size=eval_batch_size)
     res = fit(model, train, val, config, seed=seed, device=DEVICE)
     scores = predict_logits(model, store[torch.as_tensor(rows["test"])], device=DEVICE, compile=compile,
-                            precision=precision)
+                            precision=precision, batch_size=eval_batch_size)
     return {"seconds": time.perf_counter() - t0, "val_loss": res.best_val_loss, "n_test": len(scores)}
 
 
@@ -186,7 +191,8 @@ def bench_pipeline(quick: bool, workers: list[int], extras: bool) -> None:
         ours_finetune("small_resnet", store, data["labels"], small, epochs=1)
         reference_run("small_resnet", {k: v[:128] for k, v in files.items()}, data["labels"], small, epochs=1,
                       num_workers=0)
-        variants = [("ours", {})] + [(f"reference_w{w}", {"num_workers": w}) for w in workers]
+        variants = [("ours", {}), ("ours_baseline_engine", {"eval_batch_size": 1024})] + [
+            (f"reference_w{w}", {"num_workers": w}) for w in workers]
         if extras:  # opt-in engine options: compiled (compiled once here, excluded) and bf16 autocast
             ours_finetune("small_resnet", store, data["labels"], small, epochs=1, compile=True)
             ours_finetune("small_resnet", store, data["labels"], small, epochs=1, precision="bf16")
@@ -221,6 +227,12 @@ def bench_pipeline(quick: bool, workers: list[int], extras: bool) -> None:
     emit("pipeline_speedup_bound_train_steps_only", best_ref / train_only, "{:.2f}")
     emit("pipeline_speedup", statistics.median(ratios), "{:.2f}")
     DETAILS["pipeline"].update(reference_loading_seconds=decode, ours_train_steps_seconds=train_only)
+    # the engine before the speed issue, on the same run; no fp32 engine can beat its training steps
+    before = [times["ours_baseline_engine"][i] / times["ours"][i] for i in range(reps)]
+    emit("pipeline_baseline_engine_seconds", statistics.median(times["ours_baseline_engine"]), "{:.2f}")
+    emit("run_speedup_vs_baseline_engine", statistics.median(before), "{:.2f}")
+    emit("run_speedup_vs_baseline_engine_bound", statistics.median(times["ours_baseline_engine"]) / train_only,
+         "{:.2f}")
     for variant in ("ours_compiled", "ours_bf16"):
         if variant in times:
             vr = [min(times[r][i] for r in refs) / times[variant][i] for i in range(reps)]
