@@ -75,6 +75,30 @@ def test_rerun_on_a_finished_folder_runs_nothing(finished, cache_dir):
     assert "Nothing to run" in result.output
 
 
+def test_two_workers_train_each_base_and_search_once(tmp_path):
+    """From an empty cache with two workers, the trainings the runner counts are exactly the planned ones: no
+    run starts before its base and its search are done (else it would train them again)."""
+    from biastransfer.config import StudyConfig
+    from biastransfer.runner.protocol import our_protocol_trainings
+    from biastransfer.runner.store import ResultStore
+
+    study = tiny_study_dict()
+    # one trained base: with two workers the base trains alongside the scratch search, never with its own
+    del study["bases"]["control-t0"]
+    study["experiments"][0]["bases"] = ["gendered", "scratch"]
+    path = _write(tmp_path, study)
+    result = _run(["run", str(path), "--out", str(tmp_path / "out"), "--quiet", "--no-report", "--workers", "2"],
+                  tmp_path / "fresh-cache")
+    assert result.exit_code == 0, result.output
+    store = ResultStore.open_existing(tmp_path / "out")
+    last = store.get_meta("last_run")
+    planned = our_protocol_trainings(StudyConfig.model_validate(study))
+    assert last["workers"] == 2
+    # 8 inheritance + 8 sweep + 2 salience runs, 1 base, searches for (gendered, t3) and (scratch, t3)
+    assert last["trainings"] == planned["total"] == 18 + 1 + 2
+    assert store.count() == 18
+
+
 def test_same_spec_same_numbers(finished, tmp_path, cache_dir):
     out, _ = finished
     study = tiny_study_dict()
