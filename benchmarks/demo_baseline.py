@@ -27,14 +27,12 @@ BASELINE_REV = "c8d2fc8"
 """The last commit before the speed issue's changes (``d54b1f4`` is the first): the foundation engine, whose
 evaluation ran in batches of 1024, with the phase-by-phase runner."""
 
-_BASELINE_FIXES = {
-    # c8d2fc8's plugins.py imports a module that was only committed with d54b1f4; without it the package does not
-    # import. The fix drops that import (the demo does not use the module).
-    "src/biastransfer/plugins.py": (
-        "from biastransfer.experiments import finetune, salience, underrepresentation",
-        "from biastransfer.experiments import finetune, salience",
-    ),
-}
+_BASELINE_FIXES = [
+    # (file, old text, new text, applied only if this module is missing). c8d2fc8's plugins.py imports a module
+    # that was only committed with d54b1f4; without the fix the package does not import (the demo does not use it).
+    ("src/biastransfer/plugins.py", "from biastransfer.experiments import finetune, salience, underrepresentation",
+     "from biastransfer.experiments import finetune, salience", "src/biastransfer/experiments/underrepresentation.py"),
+]
 
 
 def export_source(rev: str, dest: Path) -> Path:
@@ -46,10 +44,10 @@ def export_source(rev: str, dest: Path) -> Path:
     with tarfile.open(archive) as tar:
         tar.extractall(dest, filter="data")
     archive.unlink()
-    for relative, (old, new) in _BASELINE_FIXES.items():
+    for relative, old, new, missing in _BASELINE_FIXES:
         path = dest / relative
         text = path.read_text()
-        if old in text and not (dest / "src/biastransfer/experiments/underrepresentation.py").exists():
+        if old in text and not (dest / missing).exists():
             path.write_text(text.replace(old, new))
     return dest / "src"
 

@@ -50,6 +50,7 @@ def plan_jobs(todo: list[RunSpec], store: ResultStore) -> list[Job]:
     """
     bases: dict[str, Job] = {}
     searches: dict[str, Job] = {}
+    stored: dict[str, bool] = {}  # search key -> the store has it (one lookup per key, not per run)
     runs: list[Job] = []
     for spec in todo:
         needs: set[str] = set()
@@ -61,7 +62,9 @@ def plan_jobs(todo: list[RunSpec], store: ResultStore) -> list[Job]:
         if experiment.needs_hparams:
             store_key = experiment.hparam_store_key(spec)
             key = "hparams:" + store_key
-            if key in searches or store.get_hparams(store_key) is None:
+            if store_key not in stored:
+                stored[store_key] = store.get_hparams(store_key) is not None
+            if not stored[store_key]:
                 searches.setdefault(key, Job("hparams", spec, key, frozenset(needs)))
                 needs.add(key)
         runs.append(Job("run", spec, "run:" + spec.key, frozenset(needs)))
