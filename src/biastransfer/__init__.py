@@ -4,4 +4,4 @@ Implements the protocols of "Overwriting Pretrained Bias with Finetuning Data" (
 and the trigger experiments of "When does Bias Transfer in Transfer Learning?" (Salman et al.).
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -1,7 +1,9 @@
 """Study files: pydantic models of the YAML a user writes. Every error names the field and what is allowed.
 
-A study names one dataset, one architecture, the training settings, the bases it uses and a list of
-experiment blocks; the runner expands the blocks into runs (see :mod:`biastransfer.runner.spec`).
+A study names one dataset, one architecture, the training settings, the bases it uses and a list of experiment
+blocks. This module holds the schema of everything but the blocks' kind-specific fields, and looks nothing up in
+a registry: :func:`biastransfer.plan.parse_study` checks the names (dataset, architecture, base kinds, experiment
+kinds) and validates each block against its experiment plugin's own schema.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from biastransfer.roles import BaseRole
 
 
 class ConfigError(ValueError):
@@ -68,13 +72,19 @@ class BaseTrainingConfig(_Strict):
 
 
 class BaseConfig(_Strict):
-    """One base: ``kind`` is a registered base kind; other keys are its options."""
+    """One base: ``kind`` is a registered base kind, ``role`` its role in comparisons (default: derived from what
+    it is, see :mod:`biastransfer.roles`); other keys are the kind's options."""
 
     model_config = ConfigDict(extra="allow", frozen=True)
     kind: str
+    role: BaseRole | None = None
 
     def options(self) -> dict[str, Any]:
         return dict(self.model_extra or {})
+
+    def spec(self) -> dict[str, Any]:
+        """What a run's spec holds of the base: ``{"kind": ..., **options}`` (the role is not part of it)."""
+        return {"kind": self.kind, **self.options()}
 
 
 class EvaluationConfig(_Strict):
@@ -92,52 +102,17 @@ class EvaluationConfig(_Strict):
         return v
 
 
-Level = float | Literal["natural"]
+class ExperimentConfig(BaseModel):
+    """One block of experiments: ``name`` and ``kind`` (a registered experiment); every other field belongs to
+    the kind and is validated by its plugin (:attr:`biastransfer.experiments.base.Experiment.Block`)."""
 
-
-class ExperimentConfig(_Strict):
-    """One block of experiments. ``kind`` is a registered experiment; the other fields are its grid."""
-
+    model_config = ConfigDict(extra="allow", frozen=True)
     name: str
     kind: str
-    tasks: list[str] = Field(default_factory=list)
-    bases: list[str] = Field(default_factory=list)
-    interventions: list[str] = Field(default_factory=lambda: ["collect"])
-    levels: list[Level] = Field(default_factory=lambda: ["natural"])
-    n_train: list[Annotated[int, Field(ge=4)]] = Field(default_factory=lambda: [512])
-    n_val: Annotated[int, Field(ge=4)] | None = None
-    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
-    test: Level = "natural"
-    options: dict[str, Any] = Field(default_factory=dict)
 
-    @field_validator("n_train", mode="before")
-    @classmethod
-    def _one_or_many(cls, v: Any) -> Any:
-        return [v] if isinstance(v, int) else v
-
-    @field_validator("levels")
-    @classmethod
-    def _levels(cls, v: list[Level]) -> list[Level]:
-        for lv in v:
-            if lv != "natural" and not 0.0 <= float(lv) <= 1.0:
-                raise ValueError(f"a level must be in [0, 1] or 'natural', got {lv}")
-        return v
-
-    @field_validator("test")
-    @classmethod
-    def _test(cls, v: Level) -> Level:
-        if v != "natural" and not 0.0 <= float(v) <= 1.0:
-            raise ValueError(f"the test level must be in [0, 1] or 'natural', got {v}")
-        return v
-
-    @field_validator("seeds")
-    @classmethod
-    def _seeds(cls, v: list[int]) -> list[int]:
-        if not v:
-            raise ValueError("needs at least one seed")
-        if len(set(v)) != len(v):
-            raise ValueError(f"seeds repeat: {v}")
-        return v
+    def fields(self) -> dict[str, Any]:
+        """The kind-specific fields as written."""
+        return dict(self.model_extra or {})
 
 
 class StudyConfig(_Strict):
@@ -152,75 +127,53 @@ class StudyConfig(_Strict):
     experiments: list[ExperimentConfig]
 
     @model_validator(mode="after")
-    def _references(self) -> StudyConfig:
+    def _unique_names(self) -> StudyConfig:
         names = [e.name for e in self.experiments]
         if len(set(names)) != len(names):
             raise ValueError(f"experiment names must be unique, got {names}")
-        for i, exp in enumerate(self.experiments):
-            for b in exp.bases:
-                if b not in self.bases:
-                    raise ValueError(f"experiments.{i}.bases: unknown base {b!r}; defined in 'bases': "
-                                     f"{', '.join(self.bases)}")
         return self
 
 
-def _format_validation_error(exc: ValidationError, source: str) -> str:
+def format_validation_error(exc: ValidationError, source: str, prefix: str = "",
+                            allowed: dict[str, list[str]] | None = None) -> str:
+    """``invalid study file SOURCE:`` and one line per error, ``  - field.path: message``.
+
+    ``allowed`` maps a location prefix (``"experiments.0"``) to the fields allowed there, for unknown-field
+    errors."""
     lines = [f"invalid study file {source}:"]
     for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"])
+        head = prefix.split(".") if prefix else []
+        loc = ".".join(str(p) for p in (*head, *err["loc"]))
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
-            msg = "unknown field (check the spelling; see docs/studies.md for the allowed fields)"
+            parent = loc.rsplit(".", 1)[0] if "." in loc else ""
+            fields = (allowed or {}).get(parent)
+            msg = ("unknown field (check the spelling; allowed: " + ", ".join(fields) + ")" if fields else
+                   "unknown field (check the spelling; see docs/studies.md for the allowed fields)")
         lines.append(f"  - {loc}: {msg}" if loc else f"  - {msg}")
     return "\n".join(lines)
 
 
-def parse_study(data: dict[str, Any], source: str = "<study>") -> StudyConfig:
-    """Validate a study from a dict; raise :class:`ConfigError` naming every bad field."""
+def parse_schema(data: Any, source: str = "<study>") -> StudyConfig:
+    """Validate the study's schema (not the registered names nor the blocks' kind-specific fields)."""
     if not isinstance(data, dict):
         raise ConfigError(f"invalid study file {source}: the top level must be a mapping of fields")
     try:
-        study = StudyConfig.model_validate(data)
+        return StudyConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_format_validation_error(exc, source)) from None
-    _check_registered(study, source)
-    return study
+        allowed = {section: list(model.model_fields) for section, model in (
+            ("", StudyConfig), ("dataset", DatasetConfig), ("model", ModelConfig), ("train", TrainConfig),
+            ("base_training", BaseTrainingConfig), ("evaluation", EvaluationConfig))}
+        raise ConfigError(format_validation_error(exc, source, allowed=allowed)) from None
 
 
-def _check_registered(study: StudyConfig, source: str) -> None:
-    """Names that refer to registries (dataset, architecture, base kinds, experiments, interventions)."""
-    from biastransfer import plugins  # noqa: F401  (registers everything)
-    from biastransfer.data.registry import DATASETS
-    from biastransfer.experiments.base import EXPERIMENTS
-    from biastransfer.interventions import INTERVENTIONS
-    from biastransfer.models.architectures import ARCHITECTURES
-    from biastransfer.models.bases import BASES
-
-    problems = []
-
-    def check(field: str, name: str, registry: Any) -> None:
-        if name not in registry:
-            problems.append(f"  - {field}: unknown {registry.kind} {name!r}; allowed: {', '.join(registry.names())}")
-
-    check("dataset.name", study.dataset.name, DATASETS)
-    check("model.arch", study.model.arch, ARCHITECTURES)
-    for bname, base in study.bases.items():
-        check(f"bases.{bname}.kind", base.kind, BASES)
-    for i, exp in enumerate(study.experiments):
-        check(f"experiments.{i}.kind", exp.kind, EXPERIMENTS)
-        for iv in exp.interventions:
-            check(f"experiments.{i}.interventions", iv, INTERVENTIONS)
-    if problems:
-        raise ConfigError("\n".join([f"invalid study file {source}:", *problems]))
-
-
-def load_study(path: Path) -> StudyConfig:
-    """Read and validate a study YAML file."""
+def read_yaml(path: Path) -> tuple[Any, str]:
+    """The parsed YAML of a study file and its text; ConfigError naming the file when missing or malformed."""
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"study file not found: {path}")
+    text = path.read_text()
     try:
-        data = yaml.safe_load(path.read_text())
+        return yaml.safe_load(text), text
     except yaml.YAMLError as exc:
         raise ConfigError(f"study file {path} is not valid YAML: {exc}") from None
-    return parse_study(data, str(path))

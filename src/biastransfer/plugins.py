@@ -1,10 +1,20 @@
-"""Import every module that registers something, so all registries are complete."""
+"""Import every module that registers something (datasets, interventions, bases, checkpoint formats, transfer
+modes, experiments), so that every registry is complete. (Backends register when :mod:`biastransfer.backends` is
+imported.)
 
-from biastransfer.data import (  # noqa: F401  (real-format adapters)
-    adapters,
-    fashion_mnist,
-    synthetic,
-)
-from biastransfer.experiments import finetune, salience, underrepresentation  # noqa: F401
-from biastransfer.interventions import correlation  # noqa: F401
-from biastransfer.models import bases, checkpoints, transfer  # noqa: F401
+Experiment plugins are discovered: every module or package under :mod:`biastransfer.experiments` is imported,
+so a new experiment kind is registered by adding its module, without touching this file.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+
+from biastransfer import experiments
+from biastransfer.data import adapters, fashion_mnist, synthetic  # noqa: F401  (datasets)
+from biastransfer.interventions import correlation, share  # noqa: F401  (interventions)
+from biastransfer.models import bases, checkpoints, transfer  # noqa: F401  (bases, formats, transfer modes)
+
+for _module in pkgutil.iter_modules(experiments.__path__):
+    importlib.import_module(f"{experiments.__name__}.{_module.name}")

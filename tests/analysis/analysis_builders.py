@@ -2,6 +2,10 @@
 
 Each setting gets seeds whose values are ``mean + spread · (−1, 0, +1)``: the mean is exact and the sample
 standard deviation equals ``spread``.
+
+Every row carries a ``base_role`` (``biased``, ``control``, ``scratch`` or ``other``) derived from ``base_kind``
+and ``base_attribute`` as :func:`biastransfer.roles.derive_role` does, with ``a`` the sensitive attribute; a
+caller may pass ``base_role`` to override it (a role declared in the study).
 """
 
 from __future__ import annotations
@@ -10,6 +14,11 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
+
+from biastransfer.roles import derive_role
+
+#: The sensitive attribute of the synthetic runs.
+SENSITIVE = "a"
 
 OFFSETS = (-1.0, 0.0, 1.0)
 
@@ -23,8 +32,15 @@ BASE_INFO = {
 }
 
 
+def role_of(base_kind: object, base_attribute: object) -> str:
+    """The role a study derives for a base of this kind and attribute (``a`` is the sensitive attribute)."""
+    return derive_role({"kind": base_kind, "attribute": base_attribute}, SENSITIVE)
+
+
 def run_row(**kw: object) -> dict[str, object]:
-    """One run with every column of the runner's frame (defaults for those not given)."""
+    """One run with every column of the runner's frame (defaults for those not given).
+
+    ``base_role`` is derived from ``base_kind`` and ``base_attribute`` unless given."""
     fpr = float(kw.get("fpr_diff", 0.0))
     row: dict[str, object] = {
         "run_key": "",
@@ -36,6 +52,7 @@ def run_row(**kw: object) -> dict[str, object]:
         "base": "gendered",
         "base_kind": "trained",
         "base_attribute": "a",
+        "base_role": "",  # derived below unless given
         "intervention": "natural",
         "level": 0.8,
         "level_label": "natural",
@@ -65,6 +82,8 @@ def run_row(**kw: object) -> dict[str, object]:
         "inverse": np.nan,
     }
     row.update(kw)
+    if "base_role" not in kw:
+        row["base_role"] = role_of(row["base_kind"], row["base_attribute"])
     row["run_key"] = "|".join(str(row[k]) for k in ("experiment", "task", "base", "level_label", "seed"))
     return row
 
@@ -75,14 +94,21 @@ def inheritance_runs(
     levels: dict[str, float] | None = None,
     spread: float = 0.01,
     auc: float = 0.85,
+    bases: dict[str, tuple[str, str]] | None = None,
+    roles: dict[str, str] | None = None,
 ) -> pd.DataFrame:
     """Inheritance runs: ``values[(task, base)] = (mean fpr_diff at natural, mean at 0.8)``.
 
-    ``levels`` gives each task's natural level (default 0.8 for all); 3 seeds per setting.
+    ``levels`` gives each task's natural level (default 0.8 for all); 3 seeds per setting. ``bases`` adds or
+    replaces ``(base_kind, base_attribute)`` of bases by name (default :data:`BASE_INFO`); ``roles`` declares
+    the role of bases by name (default: derived from kind and attribute).
     """
+    info = {**BASE_INFO, **(bases or {})}
+    declared = roles or {}
     rows = []
     for (task, base), (nat, fixed) in values.items():
-        kind, attr = BASE_INFO[base]
+        kind, attr = info[base]
+        role = {"base_role": declared[base]} if base in declared else {}
         natural_level = (levels or {}).get(task, 0.8)
         for label, level, mean in (("natural", natural_level, nat), ("0.8", 0.8, fixed)):
             if mean is None or np.isnan(mean):
@@ -100,6 +126,7 @@ def inheritance_runs(
                         seed=seed,
                         fpr_diff=mean + spread * off,
                         auc=auc + 0.001 * off,
+                        **role,
                     )
                 )
     return pd.DataFrame(rows)
@@ -111,11 +138,16 @@ def sweep_runs(
     task: str = "Blond_Hair",
     test_level: float = 0.8,
     spread: float = 0.005,
+    roles: dict[str, str] | None = None,
 ) -> pd.DataFrame:
-    """Sweep runs: ``lines[(base, intervention)] = [(level, mean auc, mean fpr_diff), …]``; 3 seeds each."""
+    """Sweep runs: ``lines[(base, intervention)] = [(level, mean auc, mean fpr_diff), …]``; 3 seeds each.
+
+    ``roles`` declares the role of bases by name (default: derived from kind and attribute)."""
+    declared = roles or {}
     rows = []
     for (base, intervention), points in lines.items():
         kind, attr = BASE_INFO[base]
+        role = {"base_role": declared[base]} if base in declared else {}
         for level, auc, fpr in points:
             for seed, off in enumerate(OFFSETS):
                 rows.append(
@@ -134,6 +166,7 @@ def sweep_runs(
                         seed=seed,
                         auc=auc + 0.001 * off,
                         fpr_diff=fpr + spread * off,
+                        **role,
                     )
                 )
     return pd.DataFrame(rows)

@@ -1,4 +1,5 @@
-"""Aggregation over seeds against hand-computed Student-t intervals; salience averaging; line splitting."""
+"""Aggregation over seeds against hand-computed Student-t intervals (groups from a kind's outcome schema); base
+roles; salience averaging; line splitting; the inheritance comparison."""
 
 from __future__ import annotations
 
@@ -10,16 +11,13 @@ import pandas as pd
 import pytest
 from analysis_builders import inheritance_runs, run_row, salience_runs
 
-from biastransfer.analysis.aggregate import (
-    abs_interval,
-    aggregate,
-    base_role,
-    inheritance_comparison,
-    is_test_level,
-    salience_table,
-    setting_columns,
-    split_lines,
-)
+from biastransfer.analysis.aggregate import abs_interval, aggregate
+from biastransfer.experiments.correlation_sweep import CorrelationSweep
+from biastransfer.experiments.correlation_sweep.analysis import is_test_level, split_lines
+from biastransfer.experiments.inheritance import Inheritance
+from biastransfer.experiments.inheritance.analysis import inheritance_comparison
+from biastransfer.experiments.salience import Salience, salience_table
+from biastransfer.roles import derive_role
 
 # t_{0.975, df}: hard-coded so the test does not reuse the implementation's scipy call
 T975 = {1: 12.706204736174698, 2: 4.302652729749464, 3: 3.182446305284263}
@@ -49,7 +47,7 @@ def two_settings() -> pd.DataFrame:
 
 
 def test_aggregate_matches_hand_t_intervals() -> None:
-    agg = aggregate(two_settings())
+    agg = Inheritance().aggregate(two_settings())
     assert len(agg) == 2
     g = agg[agg["base"] == "gendered"].iloc[0]
     c = agg[agg["base"] == "control-hat"].iloc[0]
@@ -65,22 +63,25 @@ def test_aggregate_matches_hand_t_intervals() -> None:
             assert row[f"{metric}_high"] == pytest.approx(high, abs=1e-9)
 
 
-def test_default_keys_exclude_ids_outcomes_and_hparams() -> None:
-    runs = two_settings()
-    keys = setting_columns(runs)
+def test_schema_keys_exclude_ids_outcomes_and_hparams() -> None:
+    keys = Inheritance.settings()
     for col in ("seed", "run_key", "seconds", "lr", "weight_decay", "threshold", "val_loss", "auc", "fpr_a0"):
         assert col not in keys
-    for col in ("task", "base", "intervention", "level", "level_label", "test_label", "n_train", "gap_label"):
+    for col in ("task", "base", "base_role", "intervention", "level", "level_label", "test_label", "n_train",
+                "gap_label"):
         assert col in keys
-    agg = aggregate(runs)
+    assert Inheritance.metrics() == ["auc", "fpr_diff", "tpr_diff", "eo_diff"]
+    agg = Inheritance().aggregate(two_settings())
     assert set(agg.columns) >= {"n_seeds", "auc_mean", "auc_low", "auc_high", "eo_diff_high"}
+    for col in ("seed", "run_key", "lr", "seconds", "fpr_a0", "threshold"):
+        assert col not in agg.columns
 
 
 def test_one_seed_gives_nan_bounds_and_custom_by() -> None:
     runs = pd.DataFrame(
         [run_row(base="gendered", auc=0.8), run_row(base="scratch", base_kind="scratch", auc=0.7)]
     )
-    agg = aggregate(runs)
+    agg = Inheritance().aggregate(runs)
     assert agg["n_seeds"].tolist() == [1, 1]
     assert agg["auc_low"].isna().all() and agg["auc_high"].isna().all()
     by = aggregate(runs, metrics=("auc",), by=["study"])
@@ -92,7 +93,7 @@ def test_one_seed_gives_nan_bounds_and_custom_by() -> None:
 def test_nan_metric_dropped_with_warning_and_all_nan_silent() -> None:
     rows = [run_row(seed=i, fpr_diff=v) for i, v in enumerate([0.1, np.nan, 0.3])]
     with pytest.warns(UserWarning, match="NaN"):
-        agg = aggregate(pd.DataFrame(rows), metrics=("fpr_diff",))
+        agg = aggregate(pd.DataFrame(rows), metrics=("fpr_diff",), by=Inheritance.settings())
     mean, low, high = hand_interval([0.1, 0.3])
     assert agg["fpr_diff_mean"].iloc[0] == pytest.approx(mean)
     assert agg["fpr_diff_low"].iloc[0] == pytest.approx(low)
@@ -100,12 +101,13 @@ def test_nan_metric_dropped_with_warning_and_all_nan_silent() -> None:
     sal = salience_runs({"Smiling": 0.4})
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        out = aggregate(sal)  # auc, fpr… are all NaN for salience runs: no warning
-    assert out["auc_mean"].isna().all()
+        out = aggregate(sal, Inheritance.metrics(), Salience.settings())  # auc, fpr… all NaN here: no warning
+    assert out["auc_mean"].isna().all() and len(out) == 2  # set and inverse set
+    assert out["n_seeds"].tolist() == [3, 3]
 
 
 def test_empty_runs() -> None:
-    agg = aggregate(two_settings().iloc[0:0])
+    agg = Inheritance().aggregate(two_settings().iloc[0:0])
     assert agg.empty and "auc_mean" in agg.columns
 
 
@@ -142,7 +144,10 @@ def test_salience_averages_set_and_inverse_then_seeds() -> None:
     hat = tab[tab["task"] == "Hat"].iloc[0]
     assert hat["salience_mean"] == pytest.approx(0.7)
     assert math.isnan(hat["salience_inverse"])
-    assert salience_table(two_settings()).empty
+    # no salience runs: an empty table with the same columns
+    for none in (pd.DataFrame(), pd.DataFrame(rows).iloc[0:0]):
+        empty = salience_table(none)
+        assert empty.empty and list(empty.columns) == list(tab.columns)
 
 
 def test_abs_interval() -> None:
@@ -152,13 +157,36 @@ def test_abs_interval() -> None:
     assert m == 0.2 and math.isnan(lo) and math.isnan(hi)
 
 
-def test_base_roles() -> None:
-    assert base_role("gendered", "trained", "a") == "gendered"
-    assert base_role("g2", "trained", "Male") == "gendered"
-    assert base_role("control-hat", "trained", "Wearing_Hat") == "control"
-    assert base_role("hat", "trained", "Wearing_Hat") == "control"
-    assert base_role("scratch", "scratch", float("nan")) == "scratch"
-    assert base_role("moco", "checkpoint", "") == "other"
+def test_derive_role_follows_what_the_base_is() -> None:
+    assert derive_role({"kind": "trained", "attribute": "a"}, "a") == "biased"
+    assert derive_role({"kind": "trained", "attribute": "Male"}, "Male") == "biased"
+    assert derive_role({"kind": "trained", "attribute": "Wearing_Hat"}, "a") == "control"
+    assert derive_role({"kind": "trained", "attribute": "a"}, "Male") == "control"  # a is not sensitive here
+    assert derive_role({"kind": "scratch"}, "a") == "scratch"
+    assert derive_role({"kind": "checkpoint", "name": "moco"}, "a") == "other"
+
+
+def test_base_names_never_decide_roles() -> None:
+    # A base NAMED like a control but trained on the sensitive attribute is the biased one, and a base NAMED
+    # "biased" but trained on another attribute is a control.
+    runs = inheritance_runs(
+        {("T", "control-gender-free"): (0.3, 0.3), ("T", "biased"): (0.1, 0.1), ("T", "scratch"): (0.02, 0.02)},
+        bases={"control-gender-free": ("trained", "a"), "biased": ("trained", "Wearing_Hat")},
+    )
+    roles = dict(zip(runs["base"], runs["base_role"], strict=True))
+    assert roles == {"control-gender-free": "biased", "biased": "control", "scratch": "scratch"}
+    comp = inheritance_comparison(Inheritance().aggregate(runs))
+    assert set(comp["biased_base"]) == {"control-gender-free"}
+    assert set(comp["max_control_base"]) == {"biased"}
+    assert comp["separated"].all()
+    assert comp["inherited_bias"].tolist() == pytest.approx([0.2, 0.2])
+    # a role declared in the study overrides what the base is
+    declared = inheritance_runs(
+        {("T", "gendered"): (0.3, 0.3), ("T", "control-hat"): (0.1, 0.1)},
+        roles={"gendered": "control", "control-hat": "biased"},
+    )
+    comp = inheritance_comparison(Inheritance().aggregate(declared))
+    assert set(comp["biased_base"]) == {"control-hat"} and not comp["separated"].any()
 
 
 def test_is_test_level_and_split_lines() -> None:
@@ -188,14 +216,14 @@ def test_is_test_level_and_split_lines() -> None:
                     n_train=n,
                 )
             )
-    agg = aggregate(pd.DataFrame(rows))
+    agg = CorrelationSweep().aggregate(pd.DataFrame(rows))
     assert is_test_level(agg).sum() == 3
     lines = split_lines(agg)
     keys = sorted((k["intervention"], k.get("n_train")) for k, _ in lines)
     assert keys == [("collect", 128), ("collect", 1024), ("subselect", None)]
     sub = next(r for k, r in lines if k["intervention"] == "subselect")
     assert sub["level"].tolist() == [0.5, 0.8, 1.0]
-    natural = aggregate(
+    natural = CorrelationSweep().aggregate(
         pd.DataFrame([run_row(level=0.77, level_label="natural"), run_row(level=0.8, level_label="0.8")])
     )
     assert is_test_level(natural).tolist() == [True, False]
@@ -205,19 +233,27 @@ def test_inheritance_comparison_columns() -> None:
     runs = inheritance_runs(
         {("T", "gendered"): (0.3, 0.3), ("T", "control-hat"): (-0.1, 0.1), ("T", "scratch"): (0.02, 0.02)}
     )
-    comp = inheritance_comparison(aggregate(runs))
+    comp = inheritance_comparison(Inheritance().aggregate(runs))
     assert len(comp) == 2
     row = comp[comp["level_label"] == "natural"].iloc[0]
+    assert row["biased_base"] == "gendered" and row["max_control_base"] == "control-hat"
+    assert row["biased_mean"] == pytest.approx(0.3) and row["biased_abs"] == pytest.approx(0.3)
+    assert row["biased_low"] < 0.3 < row["biased_high"] and row["biased_n_seeds"] == 3
+    assert not any(c.startswith("gendered") or c.startswith("base") for c in comp.columns)
     assert row["max_control_abs"] == pytest.approx(0.1)
     assert row["inherited_bias"] == pytest.approx(0.2)
     assert bool(row["separated"]) and bool(row["scratch_below"])
 
 
-def test_warns_when_an_unknown_outcome_column_would_split_seeds() -> None:
+def test_a_column_not_in_the_schema_never_splits_seeds() -> None:
     runs = pd.DataFrame([run_row(seed=i, auc=0.8 + i / 100) for i in range(3)]).assign(
         new_metric=[0.1, 0.2, 0.3]
     )
-    with pytest.warns(UserWarning, match="new_metric"):
-        agg = aggregate(runs)
-    assert len(agg) == 3
-    assert len(aggregate(runs, metrics=("auc", "new_metric"))) == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        agg = Inheritance().aggregate(runs)
+    assert len(agg) == 1 and agg["n_seeds"].iloc[0] == 3
+    assert "new_metric" not in agg.columns and "new_metric_mean" not in agg.columns
+    assert agg["auc_mean"].iloc[0] == pytest.approx(0.81)
+    both = aggregate(runs, metrics=("auc", "new_metric"), by=Inheritance.settings())
+    assert len(both) == 1 and both["new_metric_mean"].iloc[0] == pytest.approx(0.2)

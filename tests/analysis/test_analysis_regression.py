@@ -7,17 +7,21 @@ import pandas as pd
 import pytest
 from analysis_builders import inheritance_runs, salience_runs
 
-from biastransfer.analysis.regression import (
+from biastransfer.experiments.inheritance import Inheritance
+from biastransfer.experiments.inheritance.regression import (
+    MIN_ATTRIBUTES,
     inheritance_regression,
     inheritance_regression_with_reason,
     regression_data,
 )
+from biastransfer.experiments.salience import salience_table
 
 TRUE = {"Intercept": 0.02, "correlation": 0.40, "salience": 0.30}
 
 
-def synthetic(n_attr: int = 14, seed: int = 7, with_salience: bool = True) -> pd.DataFrame:
-    """Inherited bias = 0.02 + 0.40·|2c − 1| + 0.30·salience + attribute effect + noise."""
+def synthetic(n_attr: int = 14, seed: int = 7, with_salience: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Inheritance runs and salience runs (empty when ``with_salience`` is False) with
+    inherited bias = 0.02 + 0.40·|2c − 1| + 0.30·salience + attribute effect + noise."""
     rng = np.random.default_rng(seed)
     values: dict[tuple[str, str], tuple[float, float]] = {}
     levels: dict[str, float] = {}
@@ -41,14 +45,22 @@ def synthetic(n_attr: int = 14, seed: int = 7, with_salience: bool = True) -> pd
         values[(task, "control-hat")] = (sign * 0.10, 0.10)
         values[(task, "control-bangs")] = (sign * 0.06, 0.06)
         values[(task, "gendered")] = (sign * (0.10 + bias["natural"]), 0.10 + bias["0.8"])
-    runs = inheritance_runs(values, levels=levels)
-    if with_salience:
-        runs = pd.concat([runs, salience_runs(saliences)], ignore_index=True)
-    return runs
+    inh = inheritance_runs(values, levels=levels)
+    sal = salience_runs(saliences) if with_salience else pd.DataFrame()
+    return inh, sal
+
+
+def inputs(inh: pd.DataFrame, sal: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """What the regression takes: the inheritance aggregate and the salience table."""
+    return Inheritance().aggregate(inh), salience_table(sal)
+
+
+def fit_inputs(**kw: object) -> tuple[pd.DataFrame, pd.DataFrame]:
+    return inputs(*synthetic(**kw))
 
 
 def test_regression_recovers_known_coefficients() -> None:
-    res = inheritance_regression(synthetic())
+    res = inheritance_regression(*fit_inputs())
     assert res is not None
     assert res["n_obs"] == 28 and res["n_groups"] == 14
     assert res["formula"] == "inherited_bias ~ correlation + salience + (1 | task)"
@@ -61,24 +73,29 @@ def test_regression_recovers_known_coefficients() -> None:
 
 
 def test_regression_data_definition() -> None:
-    data = regression_data(synthetic(n_attr=3))
+    data = regression_data(*fit_inputs(n_attr=3), "strength")
     assert len(data) == 6
     row = data.iloc[0]
     assert row["correlation"] == pytest.approx(abs(2 * row["level"] - 1))
-    # inherited bias = |gendered| − max |control| = (0.10 + bias) − 0.10 = bias > 0
+    # inherited bias = |biased| − max |control| = (0.10 + bias) − 0.10 = bias > 0
     assert (data["inherited_bias"] > 0).all()
+    assert data["salience"].notna().all()
+    raw = regression_data(*fit_inputs(n_attr=3), "raw")
+    assert raw["correlation"].tolist() == pytest.approx(raw["level"].tolist())
 
 
 def test_too_few_attributes_returns_none_with_reason() -> None:
-    assert inheritance_regression(synthetic(n_attr=2)) is None
-    res, reason = inheritance_regression_with_reason(synthetic(n_attr=2))
+    assert MIN_ATTRIBUTES == 3
+    assert inheritance_regression(*fit_inputs(n_attr=2)) is None
+    res, reason = inheritance_regression_with_reason(*fit_inputs(n_attr=2))
     assert res is None and "too few attributes (2" in reason
-    res, reason = inheritance_regression_with_reason(synthetic(n_attr=3).query("base != 'gendered'"))
-    assert res is None and "Gendered" in reason
+    inh, sal = synthetic(n_attr=3)
+    res, reason = inheritance_regression_with_reason(*inputs(inh.query("base_role != 'biased'"), sal))
+    assert res is None and "need a biased and a control base" in reason
 
 
 def test_without_salience_runs_fits_correlation_only() -> None:
-    res = inheritance_regression(synthetic(with_salience=False))
+    res = inheritance_regression(*fit_inputs(with_salience=False))
     assert res is not None
     assert "salience" not in res["coefficients"]
     assert "without the salience term" in res["note"]

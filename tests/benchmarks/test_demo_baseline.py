@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from biastransfer.runner.store import ResultStore
+from biastransfer.store.sqlite import ResultStore
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "benchmarks"))
@@ -51,6 +51,16 @@ def test_specs_match_across_the_later_train_fields(tmp_path):
                                                                   "precision": "fp32"}}, {"auc": 0.5}, {})
     new.close()
     assert compare_results(tmp_path / "old", tmp_path / "new")["matched"] == 1
+
+
+def test_specs_match_across_intervention_options_at_their_default(tmp_path):
+    old = _store(tmp_path / "old", {"t1": {"auc": 0.5}, "t2": {"auc": 0.6}})
+    new = ResultStore(tmp_path / "new")
+    spec = {"experiment": "e", "kind": "inheritance", "train": {"lr": [0.1]}}
+    new.add_run("k1", {**spec, "task": "t1", "intervention_options": {}}, {"auc": 0.5}, {})
+    new.add_run("k2", {**spec, "task": "t2", "intervention_options": {"start_level": 0.5}}, {"auc": 0.6}, {})
+    new.close()
+    assert compare_results(old, tmp_path / "new")["matched"] == 1
 
 
 def test_export_of_the_baseline_revision_imports(tmp_path):

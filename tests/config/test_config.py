@@ -7,15 +7,17 @@ from importlib import resources
 import pytest
 import yaml
 
-from biastransfer.config import ConfigError, load_study, parse_study
+from biastransfer.config import ConfigError
+from biastransfer.plan import load_study, parse_study
 from tiny_study import tiny_study_dict
 
 
 def test_bundled_studies_are_valid():
-    for name in ("demo.yaml", "demo_tiny.yaml"):
-        with resources.as_file(resources.files("biastransfer.studies") / name) as path:
-            study = load_study(path)
-        assert study.experiments
+    for path in resources.files("biastransfer.studies").iterdir():
+        if path.name.endswith(".yaml"):
+            with resources.as_file(path) as file:
+                study = load_study(file)
+            assert study.blocks and study.expand(), path.name
 
 
 @pytest.mark.parametrize(
@@ -44,8 +46,16 @@ def test_invalid_top_level_fields(change, message):
         ({"test": -0.1}, r"experiments.0.test: .*must be in \[0, 1\]"),
         ({"kind": "magic"}, r"experiments.0.kind: unknown experiment 'magic'; allowed: correlation_sweep"),
         ({"interventions": ["oversample"]}, r"unknown intervention 'oversample'; allowed: collect"),
+        ({"interventions": [{"name": "subselect", "start": 0.7}]},
+         r"intervention 'subselect' has no option 'start'; allowed: start_level"),
+        ({"interventions": [{"name": "subselect", "start_level": 1.7}]}, r"start_level: .*less than or equal to 1"),
+        ({"interventions": ["subgroup_share"]},
+         r"intervention 'subgroup_share' needs pool columns y, subgroup; experiment kind 'inheritance' provides y, a"),
         ({"bases": ["nobody"]}, r"unknown base 'nobody'; defined in 'bases': gendered"),
         ({"seeds": [1, 1]}, r"seeds repeat"),
+        ({"levles": [0.5]}, r"experiments.0.levles: unknown field \(check the spelling; allowed: name, kind, .*levels"),
+        ({"options": {"negatives": ["x"]}}, r"experiments.0.options.negatives: unknown field .*allowed: \(none\)"),
+        ({"n_train": "full"}, r"experiments.0: .*'full' \(the whole pool\) is not a size this experiment kind"),
     ],
 )
 def test_invalid_experiment_fields(change, message):
@@ -67,16 +77,47 @@ def test_missing_and_malformed_files(tmp_path):
     assert load_study(good).name == "tiny"
 
 
-def test_compile_and_precision_reach_the_engine_and_defaults_keep_run_keys():
-    from biastransfer.experiments.finetune import fit_config
-    from biastransfer.runner.execute import expand_study
+def test_salience_and_underrepresentation_options_are_typed():
+    data = tiny_study_dict()
+    data["experiments"][2]["options"] = {"test_sise": 100}
+    with pytest.raises(ConfigError, match=r"experiments.2.options.test_sise: unknown field .*allowed: test_size, lr"):
+        parse_study(data)
+    data["experiments"][2]["options"] = {"test_size": 4}
+    with pytest.raises(ConfigError, match=r"experiments.2.options.test_size: Input should be greater than or equal"):
+        parse_study(data)
+    data["experiments"][2]["options"] = {}
+    data["experiments"][2]["levels"] = [0.5]  # salience draws its own sets: a level is not one of its fields
+    with pytest.raises(ConfigError, match=r"experiments.2.levels: unknown field"):
+        parse_study(data)
 
-    default = expand_study(parse_study(tiny_study_dict()))[0]
+
+def test_a_base_role_must_be_known():
+    data = tiny_study_dict()
+    data["bases"]["gendered"]["role"] = "villain"
+    with pytest.raises(ConfigError, match=r"bases.gendered.role: Input should be 'biased', 'control', 'scratch' or "
+                                          r"'other'"):
+        parse_study(data)
+
+
+def test_intervention_options_reach_the_spec_and_change_the_key():
+    data = tiny_study_dict()
+    data["experiments"][1]["interventions"] = ["reweight", {"name": "reweight", "start_level": 0.5}]
+    specs = [s for s in parse_study(data).expand() if s.kind == "correlation_sweep"]
+    plain = [s for s in specs if not s.intervention_options]
+    started = [s for s in specs if s.intervention_options == {"start_level": 0.5}]
+    assert len(plain) == len(started) == 4
+    assert {s.key for s in plain}.isdisjoint({s.key for s in started})
+
+
+def test_compile_and_precision_reach_the_engine_and_defaults_keep_run_keys():
+    from biastransfer.experiments.finetuning import fit_config
+
+    default = parse_study(tiny_study_dict()).expand()[0]
     assert "precision" not in default.train and "compile" not in default.train  # keys of existing studies unchanged
     assert fit_config(default, 0.1, 0.0).precision == "fp32"
     data = tiny_study_dict()
     data["train"].update(precision="bf16", compile=True)
-    spec = expand_study(parse_study(data))[0]
+    spec = parse_study(data).expand()[0]
     config = fit_config(spec, 0.1, 0.0)
     assert config.precision == "bf16" and config.compile is True
     assert spec.key != default.key

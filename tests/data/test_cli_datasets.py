@@ -8,7 +8,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from biastransfer.cli_datasets import datasets_app, parse_param
+from biastransfer.cli.datasets import datasets_app, parse_param
 
 app = typer.Typer()
 app.add_typer(datasets_app, name="datasets")

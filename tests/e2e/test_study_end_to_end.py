@@ -78,9 +78,8 @@ def test_rerun_on_a_finished_folder_runs_nothing(finished, cache_dir):
 def test_two_workers_train_each_base_and_search_once(tmp_path):
     """From an empty cache with two workers, the trainings the runner counts are exactly the planned ones: no
     run starts before its base and its search are done (else it would train them again)."""
-    from biastransfer.config import StudyConfig
-    from biastransfer.runner.protocol import our_protocol_trainings
-    from biastransfer.runner.store import ResultStore
+    from biastransfer.plan import parse_study, planned_trainings
+    from biastransfer.store.sqlite import ResultStore
 
     study = tiny_study_dict()
     # one trained base: with two workers the base trains alongside the scratch search, never with its own
@@ -92,7 +91,7 @@ def test_two_workers_train_each_base_and_search_once(tmp_path):
     assert result.exit_code == 0, result.output
     store = ResultStore.open_existing(tmp_path / "out")
     last = store.get_meta("last_run")
-    planned = our_protocol_trainings(StudyConfig.model_validate(study))
+    planned = planned_trainings(parse_study(study))
     assert last["workers"] == 2
     # 8 inheritance + 8 sweep + 2 salience runs, 1 base, searches for (gendered, t3) and (scratch, t3)
     assert last["trainings"] == planned["total"] == 18 + 1 + 2
@@ -106,8 +105,8 @@ def test_same_spec_same_numbers(finished, tmp_path, cache_dir):
     path = _write(tmp_path, study)
     result = _run(["run", str(path), "--out", str(tmp_path / "again"), "--quiet", "--no-report"], cache_dir)
     assert result.exit_code == 0, result.output
-    from biastransfer.runner.export import runs_frame
-    from biastransfer.runner.store import ResultStore
+    from biastransfer.store.export import runs_frame
+    from biastransfer.store.sqlite import ResultStore
 
     first = runs_frame(ResultStore.open_existing(out)).set_index("run_key")
     second = runs_frame(ResultStore.open_existing(tmp_path / "again")).set_index("run_key")
@@ -157,6 +156,8 @@ def test_sigkill_midway_then_rerun_gives_exactly_one_row_per_run(tmp_path, cache
         (lambda s: s["dataset"].update(name="nowhere"), "unknown dataset 'nowhere'"),
         (lambda s: s["bases"]["gendered"].update(attribute="beard"), "unknown attribute 'beard'"),
         (lambda s: s["bases"]["gendered"].update(pool="faces"), r"takes only 'attribute'; unknown option\(s\): pool"),
+        (lambda s: s["experiments"][1].update(interventions=[{"name": "subselect", "start_level": 0.3}], n_train=600),
+         r"subselect start set at level 0.3 with n=600: cell"),
     ],
 )
 def test_bad_input_fails_before_training_with_a_clear_message(tmp_path, cache_dir, mutate, message):
@@ -177,7 +178,8 @@ def test_missing_study_file(tmp_path):
 
 
 def test_help_on_every_command():
-    for cmd in ([], ["demo"], ["run"], ["report"], ["export"], ["evaluate"], ["list"], ["bases"], ["datasets"]):
+    for cmd in ([], ["demo"], ["run"], ["report"], ["export"], ["upgrade"], ["evaluate"], ["list"], ["bases"],
+                ["datasets"]):
         result = runner.invoke(app, [*cmd, "--help"])
         assert result.exit_code == 0, cmd
         assert "Usage" in result.output

@@ -5,8 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from importlib import resources
 
-from biastransfer.config import load_study
-from biastransfer.runner.execute import expand_study
+from biastransfer.plan import load_study
 
 
 def _study(name: str):
@@ -15,7 +14,7 @@ def _study(name: str):
 
 def test_fashion_underrep_grid() -> None:
     study = _study("fashion_underrep.yaml")
-    specs = expand_study(study)
+    specs = study.expand()
     assert len(specs) == 2 * 3 * 2 * 3  # bases × shares × N × seeds
     assert {s.kind for s in specs} == {"underrepresentation"}
     assert {s.task for s in specs} == {"pullover+coat"}
@@ -25,9 +24,9 @@ def test_fashion_underrep_grid() -> None:
 
 def test_fashion_spurious_grid() -> None:
     study = _study("fashion_spurious.yaml")
-    assert study.dataset.name == "fashion-mnist-panels" and study.dataset.resolution == 32
-    specs = expand_study(study)
+    assert study.config.dataset.name == "fashion-mnist-panels" and study.config.dataset.resolution == 32
+    specs = study.expand()
     kinds = Counter(s.kind for s in specs)
     assert kinds == {"inheritance": 3 * 2 * 3, "correlation_sweep": 5 * 5}
-    assert study.bases["gendered"].options() == {"attribute": "second_bag"}
+    assert study.config.bases["gendered"].options() == {"attribute": "second_bag"}
     assert {s.test for s in specs if s.kind == "correlation_sweep"} == {0.8}

@@ -1,4 +1,7 @@
-"""Analysis of underrepresentation runs: roles, the paired T2 AUC difference, the correction, the reading."""
+"""Analysis of underrepresentation runs: roles, the paired T2 AUC difference, the correction, the reading.
+
+The functions take the underrepresentation rows only; the report hands each kind its own rows
+(:func:`biastransfer.report.page.kind_results`)."""
 
 from __future__ import annotations
 
@@ -6,14 +9,19 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from biastransfer.analysis.underrep import (
+from biastransfer.experiments.base import Results
+from biastransfer.experiments.underrepresentation import Underrepresentation
+from biastransfer.experiments.underrepresentation.analysis import (
+    UNDERREP_METRICS,
     correction_table,
+    split_task,
     t2_gap_table,
     underrep_reading,
     underrep_runs,
     underrep_table,
 )
 from biastransfer.metrics.intervals import t_interval
+from biastransfer.report.page import kind_results
 
 
 def _runs(values: dict[tuple[str, float, int], float], n: int = 128) -> pd.DataFrame:
@@ -23,11 +31,10 @@ def _runs(values: dict[tuple[str, float, int], float], n: int = 128) -> pd.DataF
         rows.append({"run_key": f"{attr}{share}{seed}", "study": "s", "experiment": "ur",
                      "experiment_kind": "underrepresentation", "dataset": "fashion-mnist", "task": "pullover+coat",
                      "base": f"pretrain-{attr}", "base_kind": "trained", "base_attribute": attr,
+                     "base_role": "control",
                      "intervention": "subgroup_share", "level": share, "level_label": f"{share:g}",
                      "test_level": np.nan, "test_label": "natural", "n_train": n, "seed": seed, "auc": v + 0.05,
                      "auc_t1": 0.9, "auc_t2": v, "share": share})
-    # an unrelated inheritance row must be ignored
-    rows.append({**rows[0], "run_key": "x", "experiment_kind": "inheritance", "task": "shirt", "auc_t2": np.nan})
     return pd.DataFrame(rows)
 
 
@@ -45,6 +52,8 @@ def _example() -> pd.DataFrame:
 
 
 def test_roles_come_from_the_base_attribute() -> None:
+    assert UNDERREP_METRICS == ("auc", "auc_t1", "auc_t2")
+    assert split_task("pullover+coat") == ("pullover", "coat") and split_task("shirt") is None
     ur = underrep_runs(_example())
     assert len(ur) == 18
     assert dict(zip(ur["base"], ur["role"], strict=True)) == {"pretrain-pullover": "pretrain-t1",
@@ -97,4 +106,19 @@ def test_no_pair_is_said_plainly() -> None:
     values = {("pullover", 0.5, s): 0.7 for s in (0, 1)}
     assert t2_gap_table(_runs(values)).empty
     assert "no setting has both a Pretrain-T1 and a Pretrain-T2 base" in underrep_reading(_runs(values))[0]
-    assert underrep_reading(_runs(values).query("experiment_kind != 'underrepresentation'")) == []
+    assert underrep_reading(_runs(values).iloc[0:0]) == []
+
+
+def test_the_report_hands_the_kind_its_own_rows_only() -> None:
+    # an unrelated inheritance row reaches the inheritance kind, not the underrepresentation analysis
+    example = _example()
+    other = {**example.iloc[0].to_dict(), "run_key": "x", "experiment_kind": "inheritance", "task": "shirt",
+             "auc_t2": np.nan, "base_role": "biased", "fpr_diff": 0.1}
+    mixed = pd.concat([example, pd.DataFrame([other])], ignore_index=True)
+    kinds = {plugin.registry_name: (plugin, res) for plugin, res in kind_results(mixed)}
+    assert set(kinds) == {"inheritance", "underrepresentation"}
+    plugin, res = kinds["underrepresentation"]
+    assert len(res.runs) == 18 and set(res.of("inheritance")["task"]) == {"shirt"}
+    assert plugin.reading(res) == underrep_reading(example)
+    assert Underrepresentation().reading(Results(example)) == underrep_reading(example)
+    pd.testing.assert_frame_equal(underrep_table(res.runs), underrep_table(example))

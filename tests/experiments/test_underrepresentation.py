@@ -10,40 +10,241 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from inline_snapshot import snapshot
 
-from biastransfer.config import parse_study
 from biastransfer.data.registry import load_dataset
+from biastransfer.driver import run_study
 from biastransfer.experiments.base import EXPERIMENTS
-from biastransfer.experiments.underrepresentation import (
-    Underrepresentation,
+from biastransfer.experiments.underrepresentation import Underrepresentation
+from biastransfer.experiments.underrepresentation.sets import (
     base_role,
     parse_task,
     prepare_share_data,
     subgroup_aucs,
 )
 from biastransfer.metrics.ranking import auc
-from biastransfer.runner.execute import expand_study, run_study
-from biastransfer.runner.export import runs_frame
-from biastransfer.runner.store import ResultStore
+from biastransfer.plan import parse_study
+from biastransfer.store.export import runs_frame
+from biastransfer.store.sqlite import ResultStore
 from conftest import underrep_study_dict
+from report_snapshot import page_snapshot
 
 
-def test_registered_with_its_report_kind() -> None:
-    cls = EXPERIMENTS.get("underrepresentation")
-    assert cls is Underrepresentation and cls.report_kind == "underrepresentation"
+def test_report_golden(kind_report) -> None:
+    assert page_snapshot(kind_report("underrepresentation").html) == snapshot(
+        {
+            "summary": {"numbers": ["8", "8", "3", "5", "3", "5", "4", "2", "1", "0", "95"]},
+            "reading": {
+                "headings": ["Reading"],
+                "tables": [],
+                "figures": [],
+                "numbers": [
+                    [
+                        "3",
+                        "5",
+                        "1",
+                        "3",
+                        "2",
+                        "5",
+                        "32",
+                        "5",
+                        "5",
+                        "3",
+                        "2",
+                        "0.25",
+                        "-0.000",
+                        "-0.272",
+                        "0.271",
+                        "0",
+                        "0.5",
+                        "0.008",
+                        "-0.177",
+                        "0.194",
+                        "0",
+                        "3",
+                        "5",
+                        "0",
+                        "2",
+                    ],
+                    ["3", "5", "32", "5", "0.25", "5", "0.518", "3", "0.518", "-0.000", "-0.272", "0.271"],
+                ],
+            },
+            "underrepresentation": {
+                "headings": [
+                    "Underrepresentation: AUC on the subcategory T2",
+                    "T2 AUC difference (Pretrain-T2 − Pretrain-T1)",
+                    "Correction: Pretrain-T1 at share p against Pretrain-T2 at the smallest share",
+                    "AUC per base and share",
+                ],
+                "tables": [
+                    [
+                        [
+                            "task",
+                            "N",
+                            "share of T2",
+                            "AUC on T2, Pretrain-T1",
+                            "AUC on T2, Pretrain-T2",
+                            "difference",
+                            "seeds",
+                            "CI above 0",
+                        ],
+                        ["t3+t5", "32", "0.25", "0.518", "0.518", "-0.000 [-0.272, 0.271]", "2", "no"],
+                        ["t3+t5", "32", "0.5", "0.512", "0.520", "0.008 [-0.177, 0.194]", "2", "no"],
+                    ],
+                    [
+                        [
+                            "task",
+                            "N",
+                            "reference share",
+                            "share p (Pretrain-T1)",
+                            "AUC on T2, reference",
+                            "AUC on T2, Pretrain-T1",
+                            "remaining gap",
+                            "reaches",
+                        ],
+                        ["t3+t5", "32", "0.25", "0.25", "0.518", "0.518", "-0.000 [-0.272, 0.271]", "yes"],
+                        ["t3+t5", "32", "0.25", "0.5", "0.518", "0.512", "0.006 [-0.213, 0.224]", "no"],
+                    ],
+                    [
+                        ["task", "N", "base", "role", "share of T2", "seeds", "AUC", "AUC on T1", "AUC on T2"],
+                        [
+                            "t3+t5",
+                            "32",
+                            "pretrain-t3",
+                            "pretrain-t1",
+                            "0.25",
+                            "2",
+                            "0.519 [0.389, 0.649]",
+                            "0.520 [0.096, 0.944]",
+                            "0.518 [0.340, 0.696]",
+                        ],
+                        [
+                            "t3+t5",
+                            "32",
+                            "pretrain-t3",
+                            "pretrain-t1",
+                            "0.5",
+                            "2",
+                            "0.512 [0.351, 0.674]",
+                            "0.513 [0.077, 0.948]",
+                            "0.512 [0.387, 0.637]",
+                        ],
+                        [
+                            "t3+t5",
+                            "32",
+                            "pretrain-t5",
+                            "pretrain-t2",
+                            "0.25",
+                            "2",
+                            "0.517 [0.334, 0.700]",
+                            "0.517 [0.248, 0.786]",
+                            "0.518 [0.424, 0.611]",
+                        ],
+                        [
+                            "t3+t5",
+                            "32",
+                            "pretrain-t5",
+                            "pretrain-t2",
+                            "0.5",
+                            "2",
+                            "0.519 [0.324, 0.714]",
+                            "0.517 [0.194, 0.841]",
+                            "0.520 [0.460, 0.580]",
+                        ],
+                    ],
+                ],
+                "figures": ["plots/underrepresentation.png"],
+                "numbers": [["1", "2", "2", "2", "2", "1", "1", "1", "2", "1", "2", "2", "2", "1", "95"]],
+            },
+            "results": {
+                "headings": [
+                    "Results per setting",
+                    "underrepresentation",
+                ],
+                "tables": [
+                    [
+                        ["task", "base", "level", "seeds", "auc", "auc_t1", "auc_t2"],
+                        [
+                            "t3+t5",
+                            "pretrain-t3",
+                            "0.25",
+                            "2",
+                            "0.519 [0.389, 0.649]",
+                            "0.520 [0.096, 0.944]",
+                            "0.518 [0.340, 0.696]",
+                        ],
+                        [
+                            "t3+t5",
+                            "pretrain-t3",
+                            "0.5",
+                            "2",
+                            "0.512 [0.351, 0.674]",
+                            "0.513 [0.077, 0.948]",
+                            "0.512 [0.387, 0.637]",
+                        ],
+                        [
+                            "t3+t5",
+                            "pretrain-t5",
+                            "0.25",
+                            "2",
+                            "0.517 [0.334, 0.700]",
+                            "0.517 [0.248, 0.786]",
+                            "0.518 [0.424, 0.611]",
+                        ],
+                        [
+                            "t3+t5",
+                            "pretrain-t5",
+                            "0.5",
+                            "2",
+                            "0.519 [0.324, 0.714]",
+                            "0.517 [0.194, 0.841]",
+                            "0.520 [0.460, 0.580]",
+                        ],
+                    ]
+                ],
+                "figures": [],
+                "numbers": [["95"], ["1", "2", "2", "2", "1", "2"]],
+            },
+            "hparams": {
+                "headings": ["Chosen hyperparameters"],
+                "tables": [
+                    [
+                        ["base", "task", "n_train", "lr", "weight_decay", "val_loss", "trials"],
+                        ["pretrain-t3", "t3+t5", "32", "0.05", "0.0005", "—", "0"],
+                        ["pretrain-t5", "t3+t5", "32", "0.05", "0.0005", "—", "0"],
+                    ]
+                ],
+                "figures": [],
+                "numbers": [],
+            },
+        }
+    )
+
+
+def test_registered() -> None:
+    assert EXPERIMENTS.get("underrepresentation") is Underrepresentation
+    assert Underrepresentation.pool_columns == ("y", "subgroup")
 
 
 def test_expand_grid(tmp_path: Path) -> None:
-    study = parse_study(underrep_study_dict(tmp_path, tasks=["pullover+coat", "shirt+t-shirt"],
-                                            bases=["pretrain-pullover", "pretrain-coat", "scratch"],
-                                            levels=[0.1, 0.3, 0.5], n_train=[16, 32], seeds=[0, 1]))
-    specs = expand_study(study)
+    study = parse_study(
+        underrep_study_dict(
+            tmp_path,
+            tasks=["pullover+coat", "shirt+t-shirt"],
+            bases=["pretrain-pullover", "pretrain-coat", "scratch"],
+            levels=[0.1, 0.3, 0.5],
+            n_train=[16, 32],
+            seeds=[0, 1],
+        )
+    )
+    specs = study.expand()
     assert len(specs) == 2 * 3 * 3 * 2 * 2  # tasks × bases × shares × N × seeds
     assert len({s.key for s in specs}) == len(specs)
     assert {s.intervention for s in specs} == {"subgroup_share"}
     assert {s.level for s in specs} == {0.1, 0.3, 0.5}
-    assert {(s.task, s.n_train) for s in specs} == {(t, n) for t in ("pullover+coat", "shirt+t-shirt")
-                                                   for n in (16, 32)}
+    assert {(s.task, s.n_train) for s in specs} == {
+        (t, n) for t in ("pullover+coat", "shirt+t-shirt") for n in (16, 32)
+    }
     assert all(s.options["negatives"] == ["t-shirt", "shirt"] for s in specs)
     one = next(s for s in specs if s.base_name == "pretrain-coat")
     assert one.base == {"kind": "trained", "attribute": "coat"} and one.base_training
@@ -54,7 +255,7 @@ def test_task_must_be_a_pair(task: str, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="T1\\+T2"):
         parse_task(task)
     with pytest.raises(ValueError, match=re.escape(f"task {task!r}")):
-        expand_study(parse_study(underrep_study_dict(tmp_path, tasks=[task])))
+        parse_study(underrep_study_dict(tmp_path, tasks=[task]))
 
 
 def test_roles() -> None:
@@ -85,13 +286,14 @@ def test_auc_t2_uses_only_t2_positives_and_all_negatives() -> None:
 
 
 def _specs(root: Path, **block):
-    return expand_study(parse_study(underrep_study_dict(root, **block)))
+    return parse_study(underrep_study_dict(root, **block)).expand()
 
 
 def test_sets_have_exact_cells_and_come_from_their_pools(fake_fmnist: Path, cache_dir: Path) -> None:
     spec = next(s for s in _specs(fake_fmnist, levels=[0.25]) if s.seed == 0)
-    data = load_dataset("fashion-mnist", root=fake_fmnist, cache_dir=cache_dir / "data", resolution=12,
-                        params={"val_share": 0.2})
+    data = load_dataset(
+        "fashion-mnist", root=fake_fmnist, cache_dir=cache_dir / "data", resolution=12, params={"val_share": 0.2}
+    )
     sets = prepare_share_data(spec, data, share=0.25, seed=0)
     frame = data.table.frame
     cls = frame["class"].to_numpy()
@@ -162,8 +364,9 @@ def test_end_to_end_results_and_artifacts(finished: Path) -> None:
 
 
 def test_stored_auc_t2_matches_the_stored_scores(finished: Path, fake_fmnist: Path, cache_dir: Path) -> None:
-    data = load_dataset("fashion-mnist", root=fake_fmnist, cache_dir=cache_dir / "data", resolution=12,
-                        params={"val_share": 0.2})
+    data = load_dataset(
+        "fashion-mnist", root=fake_fmnist, cache_dir=cache_dir / "data", resolution=12, params={"val_share": 0.2}
+    )
     cls = data.table.frame["class"].to_numpy()
     store = ResultStore.open_existing(finished)
     for run in store.runs()[:2]:
@@ -178,7 +381,7 @@ def test_stored_auc_t2_matches_the_stored_scores(finished: Path, fake_fmnist: Pa
 
 
 def test_report_has_the_underrepresentation_section(finished: Path) -> None:
-    from biastransfer.report.html import build_report
+    from biastransfer.report.page import build_report
 
     store = ResultStore.open_existing(finished)
     frame = runs_frame(store)
@@ -194,9 +397,10 @@ def test_report_has_the_underrepresentation_section(finished: Path) -> None:
 def test_test_at_a_share_is_a_fixed_set_of_test_size(fake_fmnist: Path, cache_dir: Path) -> None:
     raw = underrep_study_dict(fake_fmnist, test=0.25)
     raw["evaluation"] = {"threshold": "val", "test_size": 40}
-    specs = expand_study(parse_study(raw))
-    data = load_dataset("fashion-mnist", root=fake_fmnist, cache_dir=cache_dir / "data", resolution=12,
-                        params={"val_share": 0.2})
+    specs = parse_study(raw).expand()
+    data = load_dataset(
+        "fashion-mnist", root=fake_fmnist, cache_dir=cache_dir / "data", resolution=12, params={"val_share": 0.2}
+    )
     cls = data.table.frame["class"].to_numpy()
     sets = [prepare_share_data(s, data, share=s.level, seed=s.seed) for s in specs]
     first = sets[0].test_rows

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from biastransfer.interventions import (
     InfeasibleSelectionError,
+    Pool,
     correlation_cells,
     get_intervention,
     natural_level,
@@ -42,7 +43,7 @@ def test_collect_exact_cells_or_named_infeasibility(sizes, level, n, seed) -> No
     event("feasible" if feasible else "infeasible")
     if not feasible:
         with pytest.raises(InfeasibleSelectionError) as info:
-            collect.select(y, a, level=level, n=n, rng=np.random.default_rng(seed))
+            collect.select(Pool.of(y=y, a=a), level=level, n=n, rng=np.random.default_rng(seed))
         message = str(info.value)
         for cell in CELL_ORDER:
             name = f"(a={cell[0]}, y={cell[1]})"
@@ -50,7 +51,7 @@ def test_collect_exact_cells_or_named_infeasibility(sizes, level, n, seed) -> No
                 assert f"cell {name} needs {need[cell]} examples but the pool has {sizes[cell]}" in message
             assert f"cell {name}: {sizes[cell]}" in message  # every available count is listed
         return
-    sel = collect.select(y, a, level=level, n=n, rng=np.random.default_rng(seed))
+    sel = collect.select(Pool.of(y=y, a=a), level=level, n=n, rng=np.random.default_rng(seed))
     assert sel.cell_counts(y, a) == need
     assert len(sel) == n == sum(need.values())
     assert np.unique(sel.indices).size == n
@@ -64,23 +65,23 @@ def test_collect_exact_cells_or_named_infeasibility(sizes, level, n, seed) -> No
 def test_collect_infeasible_message_example() -> None:
     y, a = make_pool({(1, 1): 500, (0, 1): 500, (1, 0): 120, (0, 0): 500})
     with pytest.raises(InfeasibleSelectionError) as info:
-        get_intervention("collect").select(y, a, level=0.2, n=1024, rng=np.random.default_rng(0))
+        get_intervention("collect").select(Pool.of(y=y, a=a), level=0.2, n=1024, rng=np.random.default_rng(0))
     assert "cell (a=1, y=0) needs 410 examples but the pool has 120" in str(info.value)
     assert re.search(r"available: cell \(a=1, y=1\): 500, .*cell \(a=1, y=0\): 120", str(info.value))
 
 
 def test_collect_level_none_uses_natural_level() -> None:
     y, a = make_pool({(1, 1): 300, (0, 1): 100, (1, 0): 200, (0, 0): 200})  # natural 0.75
-    sel = get_intervention("collect").select(y, a, level=None, n=100, rng=np.random.default_rng(1))
+    sel = get_intervention("collect").select(Pool.of(y=y, a=a), level=None, n=100, rng=np.random.default_rng(1))
     assert sel.cell_counts(y, a) == correlation_cells(0.75, 100)
 
 
 def test_collect_is_deterministic_and_seed_dependent() -> None:
     y, a = make_pool({(1, 1): 300, (0, 1): 300, (1, 0): 300, (0, 0): 300})
     collect = get_intervention("collect")
-    first = collect.select(y, a, level=0.3, n=200, rng=np.random.default_rng(42))
-    again = collect.select(y, a, level=0.3, n=200, rng=np.random.default_rng(42))
-    other = collect.select(y, a, level=0.3, n=200, rng=np.random.default_rng(43))
+    first = collect.select(Pool.of(y=y, a=a), level=0.3, n=200, rng=np.random.default_rng(42))
+    again = collect.select(Pool.of(y=y, a=a), level=0.3, n=200, rng=np.random.default_rng(42))
+    other = collect.select(Pool.of(y=y, a=a), level=0.3, n=200, rng=np.random.default_rng(43))
     assert np.array_equal(first.indices, again.indices)
     assert not np.array_equal(first.indices, other.indices)
 
@@ -91,7 +92,7 @@ def test_collect_draws_each_cell_uniformly() -> None:
     cell = np.flatnonzero((a == 1) & (y == 1))
     hits = np.zeros(y.size)
     for seed in range(400):
-        sel = get_intervention("collect").select(y, a, level=0.5, n=20, rng=np.random.default_rng(seed))
+        sel = get_intervention("collect").select(Pool.of(y=y, a=a), level=0.5, n=20, rng=np.random.default_rng(seed))
         hits[sel.indices] += 1
     freq = hits[cell] / 400
     assert np.all(np.abs(freq - 0.5) < 0.12), freq
@@ -100,8 +101,8 @@ def test_collect_draws_each_cell_uniformly() -> None:
 def test_collect_same_seed_shares_examples_across_levels() -> None:
     y, a = make_pool({(1, 1): 200, (0, 1): 200, (1, 0): 200, (0, 0): 200})
     collect = get_intervention("collect")
-    low = collect.select(y, a, level=0.2, n=200, rng=np.random.default_rng(7))
-    high = collect.select(y, a, level=0.8, n=200, rng=np.random.default_rng(7))
+    low = collect.select(Pool.of(y=y, a=a), level=0.2, n=200, rng=np.random.default_rng(7))
+    high = collect.select(Pool.of(y=y, a=a), level=0.8, n=200, rng=np.random.default_rng(7))
     pos11 = (y == 1) & (a == 1)
     # cell (a=1, y=1) at 0.2 (20 examples) is a prefix of the same order as at 0.8 (80 examples)
     assert set(low.indices[pos11[low.indices]]) <= set(high.indices[pos11[high.indices]])
@@ -111,11 +112,11 @@ def test_collect_same_seed_shares_examples_across_levels() -> None:
 def test_natural_samples_without_balancing() -> None:
     y, a = make_pool({(1, 1): 90, (0, 1): 10, (1, 0): 50, (0, 0): 350})
     natural = get_intervention("natural")
-    sel = natural.select(y, a, level=None, n=100, rng=np.random.default_rng(3))
+    sel = natural.select(Pool.of(y=y, a=a), level=None, n=100, rng=np.random.default_rng(3))
     assert len(sel) == 100 and np.unique(sel.indices).size == 100 and np.all(np.diff(sel.indices) > 0)
     assert sel.level == natural_level(y[sel.indices], a[sel.indices])
     # unbalanced on average: about 20% positives, not 50%
-    counts = [natural.select(y, a, level=None, n=100, rng=np.random.default_rng(s)).cell_counts(y, a)
+    counts = [natural.select(Pool.of(y=y, a=a), level=None, n=100, rng=np.random.default_rng(s)).cell_counts(y, a)
               for s in range(30)]
     mean_pos = np.mean([c[(1, 1)] + c[(0, 1)] for c in counts])
     assert 14 < mean_pos < 26
@@ -124,7 +125,7 @@ def test_natural_samples_without_balancing() -> None:
 @pytest.mark.parametrize("n", [None, 500, 10_000])
 def test_natural_whole_pool(n: int | None) -> None:
     y, a = make_pool({(1, 1): 90, (0, 1): 10, (1, 0): 50, (0, 0): 350})
-    sel = get_intervention("natural").select(y, a, level=None, n=n, rng=np.random.default_rng(0))
+    sel = get_intervention("natural").select(Pool.of(y=y, a=a), level=None, n=n, rng=np.random.default_rng(0))
     assert np.array_equal(sel.indices, np.arange(500))
     assert sel.level == 0.9
 
@@ -132,11 +133,11 @@ def test_natural_whole_pool(n: int | None) -> None:
 def test_natural_rejects_a_level() -> None:
     y, a = make_pool({(1, 1): 9, (0, 1): 1, (1, 0): 5, (0, 0): 5})
     with pytest.raises(ValueError, match="level must be None"):
-        get_intervention("natural").select(y, a, level=0.5, n=10, rng=np.random.default_rng(0))
+        get_intervention("natural").select(Pool.of(y=y, a=a), level=0.5, n=10, rng=np.random.default_rng(0))
 
 
 def test_natural_without_positives_has_nan_level() -> None:
     y, a = make_pool({(1, 1): 0, (0, 1): 0, (1, 0): 5, (0, 0): 5})
-    sel = get_intervention("natural").select(y, a, level=None, n=4, rng=np.random.default_rng(0))
+    sel = get_intervention("natural").select(Pool.of(y=y, a=a), level=None, n=4, rng=np.random.default_rng(0))
     assert np.isnan(sel.level)
     assert sel.to_dict()["level"] is None

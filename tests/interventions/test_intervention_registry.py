@@ -1,37 +1,34 @@
-"""Registry-wide: every registered intervention returns a valid, reproducible, serialisable Selection."""
+"""Registry-wide: every registered intervention declares its pool columns and typed options, and returns a valid,
+reproducible, serialisable Selection from a pool with those columns."""
 
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
 
-from biastransfer.interventions import (
-    INTERVENTIONS,
-    SHARE_INTERVENTIONS,
-    Intervention,
-    Selection,
-    get_intervention,
-    get_share_intervention,
-)
+from biastransfer.interventions import INTERVENTIONS, Intervention, Pool, Selection, get_intervention
 
 Y = np.repeat([1, 1, 0, 0], [300, 100, 150, 250])
-A = np.repeat([1, 0, 1, 0], [300, 100, 150, 250])  # natural level 0.75
+A = np.repeat([1, 0, 1, 0], [300, 100, 150, 250])  # natural level (and subgroup share) 0.75
+#: A pool with every column an intervention may declare (``subgroup`` takes the role of ``a``).
+POOL = Pool.of(y=Y, a=A, subgroup=A)
 
 
 def test_expected_names_are_registered() -> None:
-    assert {"collect", "subselect", "reweight", "natural"} <= set(INTERVENTIONS.names())
-    assert "subgroup_share" in SHARE_INTERVENTIONS
+    assert {"collect", "subselect", "reweight", "natural", "subgroup_share"} <= set(INTERVENTIONS.names())
 
 
 @pytest.mark.parametrize("name", INTERVENTIONS.names())
 def test_registered_intervention_contract(name: str) -> None:
     cls = INTERVENTIONS.get(name)
     assert issubclass(cls, Intervention)
-    assert cls.registry_name == name and cls.description
+    assert cls.registry_name == name and cls.description and cls.level_meaning
+    assert cls.columns and set(cls.columns) <= set(POOL.columns)
     intervention = get_intervention(name)
-    sel = intervention.select(Y, A, level=None, n=64, rng=np.random.default_rng(0))
+    sel = intervention.select(POOL, level=None, n=64, rng=np.random.default_rng(0))
     assert isinstance(sel, Selection)
     assert sel.indices.dtype == np.int64 and np.all(np.diff(sel.indices) > 0)
     assert sel.indices.min() >= 0 and sel.indices.max() < Y.size
@@ -41,19 +38,32 @@ def test_registered_intervention_contract(name: str) -> None:
         assert np.isclose(sel.weights.mean(), 1.0)
     back = Selection.from_dict(json.loads(json.dumps(sel.to_dict(), allow_nan=False)))
     assert back == sel
-    again = intervention.select(Y, A, level=None, n=64, rng=np.random.default_rng(0))
-    other = intervention.select(Y, A, level=None, n=64, rng=np.random.default_rng(1))
+    again = intervention.select(POOL, level=None, n=64, rng=np.random.default_rng(0))
+    other = intervention.select(POOL, level=None, n=64, rng=np.random.default_rng(1))
     assert again == sel
     assert not np.array_equal(other.indices, sel.indices)
 
 
-@pytest.mark.parametrize("name", SHARE_INTERVENTIONS.names())
-def test_registered_share_intervention_contract(name: str) -> None:
-    cls = SHARE_INTERVENTIONS.get(name)
-    assert cls.registry_name == name and cls.description
-    t1, t2 = Y * (1 - A), Y * A  # T1 = positives of group 0, T2 = positives of group 1
-    sampler = get_share_intervention(name)
-    sel = sampler.select(t1, t2, level=0.5, n=64, rng=np.random.default_rng(0))
-    assert len(sel) == 64 and sel.level == 0.5
-    assert sampler.select(t1, t2, level=0.5, n=64, rng=np.random.default_rng(0)) == sel
-    assert Selection.from_dict(json.loads(json.dumps(sel.to_dict()))) == sel
+@pytest.mark.parametrize("name", INTERVENTIONS.names())
+def test_missing_column_is_named(name: str) -> None:
+    needed = INTERVENTIONS.get(name).columns
+    partial = Pool.of(**{c: POOL.columns[c] for c in needed[1:]})
+    with pytest.raises(ValueError, match=f"no column '{needed[0]}'"):
+        get_intervention(name).select(partial, level=None, n=64, rng=np.random.default_rng(0))
+
+
+@pytest.mark.parametrize("name", INTERVENTIONS.names())
+def test_unknown_option_is_named_with_the_allowed_ones(name: str) -> None:
+    allowed = ", ".join(INTERVENTIONS.get(name).option_names()) or "(none)"
+    with pytest.raises(ValueError, match=re.escape(f"has no option 'bogus'; allowed: {allowed}")):
+        get_intervention(name, bogus=1)
+
+
+def test_start_level_option_is_typed_and_used() -> None:
+    """``start_level`` is validated, and it changes the start set of subselect and reweight."""
+    with pytest.raises(ValueError, match="start_level"):
+        get_intervention("subselect", start_level=1.5)
+    for name in ("subselect", "reweight"):
+        natural = get_intervention(name).select(POOL, level=None, n=64, rng=np.random.default_rng(0))
+        half = get_intervention(name, start_level=0.5).select(POOL, level=None, n=64, rng=np.random.default_rng(0))
+        assert natural.level == pytest.approx(0.75) and half.level == pytest.approx(0.5)

@@ -15,6 +15,7 @@ from biastransfer.data.table import DataError
 from biastransfer.interventions import (
     INTERVENTIONS,
     InfeasibleSelectionError,
+    Pool,
     Selection,
     correlation_cells,
     get_intervention,
@@ -152,18 +153,24 @@ def _pool() -> tuple[np.ndarray, np.ndarray]:
 BALANCING = [name for name in INTERVENTIONS.names() if name != "natural"]
 
 
+def pool_for(name: str, y: np.ndarray, a: np.ndarray) -> Pool:
+    """A pool with the columns ``name`` declares: ``y`` and, as its second column (``a``, ``subgroup``), ``a``."""
+    first, second = INTERVENTIONS.get(name).columns
+    return Pool.of(**{first: y, second: a})
+
+
 @pytest.mark.parametrize("name", BALANCING)
 @pytest.mark.parametrize("level", [1.3, -0.1, math.nan])
 def test_level_out_of_range(name: str, level: float) -> None:
     y, a = _pool()
     with pytest.raises(ValueError, match=r"^level must be in \[0, 1\], got " + str(level)):
-        get_intervention(name).select(y, a, level=level, n=20, rng=np.random.default_rng(0))
+        get_intervention(name).select(pool_for(name, y, a), level=level, n=20, rng=np.random.default_rng(0))
 
 
 def test_level_message_exact() -> None:
     y, a = _pool()
     with pytest.raises(ValueError) as info:
-        get_intervention("collect").select(y, a, level=1.3, n=20, rng=np.random.default_rng(0))
+        get_intervention("collect").select(Pool.of(y=y, a=a), level=1.3, n=20, rng=np.random.default_rng(0))
     assert str(info.value) == "level must be in [0, 1], got 1.3"
 
 
@@ -174,15 +181,17 @@ def test_non_binary_arrays_are_named(name: str, which: str) -> None:
     bad = {"y": y, "a": a}
     bad[which] = bad[which].copy()
     bad[which][3] = 2
-    with pytest.raises(ValueError, match=rf"^{which} must be binary"):
-        get_intervention(name).select(bad["y"], bad["a"], level=None, n=20, rng=np.random.default_rng(0))
+    column = INTERVENTIONS.get(name).columns[0 if which == "y" else 1]
+    with pytest.raises(ValueError, match=rf"^{column} must be binary"):
+        get_intervention(name).select(pool_for(name, bad["y"], bad["a"]), level=None, n=20,
+                                      rng=np.random.default_rng(0))
 
 
 @pytest.mark.parametrize("name", INTERVENTIONS.names())
 def test_length_mismatch(name: str) -> None:
     y, a = _pool()
     with pytest.raises(ValueError, match="same length"):
-        get_intervention(name).select(y, a[:-1], level=None, n=20, rng=np.random.default_rng(0))
+        get_intervention(name).select(pool_for(name, y, a[:-1]), level=None, n=20, rng=np.random.default_rng(0))
 
 
 @pytest.mark.parametrize("name", INTERVENTIONS.names())
@@ -190,21 +199,20 @@ def test_length_mismatch(name: str) -> None:
 def test_n_below_two_or_not_integer(name: str, n: float) -> None:
     y, a = _pool()
     with pytest.raises(ValueError, match="n must be an integer ≥ 2"):
-        get_intervention(name).select(y, a, level=None, n=n, rng=np.random.default_rng(0))  # type: ignore[arg-type]
+        get_intervention(name).select(pool_for(name, y, a), level=None, n=n, rng=np.random.default_rng(0))  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("name", BALANCING)
 def test_balancing_interventions_need_n(name: str) -> None:
     y, a = _pool()
     with pytest.raises(ValueError, match="n must be an integer"):
-        get_intervention(name).select(y, a, level=0.5, n=None, rng=np.random.default_rng(0))
+        get_intervention(name).select(pool_for(name, y, a), level=0.5, n=None, rng=np.random.default_rng(0))
 
 
 def test_start_level_is_validated_under_its_name() -> None:
-    y, a = _pool()
-    with pytest.raises(ValueError, match=r"start_level must be in \[0, 1\], got 2.0"):
-        get_intervention("subselect", start_level=2.0).select(y, a, level=0.5, n=20,
-                                                               rng=np.random.default_rng(0))
+    with pytest.raises(ValueError, match=r"intervention 'subselect': start_level: Input should be less than or "
+                                         r"equal to 1"):
+        get_intervention("subselect", start_level=2.0)
 
 
 def test_unknown_option_lists_allowed() -> None:
@@ -215,5 +223,5 @@ def test_unknown_option_lists_allowed() -> None:
 
 
 def test_unknown_intervention_lists_names() -> None:
-    with pytest.raises(KeyError, match="collect, natural, reweight, subselect"):
+    with pytest.raises(KeyError, match="collect, natural, reweight, subgroup_share, subselect"):
         get_intervention("upsample")

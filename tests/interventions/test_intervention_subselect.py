@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from biastransfer.interventions import (
     InfeasibleSelectionError,
+    Pool,
     correlation_cells,
     get_intervention,
     subselect_cells,
@@ -45,7 +46,7 @@ def test_subselect_size_function_matches_reference(level: float) -> None:
 def test_subselect_sizes_match_reference(start_level: float | None) -> None:
     y, a = make_pool(PAPER_POOL)
     intervention = get_intervention("subselect", start_level=start_level)
-    sizes = {level: len(intervention.select(y, a, level=level, n=1024, rng=np.random.default_rng(5)))
+    sizes = {level: len(intervention.select(Pool.of(y=y, a=a), level=level, n=1024, rng=np.random.default_rng(5)))
              for level in REFERENCE_SIZES}
     assert sizes == REFERENCE_SIZES
 
@@ -53,10 +54,10 @@ def test_subselect_sizes_match_reference(start_level: float | None) -> None:
 def test_subselect_reference_cells_and_levels() -> None:
     y, a = make_pool(PAPER_POOL)
     subselect = get_intervention("subselect")
-    start = subselect.select(y, a, level=None, n=1024, rng=np.random.default_rng(0))
+    start = subselect.select(Pool.of(y=y, a=a), level=None, n=1024, rng=np.random.default_rng(0))
     assert start.cell_counts(y, a) == {(1, 1): 410, (0, 1): 102, (1, 0): 102, (0, 0): 410}
     for level in GRID:
-        sel = subselect.select(y, a, level=level, n=1024, rng=np.random.default_rng(0))
+        sel = subselect.select(Pool.of(y=y, a=a), level=level, n=1024, rng=np.random.default_rng(0))
         cells = sel.cell_counts(y, a)
         if level > 0.8:  # majority cells kept (up to one example of rounding at c = 1)
             assert cells[(1, 1)] + cells[(0, 0)] >= 819
@@ -70,7 +71,7 @@ def test_subselect_reference_cells_and_levels() -> None:
 def test_subselect_sets_are_nested() -> None:
     y, a = make_pool(PAPER_POOL)
     subselect = get_intervention("subselect")
-    sets = {level: set(subselect.select(y, a, level=level, n=1024, rng=np.random.default_rng(11)).indices)
+    sets = {level: set(subselect.select(Pool.of(y=y, a=a), level=level, n=1024, rng=np.random.default_rng(11)).indices)
             for level in GRID}
     start = sets[0.8]
     assert all(s <= start for s in sets.values())
@@ -83,9 +84,9 @@ def test_subselect_sets_are_nested() -> None:
 
 def test_subselect_start_equals_collect_and_reweight_draw() -> None:
     y, a = make_pool(PAPER_POOL)
-    start = get_intervention("subselect").select(y, a, level=None, n=1024, rng=np.random.default_rng(9))
-    collect = get_intervention("collect").select(y, a, level=0.8, n=1024, rng=np.random.default_rng(9))
-    reweight = get_intervention("reweight").select(y, a, level=0.3, n=1024, rng=np.random.default_rng(9))
+    start = get_intervention("subselect").select(Pool.of(y=y, a=a), level=None, n=1024, rng=np.random.default_rng(9))
+    collect = get_intervention("collect").select(Pool.of(y=y, a=a), level=0.8, n=1024, rng=np.random.default_rng(9))
+    reweight = get_intervention("reweight").select(Pool.of(y=y, a=a), level=0.3, n=1024, rng=np.random.default_rng(9))
     assert np.array_equal(start.indices, collect.indices)
     assert np.array_equal(start.indices, reweight.indices)
 
@@ -93,9 +94,9 @@ def test_subselect_start_equals_collect_and_reweight_draw() -> None:
 def test_subselect_determinism() -> None:
     y, a = make_pool(PAPER_POOL)
     subselect = get_intervention("subselect")
-    one = subselect.select(y, a, level=0.4, n=256, rng=np.random.default_rng(1))
-    two = subselect.select(y, a, level=0.4, n=256, rng=np.random.default_rng(1))
-    three = subselect.select(y, a, level=0.4, n=256, rng=np.random.default_rng(2))
+    one = subselect.select(Pool.of(y=y, a=a), level=0.4, n=256, rng=np.random.default_rng(1))
+    two = subselect.select(Pool.of(y=y, a=a), level=0.4, n=256, rng=np.random.default_rng(1))
+    three = subselect.select(Pool.of(y=y, a=a), level=0.4, n=256, rng=np.random.default_rng(2))
     assert one == two
     assert not np.array_equal(one.indices, three.indices)
 
@@ -110,14 +111,14 @@ def test_subselect_determinism() -> None:
 def test_subselect_properties(start_level: float, levels: list[float], n: int, seed: int) -> None:
     y, a = make_pool({cell: 80 for cell in CELL_ORDER}, seed)
     subselect = get_intervention("subselect", start_level=start_level)
-    start = subselect.select(y, a, level=None, n=n, rng=np.random.default_rng(seed))
+    start = subselect.select(Pool.of(y=y, a=a), level=None, n=n, rng=np.random.default_rng(seed))
     assert start.cell_counts(y, a) == correlation_cells(start_level, n)
     c0 = Fraction(str(start_level))
     chosen: dict[float, set[int]] = {}
     for level in levels:
         c = Fraction(str(level))
         try:
-            sel = subselect.select(y, a, level=level, n=n, rng=np.random.default_rng(seed))
+            sel = subselect.select(Pool.of(y=y, a=a), level=level, n=n, rng=np.random.default_rng(seed))
         except InfeasibleSelectionError as exc:
             event("infeasible level")
             # only when fewer than 2 examples remain or the start set has no positive in the kept pair
@@ -162,7 +163,7 @@ def test_subselect_cannot_reach_positive_level_from_zero() -> None:
     subselect = get_intervention("subselect", start_level=0.0)
     message = r"cannot reach level 0\.5 from a start set at level 0"
     with pytest.raises(InfeasibleSelectionError, match=message):
-        subselect.select(y, a, level=0.5, n=40, rng=np.random.default_rng(0))
+        subselect.select(Pool.of(y=y, a=a), level=0.5, n=40, rng=np.random.default_rng(0))
 
 
 def test_subselect_start_set_infeasible_names_cell() -> None:
@@ -170,7 +171,7 @@ def test_subselect_start_set_infeasible_names_cell() -> None:
     subselect = get_intervention("subselect", start_level=0.8)
     message = r"cell \(a=0, y=1\) needs 102 examples but the pool has 50"
     with pytest.raises(InfeasibleSelectionError, match=message):
-        subselect.select(y, a, level=0.5, n=1024, rng=np.random.default_rng(0))
+        subselect.select(Pool.of(y=y, a=a), level=0.5, n=1024, rng=np.random.default_rng(0))
 
 
 # ----------------------------------------------------------------------------------------------- reweight
@@ -187,9 +188,9 @@ def test_reweight_masses_equal_target(sizes, level, n, seed) -> None:
     need = correlation_cells(0.5, n)
     if any(need[k] > sizes[k] for k in CELL_ORDER):
         with pytest.raises(InfeasibleSelectionError, match="start set"):
-            reweight.select(y, a, level=level, n=n, rng=np.random.default_rng(seed))
+            reweight.select(Pool.of(y=y, a=a), level=level, n=n, rng=np.random.default_rng(seed))
         return
-    sel = reweight.select(y, a, level=level, n=n, rng=np.random.default_rng(seed))
+    sel = reweight.select(Pool.of(y=y, a=a), level=level, n=n, rng=np.random.default_rng(seed))
     assert sel.weights is not None and sel.weights.shape == sel.indices.shape
     assert np.isclose(sel.weights.mean(), 1.0)
     assert sel.cell_counts(y, a) == need  # the natural set itself is unchanged
@@ -209,7 +210,7 @@ def test_reweight_masses_equal_target(sizes, level, n, seed) -> None:
 
 def test_reweight_natural_level_gives_unit_weights_up_to_rounding() -> None:
     y, a = make_pool(PAPER_POOL)
-    sel = get_intervention("reweight").select(y, a, level=None, n=1000, rng=np.random.default_rng(0))
+    sel = get_intervention("reweight").select(Pool.of(y=y, a=a), level=None, n=1000, rng=np.random.default_rng(0))
     assert sel.weights is not None
     # cells 400/100/100/400 are exactly 0.8·500 etc.
     assert np.allclose(sel.weights, 1.0)
@@ -219,18 +220,18 @@ def test_reweight_missing_cell_is_named() -> None:
     y, a = make_pool({(1, 1): 100, (0, 1): 0, (1, 0): 0, (0, 0): 100})  # natural level 1
     reweight = get_intervention("reweight")
     with pytest.raises(InfeasibleSelectionError) as info:
-        reweight.select(y, a, level=0.5, n=100, rng=np.random.default_rng(0))
+        reweight.select(Pool.of(y=y, a=a), level=0.5, n=100, rng=np.random.default_rng(0))
     message = str(info.value)
     assert "cell (a=0, y=1) needs mass 25 but the natural set has no example" in message
     assert "cell (a=1, y=0) needs mass 25" in message
     # level 1 is fine: all mass on existing cells
-    sel = reweight.select(y, a, level=1.0, n=100, rng=np.random.default_rng(0))
+    sel = reweight.select(Pool.of(y=y, a=a), level=1.0, n=100, rng=np.random.default_rng(0))
     assert np.allclose(sel.weights, 1.0)
 
 
 def test_reweight_zero_target_gets_zero_weight() -> None:
     y, a = make_pool(PAPER_POOL)
-    sel = get_intervention("reweight").select(y, a, level=1.0, n=100, rng=np.random.default_rng(0))
+    sel = get_intervention("reweight").select(Pool.of(y=y, a=a), level=1.0, n=100, rng=np.random.default_rng(0))
     assert sel.weights is not None
     minority = (y[sel.indices] != a[sel.indices])
     assert np.all(sel.weights[minority] == 0) and np.all(sel.weights[~minority] > 0)

@@ -11,7 +11,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from biastransfer.cli_evaluate import evaluate
+from biastransfer.cli.evaluate import evaluate
 from biastransfer.metrics.audit import audit_csv
 
 app = typer.Typer()

@@ -20,7 +20,7 @@ import typer
 from torch import Tensor
 from typer.testing import CliRunner
 
-from biastransfer.cli_bases import bases_app
+from biastransfer.cli.bases import bases_app
 from biastransfer.models.architectures import build_model
 from biastransfer.models.bases import BASES, BaseContext
 from biastransfer.models.checkpoints import (

@@ -1,23 +1,55 @@
-"""Structure of the report figures: labels, panels, the marked test-level point, Agg canvas."""
+"""Structure of the report figures: labels, panels, the marked test-level point, Agg canvas; the shared helpers."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from biastransfer.analysis.aggregate import aggregate, inheritance_comparison, salience_table
-from biastransfer.report.plots import inheritance_chart, salience_plot, tradeoff_plot
+from biastransfer.experiments.correlation_sweep import CorrelationSweep
+from biastransfer.experiments.correlation_sweep.plot import tradeoff_plot
+from biastransfer.experiments.inheritance import Inheritance
+from biastransfer.experiments.inheritance.analysis import inheritance_comparison
+from biastransfer.experiments.inheritance.chart import inheritance_chart
+from biastransfer.experiments.salience import salience_plot, salience_table
+from biastransfer.report.markup import DPI
+from biastransfer.report.plots import (
+    METRIC_NAMES,
+    PALETTE,
+    err,
+    gap_label,
+    new_figure,
+    role_order,
+    role_styles,
+)
+from biastransfer.roles import derive_role
 
 FIXTURES = Path(__file__).parent / "fixtures"
+SENSITIVE = "a"  # the sensitive attribute of the fixture
+
+
+def with_roles(runs: pd.DataFrame) -> pd.DataFrame:
+    """The fixture with a ``base_role`` column (derived from each base as a study does, if the fixture has none)."""
+    if "base_role" in runs.columns:
+        return runs
+    roles = [
+        derive_role({"kind": k, "attribute": a}, SENSITIVE)
+        for k, a in zip(runs["base_kind"], runs["base_attribute"], strict=True)
+    ]
+    return runs.assign(base_role=roles)
 
 
 @pytest.fixture(scope="module")
 def runs() -> pd.DataFrame:
-    return pd.read_csv(FIXTURES / "runs.csv")
+    return with_roles(pd.read_csv(FIXTURES / "runs.csv"))
+
+
+def kind(runs: pd.DataFrame, name: str) -> pd.DataFrame:
+    return runs[runs["experiment_kind"] == name]
 
 
 def visible_axes(fig: Figure) -> list:
@@ -25,7 +57,7 @@ def visible_axes(fig: Figure) -> list:
 
 
 def test_tradeoff_plot_structure(runs: pd.DataFrame) -> None:
-    agg = aggregate(runs[runs["experiment_kind"] == "correlation_sweep"])
+    agg = CorrelationSweep().aggregate(kind(runs, "correlation_sweep"))
     fig = tradeoff_plot(agg)
     assert isinstance(fig, Figure) and isinstance(fig.canvas, FigureCanvasAgg)
     axes = visible_axes(fig)
@@ -52,8 +84,8 @@ def test_tradeoff_plot_structure(runs: pd.DataFrame) -> None:
 
 
 def test_tradeoff_plot_single_base_lines_per_intervention(runs: pd.DataFrame) -> None:
-    sweep = runs[(runs["experiment_kind"] == "correlation_sweep") & (runs["base"] == "moco")]
-    fig = tradeoff_plot(aggregate(sweep), metric="tpr_diff", title="Custom")
+    sweep = kind(runs, "correlation_sweep").query("base == 'moco'")
+    fig = tradeoff_plot(CorrelationSweep().aggregate(sweep), metric="tpr_diff", title="Custom")
     assert len(visible_axes(fig)) == 1
     assert fig.legends[0].get_title().get_text() == "Intervention"
     assert visible_axes(fig)[0].get_ylabel() == "TPR difference (Women − Men)"
@@ -61,7 +93,7 @@ def test_tradeoff_plot_single_base_lines_per_intervention(runs: pd.DataFrame) ->
 
 
 def test_inheritance_chart_structure(runs: pd.DataFrame) -> None:
-    agg = aggregate(runs[runs["experiment_kind"] == "inheritance"])
+    agg = Inheritance().aggregate(kind(runs, "inheritance"))
     fig = inheritance_chart(agg)
     axes = visible_axes(fig)
     assert len(axes) == 2
@@ -84,7 +116,38 @@ def test_inheritance_chart_structure(runs: pd.DataFrame) -> None:
 
 
 def test_salience_plot(runs: pd.DataFrame) -> None:
-    fig = salience_plot(salience_table(runs))
+    fig = salience_plot(salience_table(kind(runs, "salience")))
     ax = visible_axes(fig)[0]
     assert [t.get_text() for t in ax.get_yticklabels()] == ["Smiling", "Earrings", "Eyebags", "Blond_Hair"]
     assert "AUC(a) − AUC(X) + 0.5" in ax.get_xlabel()
+
+
+def test_shared_helpers(runs: pd.DataFrame) -> None:
+    fig = new_figure(3.0, 2.0)
+    assert isinstance(fig.canvas, FigureCanvasAgg) and fig.get_dpi() == DPI
+    assert tuple(fig.get_size_inches()) == (3.0, 2.0)
+    bars = err(np.array([0.5, 0.2, 0.3]), np.array([0.4, np.nan, 0.35]), np.array([0.7, np.nan, 0.4]))
+    assert bars.shape == (2, 3)
+    assert bars[:, 0] == pytest.approx([0.1, 0.2]) and bars[:, 1].tolist() == [0.0, 0.0]
+    assert bars[:, 2] == pytest.approx([0.0, 0.1])  # a low bound above the mean is clipped to 0
+    assert gap_label(runs) == "Women − Men"
+    assert gap_label(pd.DataFrame({"gap_label": ["", None]})) == "a=1 − a=0"
+    assert METRIC_NAMES["fpr_diff"] == "FPR difference" and len(set(PALETTE)) == len(PALETTE)
+
+
+def test_role_order_and_styles_follow_base_role_not_names() -> None:
+    df = pd.DataFrame(
+        {
+            "base": ["z-biased", "control-gender-free", "a-scratch", "moco", "b-control"],
+            "base_role": ["control", "biased", "scratch", "other", "control"],
+        }
+    )
+    bases = df["base"].tolist()
+    assert role_order(bases, df) == ["control-gender-free", "b-control", "z-biased", "moco", "a-scratch"]
+    style = role_styles(bases, df)
+    assert style["control-gender-free"]["facecolor"] == "#d62728"  # the biased base is red and outlined
+    assert style["control-gender-free"]["edgecolor"] == "black"
+    assert style["z-biased"]["facecolor"] != "#d62728" and style["b-control"]["facecolor"] != "#d62728"
+    assert style["a-scratch"]["hatch"] == "//"
+    # without roles every base is "other", ordered by name
+    assert role_order(bases, df.drop(columns="base_role")) == sorted(bases)

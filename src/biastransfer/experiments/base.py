@@ -1,97 +1,216 @@
-"""The experiments registry: each named protocol of the papers is one registered class.
+"""The experiment plugin contract: each protocol of the papers is one registered :class:`Experiment`.
 
-An experiment expands a block of the study file into RunSpecs (:meth:`Experiment.expand`) and runs one spec
-(:meth:`Experiment.run`), returning flat JSON-able results plus array artifacts (chosen indices, predictions).
+A plugin owns everything about its kind, in its own module (or small folder):
+
+* its **block schema** (:attr:`Experiment.Block`, a pydantic model of the study block's fields, including its
+  typed ``options``): a misspelled key is an error naming the key and the allowed ones when the study is loaded;
+* its **grid expansion** (:meth:`Experiment.expand`) and its **run** (:meth:`Experiment.run`), which receives its
+  inputs (dataset, base factory, chosen hyperparameters) as a :class:`RunInputs`;
+* its **outcome schema** (:attr:`Experiment.columns`): every column it adds to the tidy runs table, declared
+  once with its type and role; export, aggregation over seeds and the report derive from it;
+* its **analysis** and **report section** (:meth:`Experiment.reading`, :meth:`Experiment.sections`).
+
+The report and the export iterate :data:`EXPERIMENTS`; no module outside a plugin names a kind.
 """
 
 from __future__ import annotations
 
-import itertools
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
+import pandas as pd
+import torch
+from pydantic import BaseModel, ConfigDict
 
+from biastransfer.analysis.aggregate import aggregate
 from biastransfer.registry import Registry
-from biastransfer.runner.spec import RunSpec
+from biastransfer.spec import RunSpec, StudyDefaults
 
 if TYPE_CHECKING:
-    from biastransfer.config import ExperimentConfig, StudyConfig
-    from biastransfer.runner.context import RunContext
+    from biastransfer.data.table import LoadedDataset
+    from biastransfer.models.architectures import Classifier
+    from biastransfer.report.markup import Page, Section
+
+Role = Literal["id", "setting", "metric", "outcome"]
+DType = Literal["str", "int", "float", "bool"]
 
 
-@dataclass
+@dataclass(frozen=True)
+class Column:
+    """One column of the tidy runs table.
+
+    ``role``: ``id`` (identifies the run), ``setting`` (describes what was run; runs that share every setting and
+    differ in their seed form one group), ``metric`` (aggregated over the seeds of a group: mean and Student-t
+    95% interval) or ``outcome`` (a per-run value kept in the export, not aggregated). ``get`` reads the value
+    from a stored run (a mapping with ``key``, ``spec``, ``result``, ``seconds``, ``study`` and ``roles``, the
+    base roles of the study); by default ``result[name]`` (NaN, "" or False when absent).
+    """
+
+    name: str
+    dtype: DType
+    role: Role
+    doc: str = ""
+    get: Callable[[dict[str, Any]], Any] | None = None
+
+    def value(self, run: dict[str, Any]) -> Any:
+        if self.get is not None:
+            return self.get(run)
+        missing: Any = float("nan") if self.dtype in ("float", "int") else ("" if self.dtype == "str" else False)
+        return run["result"].get(self.name, missing)
+
+
+def spec_field(name: str, dtype: DType, role: Role, doc: str = "", key: str | None = None) -> Column:
+    """A column whose value is the spec field ``key`` (default: ``name``)."""
+    return Column(name, dtype, role, doc, get=lambda run: run["spec"].get(key or name))
+
+
+COMMON_COLUMNS: tuple[Column, ...] = (
+    Column("run_key", "str", "id", "the run's key in the store", get=lambda run: run["key"]),
+    Column("study", "str", "setting", "the study's name", get=lambda run: run["study"]),
+    spec_field("experiment", "str", "setting", "the block's name in the study"),
+    Column("experiment_kind", "str", "setting", "the experiment kind", get=lambda run: run["spec"]["kind"]),
+    Column("dataset", "str", "setting", "the dataset", get=lambda run: run["spec"]["dataset"]["name"]),
+    spec_field("task", "str", "setting", "the target attribute"),
+    Column("base", "str", "setting", "the base's name in the study", get=lambda run: run["spec"]["base_name"]),
+    Column("base_kind", "str", "setting", "scratch, trained, checkpoint …",
+           get=lambda run: run["spec"]["base"]["kind"]),
+    Column("base_attribute", "str", "setting", "the attribute a trained base was trained on",
+           get=lambda run: run["spec"]["base"].get("attribute", "")),
+    Column("base_role", "str", "setting", "biased, control, scratch or other (declared or derived)",
+           get=lambda run: run["roles"].get(run["spec"]["base_name"], "other")),
+    Column("n_train", "int", "setting", "finetuning examples used",
+           get=lambda run: run["result"].get("n_train_used", run["spec"]["n_train"])),
+    spec_field("seed", "int", "id", "the run's seed"),
+)
+"""Columns every run has, whatever its kind (first in the tidy table)."""
+
+TIMING_COLUMNS: tuple[Column, ...] = (
+    Column("seconds", "float", "outcome", "wall time of the run", get=lambda run: run["seconds"]),
+)
+"""Columns every run has, last in the tidy table."""
+
+
+def level_label(value: Any) -> str:
+    """How a level or size is written in the tidy table: ``natural``, ``full`` or ``0.8``/``512``."""
+    if isinstance(value, str):
+        return value
+    return f"{float(value):g}"
+
+
+@dataclass(frozen=True)
 class RunOutput:
+    """What a run returns: flat JSON-able results (the schema's columns and more) and array artifacts."""
+
     result: dict[str, Any]
     artifacts: dict[str, np.ndarray] = field(default_factory=dict)
 
 
+@dataclass
+class RunInputs:
+    """What a run (or a hyperparameter search) receives besides its spec.
+
+    ``new_model(spec)`` returns a fresh copy of the run's base with a new head (initialisation seeded from the
+    spec's seed and base name); ``hparams`` are the chosen hyperparameters (None for a search or for kinds that
+    search none); ``base_info`` describes a base trained by us (cache key, validation accuracy …).
+    """
+
+    dataset: LoadedDataset
+    device: torch.device
+    new_model: Callable[..., Classifier]
+    hparams: dict[str, Any] | None = None
+    base_info: dict[str, Any] | None = None
+
+
+class BlockSchema(BaseModel):
+    """Base of the block schemas: every field but ``name`` and ``kind``; unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass
+class Results:
+    """The finished runs a plugin reads: its own rows (typed by its schema) and, by kind, the others' rows."""
+
+    runs: pd.DataFrame
+    others: dict[str, pd.DataFrame] = field(default_factory=dict)
+
+    def of(self, kind: str) -> pd.DataFrame:
+        return self.others.get(kind, pd.DataFrame())
+
+
 class Experiment:
+    """Base class of experiment plugins (see the module docstring for what a plugin owns)."""
+
     registry_name: ClassVar[str]
+    title: ClassVar[str] = ""
     description: ClassVar[str] = ""
-    report_kind: ClassVar[str] = ""
-    needs_hparams: ClassVar[bool] = True
+    Block: ClassVar[type[BlockSchema]] = BlockSchema
+    columns: ClassVar[tuple[Column, ...]] = ()
+    pool_columns: ClassVar[tuple[str, ...]] = ("y", "a")
+    """The pool columns the plugin gives its interventions (an intervention must need no others)."""
+    report_order: ClassVar[int] = 50
+    example: ClassVar[dict[str, Any]] = {}
+    """A tiny block of this kind for the test suite's tiny study (and the docs); the registry-wide tests run it."""
 
-    def expand(self, study: StudyConfig, block: ExperimentConfig) -> list[RunSpec]:
-        """The default grid: bases × tasks × interventions × levels × N × seeds."""
-        specs = []
-        for base, task, iv, level, n, seed in itertools.product(
-                block.bases or ["scratch"], block.tasks, block.interventions, block.levels, block.n_train,
-                block.seeds):
-            specs.append(self.make_spec(study, block, base=base, task=task, intervention=iv, level=level,
-                                        n_train=n, seed=seed))
-        return specs
+    @classmethod
+    def all_columns(cls) -> tuple[Column, ...]:
+        """The columns of this kind's rows in the tidy table: common, own, timing."""
+        return (*COMMON_COLUMNS, *cls.columns, *TIMING_COLUMNS)
 
-    def make_spec(self, study: StudyConfig, block: ExperimentConfig, *, base: str, task: str,
-                  intervention: str, level: float | str, n_train: int, seed: int,
-                  options: dict[str, Any] | None = None) -> RunSpec:
-        base_cfg = study.bases.get(base)
-        base_dict = {"kind": "scratch"} if base_cfg is None else {"kind": base_cfg.kind, **base_cfg.options()}
-        trained = base_dict["kind"] == "trained"
-        train = study.train.model_dump(mode="json")
-        for name, default in (("compile", False), ("precision", "fp32")):  # keep run keys of default studies
-            if train.get(name) == default:
-                train.pop(name)
-        return RunSpec(
-            experiment=block.name, kind=self.registry_name, dataset=study.dataset.model_dump(mode="json"),
-            arch=study.model.arch, base_name=base, base=base_dict, task=task, seed=seed,
-            intervention=intervention, level=level if level == "natural" else float(level), n_train=n_train,
-            n_val=block.n_val, test=block.test if block.test == "natural" else float(block.test),
-            test_size=study.evaluation.test_size, threshold=study.evaluation.threshold,
-            train=train,
-            base_training=study.base_training.model_dump(mode="json") if trained else {},
-            transfer=study.model.transfer, transfer_options=dict(study.model.transfer_options),
-            options={**block.options, **(options or {})},
-        )
+    @classmethod
+    def settings(cls) -> list[str]:
+        """The setting columns: runs that share them and differ in their seed form one group."""
+        return [c.name for c in cls.all_columns() if c.role == "setting"]
 
-    def check(self, spec: RunSpec, ctx: RunContext) -> None:
-        """Fail before any training if the spec cannot run (unknown attribute, infeasible set ...).
+    @classmethod
+    def metrics(cls) -> list[str]:
+        """The metric columns, aggregated over seeds."""
+        return [c.name for c in cls.all_columns() if c.role == "metric"]
 
-        The default checks the task and a trained base's attribute against the dataset and draws the run's sets
-        (cheap: indices only).
-        """
-        from biastransfer.experiments.finetune import prepare_data
+    def aggregate(self, runs: pd.DataFrame) -> pd.DataFrame:
+        """This kind's runs aggregated over seeds (mean and Student-t 95% interval of every metric)."""
+        return aggregate(runs, self.metrics(), self.settings())
 
-        dataset = ctx.dataset(spec)
-        dataset.table.column(spec.task)
-        if spec.base.get("kind") == "trained":
-            dataset.table.column(spec.base.get("attribute", ""))
-        prepare_data(spec, dataset, level=spec.level, seed=spec.seed)
-
-    def hparam_store_key(self, spec: RunSpec) -> str:
-        """The key of this run's hyperparameter choice in the store (runs that share it share the search)."""
-        from biastransfer.runner.spec import content_key
-
-        return content_key(spec.hparam_key())
-
-    def ensure_hparams(self, spec: RunSpec, ctx: RunContext) -> dict[str, Any]:
-        """The run's hyperparameters: searched on first use, then read from the store."""
-        from biastransfer.experiments.finetune import ensure_hparams
-
-        return ensure_hparams(spec, ctx)
-
-    def run(self, spec: RunSpec, ctx: RunContext) -> RunOutput:
+    # --------------------------------------------------------------------------------------- planning
+    def expand(self, name: str, block: Any, study: StudyDefaults) -> list[RunSpec]:
+        """The block's runs (``block`` is a validated :attr:`Block`)."""
         raise NotImplementedError
+
+    def check(self, spec: RunSpec, dataset: LoadedDataset) -> None:
+        """Fail before any training if the spec cannot run (unknown attribute, infeasible set …)."""
+
+    def hparam_payload(self, spec: RunSpec) -> dict[str, Any] | None:
+        """What the run's hyperparameter choice depends on (runs with equal payloads share one search), or
+        None when the kind searches none."""
+        return None
+
+    def search_trainings(self, spec: RunSpec) -> int:
+        """Trainings one search of :meth:`search` runs: ``|lr| × |weight decay| × hp_seeds``."""
+        return len(spec.train["lr"]) * len(spec.train["weight_decay"]) * spec.train["hp_seeds"]
+
+    # -------------------------------------------------------------------------------------- execution
+    def search(self, spec: RunSpec, inputs: RunInputs) -> dict[str, Any]:
+        """The hyperparameter search of :meth:`hparam_payload` (``lr``, ``weight_decay``, ``val_loss``,
+        ``trials``)."""
+        raise NotImplementedError(f"experiment kind {self.registry_name!r} searches no hyperparameters")
+
+    def run(self, spec: RunSpec, inputs: RunInputs) -> RunOutput:
+        raise NotImplementedError
+
+    # --------------------------------------------------------------------------------- analysis/report
+    def reading(self, results: Results) -> list[str]:
+        """Plain-English findings with numbers and intervals (one string per bullet)."""
+        return []
+
+    def sections(self, results: Results, page: Page) -> list[Section]:
+        """The report sections of this kind (plots, tables)."""
+        return []
 
 
 EXPERIMENTS: Registry[type[Experiment]] = Registry("experiment")
+
+
+def get_experiment(kind: str) -> Experiment:
+    return EXPERIMENTS.get(kind)()

@@ -1,8 +1,9 @@
 """Finetuning-set samplers: an intervention returns a :class:`Selection` (indices + optional weights).
 
-Importing this package registers every intervention: ``collect``, ``subselect``, ``reweight`` and
-``natural`` in :data:`INTERVENTIONS` (pools described by ``(y, a)``) and ``subgroup_share`` in
-:data:`SHARE_INTERVENTIONS` (pools described by subgroup indicators ``(t1, t2)``). See docs/interventions.md.
+Importing this package registers every intervention in :data:`INTERVENTIONS`: ``collect``, ``subselect``,
+``reweight`` and ``natural`` (pools with columns ``y``, ``a``) and ``subgroup_share`` (columns ``y``,
+``subgroup``). Every intervention selects from a :class:`Pool` of named columns and declares the columns it
+needs and its typed options. See docs/interventions.md.
 """
 
 from biastransfer.interventions.base import (
@@ -10,6 +11,7 @@ from biastransfer.interventions.base import (
     INTERVENTIONS,
     InfeasibleSelectionError,
     Intervention,
+    Pool,
     Selection,
     correlation_cells,
     get_intervention,
@@ -24,10 +26,7 @@ from biastransfer.interventions.correlation import (
     subselect_size,
 )
 from biastransfer.interventions.share import (
-    SHARE_INTERVENTIONS,
-    ShareIntervention,
     SubgroupShare,
-    get_share_intervention,
     natural_share,
     select_share,
     share_cells,
@@ -36,19 +35,17 @@ from biastransfer.interventions.share import (
 __all__ = [
     "CELLS",
     "INTERVENTIONS",
-    "SHARE_INTERVENTIONS",
     "Collect",
     "InfeasibleSelectionError",
     "Intervention",
     "Natural",
+    "Pool",
     "Reweight",
     "Selection",
-    "ShareIntervention",
     "SubgroupShare",
     "Subselect",
     "correlation_cells",
     "get_intervention",
-    "get_share_intervention",
     "natural_level",
     "natural_share",
     "select_share",

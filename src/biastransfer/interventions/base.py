@@ -1,13 +1,14 @@
 """The currency of the interventions stage: a :class:`Selection` of pool positions (plus optional weights).
 
-Interventions are data, not algorithms: each registered :class:`Intervention` looks only at the binary label
-``y`` and sensitive attribute ``a`` of a pool and returns which examples (and with which loss weights) make up
-a finetuning set. The training engine never learns which intervention made a Selection.
+Interventions are data, not algorithms: each registered :class:`Intervention` looks only at the named columns of
+a :class:`Pool` that it declares (``y`` and ``a`` for the correlation interventions, ``y`` and ``subgroup`` for
+the subgroup share) and returns which examples (and with which loss weights) make up a finetuning set. The
+training engine never learns which intervention made a Selection.
 
 Conventions shared by every module in this package:
 
 * Cells are keyed ``(a, y)``; the **correlation level** is ``c = N(a=1, y=1) / N(y=1)`` (REFERENCE §1).
-* Indices are positions into the arrays passed to ``select`` (not table rows); the runner maps them with
+* Indices are positions into the pool's columns (not table rows); the experiment maps them with
   ``pool_rows[selection.indices]``. They are returned **sorted ascending**; weights are aligned with them.
 * Levels are turned into exact fractions from their shortest decimal form (``0.8`` → 4/5) before any rounding,
   so ``0.5 · 5`` is exactly 2.5 and rounds half-to-even to 2, whatever binary floating point would say.
@@ -17,11 +18,12 @@ from __future__ import annotations
 
 import math
 import operator
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any, ClassVar
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from biastransfer.data.table import DataError
 from biastransfer.registry import Registry
@@ -267,41 +269,89 @@ def take_prefixes(orders: dict[Cell, np.ndarray], counts: dict[Cell, int]) -> np
     return np.sort(np.concatenate(parts).astype(np.int64)) if parts else np.empty(0, np.int64)
 
 
+# ------------------------------------------------------------------------------------------------ the pool
+@dataclass(frozen=True)
+class Pool:
+    """The candidates of a set, described by named columns of equal length (``y``, ``a``, ``subgroup`` …).
+
+    Positions into these arrays are what a :class:`Selection` holds; the experiment that built the pool maps
+    them back to rows of its dataset. Column conventions: ``y`` the binary task label, ``a`` the binary
+    sensitive attribute, ``subgroup`` a binary subcategory of the positives (1 = the subgroup whose share is
+    set, e.g. T2), ``domain`` a binary domain indicator.
+    """
+
+    columns: dict[str, np.ndarray]
+
+    @classmethod
+    def of(cls, **columns: np.ndarray) -> Pool:
+        """``Pool.of(y=y, a=a)``."""
+        return cls(columns={name: np.asarray(values) for name, values in columns.items()})
+
+    def __post_init__(self) -> None:
+        sizes = {name: np.asarray(values).shape for name, values in self.columns.items()}
+        if len({s for s in sizes.values()}) > 1:
+            raise ValueError(f"pool columns must have the same length, got {sizes}")
+
+    def __len__(self) -> int:
+        return next((len(v) for v in self.columns.values()), 0)
+
+    def binary(self, *names: str) -> list[np.ndarray]:
+        """The named columns, checked binary (0/1) and returned as int8; an absent one is named."""
+        missing = [n for n in names if n not in self.columns]
+        if missing:
+            raise ValueError(f"the pool has no column {', '.join(map(repr, missing))}; "
+                             f"it has {', '.join(map(repr, self.columns)) or 'none'}")
+        return check_binary(**{n: self.columns[n] for n in names})
+
+
 # ------------------------------------------------------------------------------------------- the registry
-class Intervention:
+class Intervention(BaseModel):
     """Base class of registered finetuning-set samplers.
 
-    Subclasses are frozen dataclasses whose fields are the intervention's options (from the study file) and
-    implement :meth:`select`.
+    Subclasses are frozen pydantic models whose fields are the intervention's typed options (set from the
+    study file as ``{name: subselect, start_level: 0.8}``; unknown options are errors naming the allowed
+    ones), declare the pool ``columns`` they need, and implement :meth:`select`.
     """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     registry_name: ClassVar[str]
     description: ClassVar[str] = ""
+    columns: ClassVar[tuple[str, ...]] = ("y", "a")
+    level_meaning: ClassVar[str] = "correlation level c = N(a=1, y=1) / N(y=1)"
 
-    def select(self, y: np.ndarray, a: np.ndarray, *, level: float | None, n: int | None,
-               rng: np.random.Generator) -> Selection:
-        """Choose a set from the pool given by binary arrays ``y`` and ``a`` (same length).
+    def select(self, pool: Pool, *, level: float | None, n: int | None, rng: np.random.Generator) -> Selection:
+        """Choose a set from ``pool`` (which has at least :attr:`columns`).
 
-        ``level`` is the target correlation level (``None``: the pool's natural level); ``n`` the requested
-        set size; ``rng`` the only source of randomness (the result is a pure function of the inputs and the
-        rng state).
+        ``level`` is the target level (:attr:`level_meaning`; ``None``: the pool's natural level); ``n`` the
+        requested set size (``None``: as the intervention defines, e.g. the whole pool); ``rng`` the only
+        source of randomness (the result is a pure function of the inputs and the rng state).
         """
         raise NotImplementedError
+
+    @classmethod
+    def option_names(cls) -> list[str]:
+        return list(cls.model_fields)
 
 
 INTERVENTIONS: Registry[type[Intervention]] = Registry("intervention")
 
 
 def make_registered(registry: Registry[Any], name: str, options: dict[str, Any]) -> Any:
-    """Instantiate ``registry.get(name)`` with ``options``; unknown options raise a ValueError listing the
-    allowed ones."""
+    """Instantiate ``registry.get(name)`` with ``options``; unknown or invalid options raise a ValueError naming
+    the option and the allowed ones."""
     cls = registry.get(name)
-    allowed = [f.name for f in fields(cls)] if hasattr(cls, "__dataclass_fields__") else []
+    allowed = cls.option_names()
     unknown = sorted(set(options) - set(allowed))
     if unknown:
         raise ValueError(f"{registry.kind} {name!r} has no option {', '.join(map(repr, unknown))}; "
                          f"allowed: {', '.join(allowed) if allowed else '(none)'}")
-    return cls(**options)
+    try:
+        return cls(**options)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg'].removeprefix('Value error, ')}"
+                             for e in exc.errors())
+        raise ValueError(f"{registry.kind} {name!r}: {problems}") from None
 
 
 def get_intervention(name: str, **options: Any) -> Intervention:

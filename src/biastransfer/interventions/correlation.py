@@ -10,20 +10,20 @@ share as many examples as possible, and ``subselect`` sets are nested.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from fractions import Fraction
 from typing import ClassVar
 
 import numpy as np
+from pydantic import Field
 
 from biastransfer.interventions.base import (
     INTERVENTIONS,
     Cell,
     InfeasibleSelectionError,
     Intervention,
+    Pool,
     Selection,
     cell_name,
-    check_binary,
     check_feasible,
     check_level,
     check_n,
@@ -53,7 +53,6 @@ def _fmt(level: Fraction | float) -> str:
 
 # ------------------------------------------------------------------------------------------------- collect
 @INTERVENTIONS.register("collect")
-@dataclass(frozen=True)
 class Collect(Intervention):
     """Constant N: a balanced set of exactly ``n`` examples at level ``c``, drawn afresh from the pool.
 
@@ -64,9 +63,8 @@ class Collect(Intervention):
 
     description: ClassVar[str] = "balanced set of constant size n at correlation level c, drawn from the pool"
 
-    def select(self, y: np.ndarray, a: np.ndarray, *, level: float | None, n: int | None,
-               rng: np.random.Generator) -> Selection:
-        y, a = check_binary(y=y, a=a)
+    def select(self, pool: Pool, *, level: float | None, n: int | None, rng: np.random.Generator) -> Selection:
+        y, a = pool.binary("y", "a")
         n = check_n(n)  # type: ignore[arg-type]
         c = natural_level_fraction(y, a) if level is None else check_level(level)
         cells = pool_cells(y, a)
@@ -77,12 +75,12 @@ class Collect(Intervention):
 
 
 # -------------------------------------------------------------------------------------- the natural start set
-@dataclass(frozen=True)
 class _FromStartSet(Intervention):
     """Shared part of ``subselect`` and ``reweight``: the start set is ``collect`` at ``start_level``
     (default: the pool's natural level c0) with size ``n``, drawn exactly as ``collect`` draws it."""
 
-    start_level: float | None = None
+    start_level: float | None = Field(None, ge=0.0, le=1.0, description="level of the start set (default: the "
+                                      "pool's natural level)")
 
     def _start(self, y: np.ndarray, a: np.ndarray, n: int | None, level: float | None, rng: np.random.Generator,
                ) -> tuple[Fraction, Fraction, dict[Cell, int], dict[Cell, np.ndarray]]:
@@ -164,7 +162,6 @@ def subselect_cells(start: dict[Cell, int], c0: Fraction | float, level: Fractio
 
 
 @INTERVENTIONS.register("subselect")
-@dataclass(frozen=True)
 class Subselect(_FromStartSet):
     """Constrained, nested: start from one natural set of size ``n`` and only remove images.
 
@@ -182,9 +179,8 @@ class Subselect(_FromStartSet):
 
     description: ClassVar[str] = "remove images from one natural set of size n until it has level c (nested)"
 
-    def select(self, y: np.ndarray, a: np.ndarray, *, level: float | None, n: int | None,
-               rng: np.random.Generator) -> Selection:
-        y, a = check_binary(y=y, a=a)
+    def select(self, pool: Pool, *, level: float | None, n: int | None, rng: np.random.Generator) -> Selection:
+        y, a = pool.binary("y", "a")
         c0, c, start, orders = self._start(y, a, n, level, rng)
         n = sum(start.values())
         cells = subselect_cells(start, c0, c, n)
@@ -197,7 +193,6 @@ class Subselect(_FromStartSet):
 
 
 @INTERVENTIONS.register("reweight")
-@dataclass(frozen=True)
 class Reweight(_FromStartSet):
     """Keep the natural set (the same draw as ``subselect``'s start set) and weight each example so that the
     weighted cell masses equal the target level's cells.
@@ -211,9 +206,8 @@ class Reweight(_FromStartSet):
 
     description: ClassVar[str] = "keep the natural set of size n and weight examples to reach level c"
 
-    def select(self, y: np.ndarray, a: np.ndarray, *, level: float | None, n: int | None,
-               rng: np.random.Generator) -> Selection:
-        y, a = check_binary(y=y, a=a)
+    def select(self, pool: Pool, *, level: float | None, n: int | None, rng: np.random.Generator) -> Selection:
+        y, a = pool.binary("y", "a")
         c0, c, start, orders = self._start(y, a, n, level, rng)
         n = sum(start.values())
         half = Fraction(n, 2)
@@ -238,17 +232,15 @@ class Reweight(_FromStartSet):
 
 # ------------------------------------------------------------------------------------------------- natural
 @INTERVENTIONS.register("natural")
-@dataclass(frozen=True)
 class Natural(Intervention):
     """A uniform random sample of ``n`` examples of the pool, with no balancing (``n`` None or ≥ the pool
     size: the whole pool). ``level`` must be None; the Selection's level is the realised one (nan if the
     sample has no positive)."""
 
-    description: ClassVar[str] = "uniform random sample of n pool examples (no balancing)"
+    description: ClassVar[str] = "uniform random sample of n pool examples, or the whole pool (no balancing)"
 
-    def select(self, y: np.ndarray, a: np.ndarray, *, level: float | None, n: int | None,
-               rng: np.random.Generator) -> Selection:
-        y, a = check_binary(y=y, a=a)
+    def select(self, pool: Pool, *, level: float | None, n: int | None, rng: np.random.Generator) -> Selection:
+        y, a = pool.binary("y", "a")
         if level is not None:
             raise ValueError(f"intervention 'natural' keeps the pool's own level; level must be None, "
                              f"got {level}")

@@ -2,9 +2,9 @@
 
 A base is a registered class built from its spec (``kind`` plus options) that returns a :class:`Classifier`
 whose backbone holds the starting weights. Kinds: ``scratch`` (random), ``trained`` (a base we train on one
-attribute of a dataset: *gendered* when the attribute is the sensitive one, *control* otherwise; cached by a
-content key) and ``checkpoint`` (an off-the-shelf checkpoint read from a local file, see
-:mod:`biastransfer.models.checkpoints`).
+attribute of a dataset: *biased* when the attribute is the sensitive one, *control* otherwise, see
+:mod:`biastransfer.roles`; cached by a content key) and ``checkpoint`` (an off-the-shelf checkpoint read from a
+local file, see :mod:`biastransfer.models.checkpoints`).
 """
 
 from __future__ import annotations
@@ -41,6 +41,10 @@ class Base:
 
     registry_name: ClassVar[str]
     description: ClassVar[str] = ""
+    per_run: ClassVar[bool] = False
+    """Built afresh for every run (random initialisation) instead of once per process and copied."""
+    trains: ClassVar[bool] = False
+    """Building it trains a model: the runner gives it a job of its own, done before the runs that need it."""
 
     def __init__(self, **options: Any) -> None:
         self.options = options
@@ -61,6 +65,7 @@ class ScratchBase(Base):
     """Random initialisation (seeded by the run seed)."""
 
     description = "random initialisation"
+    per_run = True
 
     def build(self, ctx: BaseContext) -> Classifier:
         from biastransfer.models.architectures import build_model
@@ -70,10 +75,11 @@ class ScratchBase(Base):
 
 @BASES.register("trained")
 class TrainedBase(Base):
-    """A base we train to predict one attribute of the study's dataset (``attribute``: e.g. ``a`` → gendered,
+    """A base we train to predict one attribute of the study's dataset (``attribute``: e.g. ``a`` → biased,
     any other attribute → control), trained once and cached by a content key."""
 
-    description = "trained by us on one attribute of the dataset (gendered / control bases)"
+    description = "trained by us on one attribute of the dataset (biased / control bases)"
+    trains = True
 
     def build(self, ctx: BaseContext) -> Classifier:
         if "attribute" not in self.options:

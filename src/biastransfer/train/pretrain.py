@@ -12,8 +12,9 @@ import torch
 
 from biastransfer.data.table import LoadedDataset
 from biastransfer.models.architectures import Classifier, build_model
-from biastransfer.runner.spec import content_key
+from biastransfer.paths import bases_cache_dir
 from biastransfer.seeding import derive_seed
+from biastransfer.spec import content_key
 from biastransfer.train.engine import FitConfig, fit, make_split
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,7 @@ def train_attribute_base(dataset: LoadedDataset, *, arch: str, attribute: str, c
     table = dataset.table
     labels = table.column(attribute)
     key = base_cache_key(dataset, arch, attribute, config)
-    folder = Path(cache_dir) / "bases"
+    folder = bases_cache_dir(cache_dir)
     weights_path, info_path = folder / f"{key}.pt", folder / f"{key}.json"
     model = build_model(arch, num_outputs=1, in_channels=dataset.images.channels)
     if weights_path.exists() and info_path.exists():

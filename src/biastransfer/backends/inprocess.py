@@ -1,0 +1,30 @@
+"""The ``inprocess`` backend: every job in this process, one after the other, in priority order."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from biastransfer.backends.base import BACKENDS, Backend, Job, Outcome, Resources
+from biastransfer.backends.jobs import execute_job
+from biastransfer.backends.workspace import Workspace
+
+
+@BACKENDS.register("inprocess")
+class InProcess(Backend):
+    """Runs jobs serially in the calling process (the default with one worker; what tests and debuggers use)."""
+
+    description = "every job in this process, one after the other"
+
+    def __init__(self, resources: Resources, workers: int = 1) -> None:
+        super().__init__(resources, 1)
+        self.workspace = Workspace(resources)
+
+    def run(self, jobs: list[Job]) -> Iterator[tuple[Job, Outcome]]:
+        products: dict[str, Any] = {}
+        dependencies = {need for job in jobs for need in job.needs}
+        for job in jobs:
+            outcome = execute_job(job, {k: products[k] for k in job.needs if k in products}, self.workspace)
+            if job.key in dependencies:
+                products[job.key] = outcome.product
+            yield job, outcome

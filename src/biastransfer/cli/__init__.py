@@ -1,0 +1,273 @@
+"""The ``biastransfer`` command line."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from importlib import resources
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(
+    help="Does the bias of a pretrained vision model carry over into the finetuned model, and which finetuning "
+    "data overwrites it? Run studies, audit predictions, and read the report.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+err = Console(stderr=True)
+out = Console()
+
+OutDir = Annotated[Path, typer.Option("--out", "-o", help="Output folder (results.db, logs/, report.html).")]
+Device = Annotated[str, typer.Option(help="Device: auto (CUDA when present, else CPU), cpu, cuda or cuda:N.")]
+CacheDir = Annotated[Path | None, typer.Option(
+    help="Where generated data, decoded images and trained bases are cached "
+         "(default: $BIASTRANSFER_CACHE or ~/.cache/biastransfer).")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar; only errors.")]
+Workers = Annotated[str, typer.Option(
+    help="Parallel worker processes: 'auto' (one single-threaded worker per CPU core, 1 on CUDA) or a number; "
+         "1 runs everything in this process.")]
+BackendOpt = Annotated[str, typer.Option(
+    "--backend", help="Execution backend: auto (processes with several workers, else inprocess), inprocess or "
+                      "processes.")]
+
+
+def _fail(message: str, code: int = 2) -> None:
+    err.print(f"[red]error:[/] {message}")
+    raise typer.Exit(code)
+
+
+def _load(study_path: Path):
+    from biastransfer.config import ConfigError
+    from biastransfer.plan import load_study
+
+    try:
+        return load_study(study_path)
+    except ConfigError as exc:
+        _fail(str(exc))
+
+
+def _run_and_report(study_path: Path, out_dir: Path, device: str, cache_dir: Path | None, quiet: bool,
+                    max_runs: int | None = None, report: bool = True, workers: str = "auto",
+                    backend: str = "auto") -> None:
+    from biastransfer.backends import JobFailedError
+    from biastransfer.data.table import DataError
+    from biastransfer.device import resolve_device
+    from biastransfer.driver import run_study
+    from biastransfer.registry import UnknownNameError
+    from biastransfer.store.sqlite import StoreLayoutError
+
+    study = _load(study_path)
+    try:
+        dev = resolve_device(device)
+    except ValueError as exc:
+        _fail(str(exc))
+    try:
+        summary = run_study(study, out_dir, device=dev, cache_dir=cache_dir, quiet=quiet, max_runs=max_runs,
+                            workers=workers, backend=backend)
+    except StoreLayoutError as exc:
+        _fail(str(exc))
+    except (DataError, JobFailedError, UnknownNameError, ValueError, FileNotFoundError) as exc:
+        _fail(str(exc), 1)
+    if not quiet and summary.ran:
+        err.print(f"Ran {summary.ran} runs in {summary.seconds:.0f} s: {summary.trainings} trainings incl. bases and "
+                  f"hyperparameter search; results in {out_dir / 'results.db'}")
+    if report and (max_runs is None):
+        _report(out_dir, quiet)
+
+
+def _open(out_dir: Path):
+    from biastransfer.store.sqlite import ResultStore, StoreLayoutError
+
+    try:
+        return ResultStore.open_existing(out_dir)
+    except (FileNotFoundError, StoreLayoutError) as exc:
+        _fail(str(exc))
+
+
+def _report(out_dir: Path, quiet: bool) -> Path:
+    from biastransfer.report.page import build_report
+    from biastransfer.store.export import hparams_frame, runs_frame
+    from biastransfer.versions import package_versions
+
+    store = _open(out_dir)
+    runs, hparams = runs_frame(store), hparams_frame(store)
+    study = store.get_meta("study") or {}
+    last = store.get_meta("last_run") or {}
+    provenance = {"versions": package_versions(), "study_yaml": store.get_meta("study_yaml", ""),
+                  "data_hash": sorted({r["provenance"].get("data_hash", "") for r in store.runs()}),
+                  "seeds": sorted(set(runs["seed"].tolist())), "base_roles": store.get_meta("roles") or {},
+                  "last_run": last}
+    store.close()
+    if runs.empty:
+        _fail(f"no finished runs in {out_dir}; nothing to report")
+    path = build_report(runs, out_dir, title=f"biastransfer report: {study.get('name', out_dir.name)}",
+                        hparams=hparams, provenance=provenance)
+    if not quiet:
+        err.print(f"Report: {path}")
+    return path
+
+
+@app.command()
+def demo(
+    out_dir: OutDir = Path("demo-out"),
+    device: Device = "auto",
+    cache_dir: CacheDir = None,
+    quiet: Quiet = False,
+    tiny: Annotated[bool, typer.Option(help="A much smaller version of the demo (a minute; for smoke tests).")]
+    = False,
+    workers: Workers = "auto",
+    backend: BackendOpt = "auto",
+) -> None:
+    """Run the bundled demo study on the built-in benchmark and write DIR/report.html.
+
+    The demo shows the paper's two findings on the synthetic benchmark: a biased ("gendered") base passes its
+    bias to the finetuned model, and changing the finetuning set's correlation level removes most of it with
+    little loss of AUC. About 10 minutes on 2 CPU cores; rerunning only runs what is missing.
+    """
+    name = "demo_tiny.yaml" if tiny else "demo.yaml"
+    with resources.as_file(resources.files("biastransfer.studies") / name) as path:
+        _run_and_report(path, out_dir, device, cache_dir, quiet, workers=workers, backend=backend)
+
+
+@app.command()
+def run(
+    study: Annotated[Path, typer.Argument(help="A study YAML file (see docs/studies.md).")],
+    out_dir: OutDir,
+    device: Device = "auto",
+    cache_dir: CacheDir = None,
+    quiet: Quiet = False,
+    max_runs: Annotated[int | None, typer.Option(help="Stop after this many new runs (rerun to continue).")]
+    = None,
+    no_report: Annotated[bool, typer.Option("--no-report", help="Do not write report.html at the end.")] = False,
+    workers: Workers = "auto",
+    backend: BackendOpt = "auto",
+) -> None:
+    """Run a study: every run missing from DIR/results.db is run, then the report is written.
+
+    Each run is keyed by a hash of its full specification; a finished folder runs nothing, and a study
+    stopped midway (even with SIGKILL) continues where it stopped without duplicating results.
+    """
+    _run_and_report(study, out_dir, device, cache_dir, quiet, max_runs, report=not no_report, workers=workers,
+                    backend=backend)
+
+
+@app.command()
+def report(
+    out_dir: Annotated[Path, typer.Argument(help="A study's output folder (with results.db).")],
+    quiet: Quiet = False,
+) -> None:
+    """Write DIR/report.html (self-contained) and DIR/plots/*.png from the results in DIR."""
+    _report(out_dir, quiet)
+
+
+@app.command()
+def export(
+    out_dir: Annotated[Path, typer.Argument(help="A study's output folder (with results.db).")],
+    fmt: Annotated[str, typer.Option("--format", "-f", help="csv or parquet.")] = "csv",
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="File to write (default DIR/runs.FMT).")]
+    = None,
+) -> None:
+    """Export one tidy row per run (experiment, task, base, intervention, level, seed, metrics, ...)."""
+    from biastransfer.store.export import runs_frame
+
+    if fmt not in ("csv", "parquet"):
+        _fail(f"--format must be 'csv' or 'parquet', got {fmt!r}")
+    store = _open(out_dir)
+    frame = runs_frame(store)
+    store.close()
+    target = output or out_dir / f"runs.{fmt}"
+    if fmt == "csv":
+        frame.to_csv(target, index=False)
+    else:
+        frame.to_parquet(target, index=False)
+    err.print(f"Wrote {len(frame)} runs to {target}")
+
+
+@app.command()
+def upgrade(
+    out_dir: Annotated[Path, typer.Argument(help="A results folder written by biastransfer 0.1.")],
+    cache_dir: CacheDir = None,
+) -> None:
+    """Make a results folder of biastransfer 0.1 usable: check every run's key and record the bases' roles.
+
+    Trains nothing. A folder whose runs this version would key differently is refused (rerun the study into a
+    new folder); 'run' does this check by itself before running anything.
+    """
+    from biastransfer.config import ConfigError
+    from biastransfer.data.table import DataError
+    from biastransfer.driver import upgrade as upgrade_store
+    from biastransfer.plan import parse_study
+    from biastransfer.store.sqlite import ResultStore, StoreLayoutError
+
+    try:
+        store = ResultStore.open_existing(out_dir, check=False)
+    except FileNotFoundError as exc:
+        _fail(str(exc))
+    stored, text = store.get_meta("study"), store.get_meta("study_yaml")
+    store.close()
+    if not stored:
+        _fail(f"{out_dir} holds no study; nothing to upgrade")
+    try:
+        checked = upgrade_store(out_dir, parse_study(stored, f"the study stored in {out_dir}", text),
+                                cache_dir=cache_dir)
+    except (ConfigError, StoreLayoutError, DataError, ValueError, FileNotFoundError) as exc:
+        _fail(str(exc))
+    err.print(f"{out_dir}: {checked} runs checked; their keys are this version's, and the bases' roles are "
+              "recorded. Nothing was retrained.")
+
+
+@app.command("list")
+def list_registries() -> None:
+    """List every registry: experiments, datasets, interventions, base kinds, architectures, transfer modes,
+    checkpoint formats and backends."""
+    from biastransfer import plugins  # noqa: F401
+    from biastransfer.backends import BACKENDS
+    from biastransfer.data.registry import DATASETS
+    from biastransfer.experiments.base import EXPERIMENTS
+    from biastransfer.interventions import INTERVENTIONS
+    from biastransfer.models.architectures import ARCHITECTURES
+    from biastransfer.models.bases import BASES
+    from biastransfer.models.checkpoints import CHECKPOINT_FORMATS
+    from biastransfer.models.transfer import TRANSFER_MODES
+
+    table = Table("registry", "name", "description")
+    for title, reg in (("experiment", EXPERIMENTS), ("dataset", DATASETS), ("intervention", INTERVENTIONS),
+                       ("base kind", BASES), ("architecture", ARCHITECTURES), ("transfer mode", TRANSFER_MODES),
+                       ("checkpoint format", CHECKPOINT_FORMATS), ("backend", BACKENDS)):
+        for name, obj in reg.items():
+            doc = getattr(obj, "description", "") or (obj.__doc__ or "").strip().split("\n")[0]
+            if title == "intervention":
+                options = ", ".join(obj.option_names())
+                doc += f" (pool columns: {', '.join(obj.columns)}" + (f"; options: {options})" if options else ")")
+            table.add_row(title, name, doc)
+    out.print(table)
+
+
+def _mount_subcommands() -> None:
+    from biastransfer.cli.bases import bases_app
+    from biastransfer.cli.evaluate import evaluate
+
+    app.command("evaluate")(evaluate)
+    app.add_typer(bases_app, name="bases", help="Off-the-shelf bases: list kinds and formats, check a checkpoint.")
+    from biastransfer.cli.datasets import datasets_app
+
+    app.add_typer(datasets_app, name="datasets", help="Datasets: list them, check a local copy.")
+
+
+_mount_subcommands()
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:  # per-run INFO logs go to DIR/logs/, not to the terminal
+        handler.setLevel(logging.WARNING)
+    app(prog_name="biastransfer")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,152 @@
+"""The driver: run a study's missing runs on a backend and write what they produce to the store.
+
+The driver is the only writer of the store (DESIGN principle 2): a backend's workers return products and the
+driver records them, one transaction per run. Every run's key says what it is, so a rerun skips the keys the
+store has; a killed study loses at most the runs in flight.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from biastransfer.backends import BACKENDS, JOB_KINDS, Backend, Resources
+from biastransfer.backends.workspace import Workspace
+from biastransfer.paths import default_cache_dir
+from biastransfer.plan import Study, plan_jobs, preflight, resolve_roles, search_record
+from biastransfer.store.sqlite import ResultStore
+
+log = logging.getLogger("biastransfer")
+
+
+@dataclass
+class StudySummary:
+    total: int
+    skipped: int
+    ran: int
+    trainings: int
+    seconds: float
+
+
+def resolve_workers(workers: int | str, device: torch.device) -> int:
+    """``auto``: one single-threaded worker per core on CPU (small models scale better across processes than
+    across threads), one process on CUDA."""
+    if workers == "auto":
+        return 1 if device.type != "cpu" else max(1, min(os.cpu_count() or 1, 8))
+    try:
+        n = int(workers)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise ValueError(f"workers must be 'auto' or a positive integer, got {workers}")
+    return n
+
+
+def make_backend(name: str, resources: Resources, workers: int) -> Backend:
+    """``auto``: ``processes`` with more than one worker, else ``inprocess``; or a registered backend by name."""
+    if name == "auto":
+        name = "processes" if workers > 1 else "inprocess"
+    return BACKENDS.get(name)(resources, workers)
+
+
+def record_roles(store: ResultStore, study: Study, workspace: Workspace, specs: list | None = None) -> dict[str, str]:
+    """Resolve the bases' roles (the dataset's sensitive attribute decides derived ones) and keep them in the
+    store, merged with those of earlier studies run into the same folder."""
+    specs = study.expand() if specs is None else specs
+    if not specs:
+        return {}
+    sensitive = workspace.dataset(specs[0]).table.sensitive
+    roles = {**(store.get_meta("roles") or {}), **resolve_roles(study.config, sensitive)}
+    store.set_meta("roles", roles)
+    return roles
+
+
+def run_study(study: Study, out_dir: Path, *, device: torch.device, cache_dir: Path | None = None,
+              quiet: bool = False, console: Console | None = None, max_runs: int | None = None,
+              workers: int | str = 1, backend: str = "auto") -> StudySummary:
+    """Run every missing run of ``study`` into ``out_dir/results.db``; return what was done.
+
+    Every trained base is trained once and every hyperparameter search runs once, before the runs that need them
+    (:func:`biastransfer.plan.plan_jobs`); ``backend`` runs the jobs (``auto``: ``processes`` when ``workers`` >
+    1). ``max_runs`` stops after that many new runs (for tests and partial runs); rerunning continues.
+    """
+    console = console or Console(stderr=True, quiet=quiet)
+    t0 = time.perf_counter()
+    out_dir = Path(out_dir)
+    store = ResultStore(out_dir)
+    try:
+        store.upgrade()
+        resources = Resources(device=device, cache_dir=Path(cache_dir or default_cache_dir()), out_dir=out_dir)
+        local = Workspace(resources)  # the driver's own: preflight and roles (datasets only, no training)
+        specs = study.expand()
+        record_roles(store, study, local, specs)
+        store.set_meta("study", study.config.model_dump(mode="json"))
+        if study.text is not None:
+            store.set_meta("study_yaml", study.text)
+        done = store.done_keys()
+        todo = [s for s in specs if s.key not in done]
+        if max_runs is not None:
+            todo = todo[:max_runs]
+        if not todo:
+            console.print(f"[green]Nothing to run:[/] all {len(specs)} runs of {study.name!r} are in {store.path}")
+            return StudySummary(len(specs), len(specs), 0, 0, time.perf_counter() - t0)
+        preflight(todo, local.dataset)
+        n_workers = resolve_workers(workers, device)
+        jobs = plan_jobs(todo, store.get_hparams)
+        runner = make_backend(backend, resources, n_workers)
+        console.print(f"Study {study.name!r}: {len(specs)} runs, {len(specs) - len(todo)} already done, "
+                      f"{len(todo)} to run on {device} ({runner.workers} worker{'s' if runner.workers > 1 else ''}, "
+                      f"backend {runner.registry_name})")
+        trainings = _drive(store, runner, jobs, console, quiet)
+        summary = StudySummary(len(specs), len(specs) - len(todo), len(todo), trainings, time.perf_counter() - t0)
+        store.set_meta("last_run", {"ran": summary.ran, "trainings": summary.trainings, "seconds": summary.seconds,
+                                    "workers": runner.workers, "backend": runner.registry_name})
+        return summary
+    finally:
+        store.close()
+
+
+def _drive(store: ResultStore, runner: Backend, jobs: list, console: Console, quiet: bool) -> int:
+    """Run ``jobs`` on ``runner`` with a progress bar per job kind; write searches and runs as they finish."""
+    columns = (TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
+    labels = {"base": "training bases", "hparams": "hyperparameter search", "run": "runs"}
+    trainings = 0
+    try:
+        with Progress(*columns, console=console, disable=quiet, transient=False) as progress:
+            bars = {kind: progress.add_task(labels[kind], total=count)
+                    for kind in JOB_KINDS if (count := sum(job.kind == kind for job in jobs))}
+            for job, outcome in runner.run(jobs):
+                trainings += outcome.trainings
+                if job.kind == "hparams":
+                    store.put_hparams(job.key.removeprefix("hparams:"), search_record(job.spec), outcome.product)
+                elif job.kind == "run":
+                    p = outcome.product
+                    store.add_run(job.spec.key, job.spec.to_dict(), p["result"], p["provenance"], p["artifacts"],
+                                  outcome.seconds)
+                progress.advance(bars[job.kind])
+    finally:
+        runner.close()
+    return trainings
+
+
+def upgrade(out_dir: Path, study: Study, *, cache_dir: Path | None = None) -> int:
+    """Make a results folder of biastransfer 0.1 usable by this version: check every run's key (refusing the
+    folder if one differs) and record the bases' roles of ``study`` (the one stored in the folder). Trains
+    nothing; returns the number of runs checked."""
+    store = ResultStore.open_existing(out_dir, check=False)
+    try:
+        checked = store.upgrade()
+        resources = Resources(device=torch.device("cpu"), cache_dir=Path(cache_dir or default_cache_dir()),
+                              out_dir=Path(out_dir))
+        record_roles(store, study, Workspace(resources))
+        return checked
+    finally:
+        store.close()

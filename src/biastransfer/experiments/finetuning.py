@@ -1,0 +1,92 @@
+"""Finetuning steps every experiment kind shares: train a fresh copy of the run's base on given store rows,
+score rows, and search the learning-rate × weight-decay grid (docs/protocols.md §6)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+
+from biastransfer.experiments.base import RunInputs
+from biastransfer.models.transfer import get_transfer_mode
+from biastransfer.seeding import derive_seed
+from biastransfer.spec import RunSpec
+from biastransfer.train.engine import FitConfig, FitResult, fit, make_split, predict_logits
+
+log = logging.getLogger(__name__)
+
+
+def fit_config(spec: RunSpec, lr: float, weight_decay: float) -> FitConfig:
+    """The engine's settings of a run: the study's ``train`` section with the chosen lr and weight decay."""
+    t = spec.train
+    return FitConfig(lr=lr, weight_decay=weight_decay, momentum=t["momentum"], batch_size=t["batch_size"],
+                     max_epochs=t["max_epochs"], patience=t["patience"], flip=t["flip"],
+                     compile=t.get("compile", False), precision=t.get("precision", "fp32"))
+
+
+def score(spec: RunSpec, inputs: RunInputs, model: torch.nn.Module, rows: np.ndarray) -> np.ndarray:
+    """The model's logits on the given store rows (with the study's compile/precision settings)."""
+    images = inputs.dataset.images.tensor()
+    logits = predict_logits(model, images[torch.as_tensor(rows)], device=inputs.device,
+                            compile=spec.train.get("compile", False), precision=spec.train.get("precision", "fp32"))
+    return logits.numpy().ravel()
+
+
+def finetune(spec: RunSpec, inputs: RunInputs, data: Any, *, lr: float, weight_decay: float, seed: int,
+             labels: np.ndarray | None = None) -> tuple[torch.nn.Module, FitResult]:
+    """Finetune a fresh copy of the run's base on ``data`` (all layers unless the transfer mode says otherwise).
+
+    ``data`` has ``train_rows`` and ``val_rows`` (rows of the store) and optionally ``train_weights`` and
+    ``val_weights``; ``labels`` (per store row) default to the run's task column.
+    """
+    dataset = inputs.dataset
+    images = dataset.images.tensor()
+    labels = dataset.table.column(spec.task) if labels is None else labels
+    model = inputs.new_model(spec)
+    phases = None
+    if spec.transfer != "full" or spec.transfer_options:
+        mode = get_transfer_mode(spec.transfer, **spec.transfer_options)
+        mode.validate(model)
+        phases = mode.phases()
+    train = make_split(images, data.train_rows, labels[data.train_rows], getattr(data, "train_weights", None))
+    val = make_split(images, data.val_rows, labels[data.val_rows], getattr(data, "val_weights", None))
+    result = fit(model, train, val, fit_config(spec, lr, weight_decay), seed=derive_seed(seed, "fit"),
+                 device=inputs.device, phases=phases,
+                 on_epoch=lambda epoch, rec: log.info("epoch %d: %s", epoch, rec))
+    log.info("finetuned %s on %s (N=%d, lr=%g, wd=%g): best val loss %.4f at epoch %d of %d (%.1f s)",
+             spec.base_name, spec.task, len(data.train_rows), lr, weight_decay, result.best_val_loss,
+             result.best_epoch, result.epochs, result.seconds)
+    return model, result
+
+
+def grid_search(spec: RunSpec, inputs: RunInputs, prepare: Callable[[int], Any],
+                labels: np.ndarray | None = None) -> dict[str, Any]:
+    """lr × weight decay (``spec.train``) by the lowest mean validation loss over ``hp_seeds`` seeds.
+
+    ``prepare(seed)`` draws the sets one trial trains on (see :func:`finetune` for what they hold).
+    """
+    trials = []
+    for lr in spec.train["lr"]:
+        for wd in spec.train["weight_decay"]:
+            losses, epochs = [], 0
+            for k in range(spec.train["hp_seeds"]):
+                seed = derive_seed(10_000 + k, "hparam-search")
+                _, res = finetune(spec, inputs, prepare(seed), lr=lr, weight_decay=wd, seed=seed, labels=labels)
+                losses.append(res.best_val_loss)
+                epochs = res.epochs
+            trials.append({"lr": lr, "weight_decay": wd, "val_loss": float(np.mean(losses)), "epochs": epochs})
+    finite = [t for t in trials if np.isfinite(t["val_loss"])]
+    if not finite:
+        raise RuntimeError(f"every hyperparameter trial diverged for {spec.base_name} → {spec.task}; "
+                           f"lower the learning rates in 'train.lr'")
+    best = min(finite, key=lambda t: t["val_loss"])
+    return {"lr": best["lr"], "weight_decay": best["weight_decay"], "val_loss": best["val_loss"],
+            "trials": trials}
+
+
+def hparam_seed() -> int:
+    """The seed of the first hyperparameter trial (preflight checks that its sets can be drawn)."""
+    return derive_seed(10_000, "hparam-search")

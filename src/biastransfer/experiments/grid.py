@@ -1,0 +1,132 @@
+"""Block fields shared by several experiment kinds (pydantic mixins); each plugin composes its block schema from
+the ones it uses, so a field a kind does not use is an error in a study, not silently ignored."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from biastransfer.experiments.base import BlockSchema
+from biastransfer.interventions import INTERVENTIONS
+from biastransfer.interventions.base import make_registered
+from biastransfer.registry import UnknownNameError
+
+Level = float | Literal["natural"]
+Size = Annotated[int, Field(ge=4)] | Literal["full"]
+
+
+def _check_level(value: Level, what: str) -> Level:
+    if value != "natural" and not 0.0 <= float(value) <= 1.0:
+        raise ValueError(f"{what} must be in [0, 1] or 'natural', got {value}")
+    return value
+
+
+class NoOptions(BaseModel):
+    """A kind without options: ``options`` must be empty."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Seeds(BlockSchema):
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], description="one run per seed")
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, v: list[int]) -> list[int]:
+        if not v:
+            raise ValueError("needs at least one seed")
+        if len(set(v)) != len(v):
+            raise ValueError(f"seeds repeat: {v}")
+        return v
+
+
+class TasksAndBases(BlockSchema):
+    tasks: list[str] = Field(description="target attributes (columns of the dataset)")
+    bases: list[str] = Field(default_factory=list, description="bases named in the study's 'bases' (default: "
+                                                                 "scratch)")
+
+    @field_validator("tasks")
+    @classmethod
+    def _tasks(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("needs at least one task")
+        return v
+
+    def base_names(self) -> list[str]:
+        return list(self.bases) or ["scratch"]
+
+
+class Sizes(BlockSchema):
+    n_train: list[Size] = Field(default_factory=lambda: [512], description="finetuning set sizes")
+    n_val: Size | None = Field(None, description="validation set size (default: as n_train)")
+
+    @field_validator("n_train", mode="before")
+    @classmethod
+    def _one_or_many(cls, v: Any) -> Any:
+        return [v] if isinstance(v, int | str) else v
+
+
+class FixedSizes(Sizes):
+    """Sizes without ``full`` (kinds whose sets are balanced draws of exactly N examples)."""
+
+    @model_validator(mode="after")
+    def _no_full(self) -> FixedSizes:
+        if "full" in self.n_train or self.n_val == "full":
+            raise ValueError("'full' (the whole pool) is not a size this experiment kind can draw; give numbers")
+        return self
+
+
+class Levels(BlockSchema):
+    levels: list[Level] = Field(default_factory=lambda: ["natural"], description="finetuning levels")
+    test: Level = Field("natural", description="test level, or 'natural' (the whole test pool)")
+
+    @field_validator("levels")
+    @classmethod
+    def _levels(cls, v: list[Level]) -> list[Level]:
+        if not v:
+            raise ValueError("needs at least one level")
+        for lv in v:
+            _check_level(lv, "a level")
+        return v
+
+    @field_validator("test")
+    @classmethod
+    def _test(cls, v: Level) -> Level:
+        return _check_level(v, "the test level")
+
+
+class InterventionRef(BaseModel):
+    """An intervention of a block: its registered name and typed options (``collect`` or
+    ``{name: subselect, start_level: 0.8}`` in a study file)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    name: str
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_name(cls, v: Any) -> Any:
+        return {"name": v} if isinstance(v, str) else v
+
+    @model_validator(mode="after")
+    def _registered(self) -> InterventionRef:
+        try:
+            make_registered(INTERVENTIONS, self.name, self.options())  # unknown name / option → error naming it
+        except UnknownNameError as exc:
+            raise ValueError(str(exc)) from None
+        return self
+
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class Interventions(BlockSchema):
+    interventions: list[InterventionRef] = Field(default_factory=lambda: [InterventionRef(name="collect")],
+                                                 description="samplers of the finetuning set")
+
+    @field_validator("interventions")
+    @classmethod
+    def _non_empty(cls, v: list[InterventionRef]) -> list[InterventionRef]:
+        if not v:
+            raise ValueError("needs at least one intervention")
+        return v

@@ -1,0 +1,1 @@
+"""The result store (SQLite) and its tidy export."""

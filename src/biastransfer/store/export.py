@@ -1,0 +1,76 @@
+"""The store as tidy tables: one row per run (the report's and ``biastransfer export``'s input).
+
+The columns come from the outcome schemas of the experiment plugins: the columns every run has
+(:data:`~biastransfer.experiments.base.COMMON_COLUMNS`), then, for each kind present, the columns its plugin
+declares (:attr:`~biastransfer.experiments.base.Experiment.columns`), then the timing. A column is typed as its
+schema declares it (NaN where a run of another kind has no value).
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import pandas as pd
+
+from biastransfer.experiments.base import COMMON_COLUMNS, EXPERIMENTS, TIMING_COLUMNS, Column
+from biastransfer.store.sqlite import ResultStore
+
+__all__ = ["frame_of", "hparams_frame", "kind_columns", "runs_frame"]
+
+
+def kind_columns(kinds: list[str]) -> list[Column]:
+    """Common columns, each kind's own (in registry order, each name once), timing."""
+    out: dict[str, Column] = {c.name: c for c in COMMON_COLUMNS}
+    for kind in EXPERIMENTS.names():
+        if kind in kinds:
+            for column in EXPERIMENTS.get(kind).columns:
+                out.setdefault(column.name, column)
+    for column in TIMING_COLUMNS:
+        out.setdefault(column.name, column)
+    return list(out.values())
+
+
+def _typed(frame: pd.DataFrame, columns: list[Column]) -> pd.DataFrame:
+    for c in columns:
+        if c.dtype in ("float", "int"):
+            frame[c.name] = pd.to_numeric(frame[c.name], errors="coerce")
+            if c.dtype == "int" and frame[c.name].notna().all():
+                frame[c.name] = frame[c.name].astype("int64")
+        elif c.dtype == "bool":
+            frame[c.name] = frame[c.name].astype(object)
+    return frame
+
+
+def frame_of(runs: list[dict[str, Any]], study: str, roles: dict[str, str]) -> pd.DataFrame:
+    """Stored runs (``{key, spec, result, seconds}``) as a tidy frame."""
+    kinds = sorted({r["spec"]["kind"] for r in runs})
+    unknown = [k for k in kinds if k not in EXPERIMENTS]
+    if unknown:
+        warnings.warn(f"runs of unknown experiment kind(s) {', '.join(unknown)}: only their common columns are "
+                      "exported", UserWarning, stacklevel=2)
+    columns = kind_columns(kinds)
+    rows = []
+    for run in runs:
+        context = {**run, "study": study, "roles": roles}
+        own = {c.name for c in EXPERIMENTS.get(run["spec"]["kind"]).all_columns()} \
+            if run["spec"]["kind"] in EXPERIMENTS else {c.name for c in (*COMMON_COLUMNS, *TIMING_COLUMNS)}
+        rows.append({c.name: c.value(context) if c.name in own else None for c in columns})
+    return _typed(pd.DataFrame(rows, columns=[c.name for c in columns]), columns)
+
+
+def runs_frame(store: ResultStore) -> pd.DataFrame:
+    """One tidy row per finished run (see the module docstring for the columns)."""
+    study = (store.get_meta("study") or {}).get("name", "")
+    return frame_of(store.runs(), study, store.get_meta("roles") or {})
+
+
+def hparams_frame(store: ResultStore) -> pd.DataFrame:
+    """The chosen hyperparameters per (base, task, N) with the number of trials."""
+    rows = []
+    for h in store.all_hparams():
+        spec, res = h["spec"], h["result"]
+        rows.append({"base": spec.get("base_name", spec["base"]["kind"]), "task": spec["task"],
+                     "n_train": spec["n_train"], "lr": res["lr"], "weight_decay": res["weight_decay"],
+                     "val_loss": res["val_loss"], "trials": len(res.get("trials", []))})
+    return pd.DataFrame(rows, columns=["base", "task", "n_train", "lr", "weight_decay", "val_loss", "trials"])

@@ -1,0 +1,234 @@
+"""The result store: SQLite, one row per finished run, written in one transaction (the only state of a study).
+
+Tables: ``runs`` (key, spec, result metrics, provenance), ``artifacts`` (chosen indices, test predictions; one
+compressed blob per run), ``hparams`` (chosen hyperparameters per search key, with every trial) and ``meta``
+(the study file, the bases' roles, the layout of the run keys). A killed process loses at most the runs in
+flight; rerunning finds the finished keys and runs the rest, so every run appears exactly once. Only the driver
+process writes (:mod:`biastransfer.driver`).
+
+**Layout and earlier releases.** ``meta.layout`` records the run-key version (:data:`biastransfer.spec.KEY_VERSION`)
+that wrote the folder. A folder without it was written by biastransfer 0.1: :meth:`ResultStore.upgrade` checks
+that every stored run's key is the key this version computes from the stored spec (then the folder keeps
+working, nothing reruns) and refuses it otherwise, with what to do; a folder of another key version is refused
+(:class:`StoreLayoutError`), never mixed.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from biastransfer.spec import KEY_VERSION, RunSpec
+
+LEGACY_RELEASE = "0.1"
+"""The release that wrote folders without ``meta.layout``."""
+
+
+class StoreLayoutError(ValueError):
+    """A results folder this version cannot use as it is; the message says what to do."""
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    key TEXT PRIMARY KEY,
+    experiment TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    spec TEXT NOT NULL,
+    result TEXT NOT NULL,
+    provenance TEXT NOT NULL,
+    seconds REAL,
+    finished REAL
+);
+CREATE TABLE IF NOT EXISTS artifacts (
+    key TEXT PRIMARY KEY REFERENCES runs(key),
+    data BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS hparams (
+    key TEXT PRIMARY KEY,
+    spec TEXT NOT NULL,
+    result TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (
+    name TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+"""
+
+
+def _json(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, default=_default, allow_nan=True)
+
+
+def _default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+class ResultStore:
+    """A study's results in ``DIR/results.db``."""
+
+    FILENAME = "results.db"
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.path = self.folder / self.FILENAME
+        try:
+            self._conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=NORMAL")
+            self._conn.executescript(SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            raise ValueError(f"cannot open result store {self.path}: {exc}") from exc
+
+    @classmethod
+    def open_existing(cls, folder: Path, *, check: bool = True) -> ResultStore:
+        """An existing store; FileNotFoundError when absent and, with ``check``, StoreLayoutError when its
+        layout is not this version's (see :meth:`check_layout`)."""
+        if not (Path(folder) / cls.FILENAME).exists():
+            raise FileNotFoundError(f"no results in {folder}: {cls.FILENAME} is missing (run a study first with "
+                                    f"'biastransfer run STUDY.yaml --out {folder}')")
+        store = cls(folder)
+        if check:
+            try:
+                store.check_layout()
+            except StoreLayoutError:
+                store.close()
+                raise
+        return store
+
+    def close(self) -> None:
+        self._conn.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._conn
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        self._conn.execute("COMMIT")
+
+    # runs -------------------------------------------------------------------------------------------------
+    def done_keys(self) -> set[str]:
+        return {row[0] for row in self._conn.execute("SELECT key FROM runs")}
+
+    def add_run(self, key: str, spec: dict[str, Any], result: dict[str, Any], provenance: dict[str, Any],
+                artifacts: dict[str, np.ndarray] | None = None, seconds: float | None = None) -> None:
+        """Insert one finished run (and its artifacts) atomically; a key already present is left unchanged."""
+        with self._transaction() as conn:
+            cur = conn.execute(
+                "INSERT OR IGNORE INTO runs (key, experiment, kind, spec, result, provenance, seconds, finished) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (key, spec["experiment"], spec["kind"], _json(spec), _json(result), _json(provenance), seconds,
+                 time.time()))
+            if cur.rowcount and artifacts:
+                buf = io.BytesIO()
+                np.savez_compressed(buf, **artifacts)
+                conn.execute("INSERT OR REPLACE INTO artifacts (key, data) VALUES (?, ?)", (key, buf.getvalue()))
+
+    def runs(self) -> list[dict[str, Any]]:
+        """Every finished run as {key, spec, result, provenance, seconds}."""
+        rows = self._conn.execute(
+            "SELECT key, spec, result, provenance, seconds FROM runs ORDER BY rowid").fetchall()
+        return [{"key": k, "spec": json.loads(s), "result": json.loads(r), "provenance": json.loads(p),
+                 "seconds": sec} for k, s, r, p, sec in rows]
+
+    def count(self) -> int:
+        return int(self._conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0])
+
+    def artifacts(self, key: str) -> dict[str, np.ndarray]:
+        row = self._conn.execute("SELECT data FROM artifacts WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            raise KeyError(f"no artifacts stored for run {key}")
+        with np.load(io.BytesIO(row[0])) as data:
+            return {k: data[k] for k in data.files}
+
+    # hyperparameters --------------------------------------------------------------------------------------
+    def get_hparams(self, key: str) -> dict[str, Any] | None:
+        row = self._conn.execute("SELECT result FROM hparams WHERE key = ?", (key,)).fetchone()
+        return None if row is None else json.loads(row[0])
+
+    def put_hparams(self, key: str, spec: dict[str, Any], result: dict[str, Any]) -> None:
+        with self._transaction() as conn:
+            conn.execute("INSERT OR REPLACE INTO hparams (key, spec, result) VALUES (?, ?, ?)",
+                         (key, _json(spec), _json(result)))
+
+    def all_hparams(self) -> list[dict[str, Any]]:
+        rows = self._conn.execute("SELECT key, spec, result FROM hparams ORDER BY rowid").fetchall()
+        return [{"key": k, "spec": json.loads(s), "result": json.loads(r)} for k, s, r in rows]
+
+    # layout -----------------------------------------------------------------------------------------------
+    def layout(self) -> dict[str, Any] | None:
+        """``{"key_version": …}``, or None for an empty folder or one written by biastransfer 0.1."""
+        return self.get_meta("layout")
+
+    def is_legacy(self) -> bool:
+        """True when runs were written by biastransfer 0.1 and the folder was not upgraded yet."""
+        return self.layout() is None and self.count() > 0
+
+    def check_layout(self) -> None:
+        """Raise :class:`StoreLayoutError` when the folder's run keys are of another version, or when it was
+        written by 0.1 and not upgraded yet (see :meth:`upgrade`)."""
+        layout = self.layout()
+        if layout is None:
+            if self.count():
+                raise StoreLayoutError(
+                    f"{self.path} was written by biastransfer {LEGACY_RELEASE}: run 'biastransfer upgrade "
+                    f"{self.folder}' once (it checks every run's key and records the bases' roles; nothing is "
+                    f"retrained), or 'biastransfer run STUDY.yaml --out {self.folder}', which does the same first")
+            return
+        version = layout.get("key_version")
+        if version != KEY_VERSION:
+            newer = isinstance(version, int) and version > KEY_VERSION
+            raise StoreLayoutError(
+                f"{self.path} holds run keys of version {version}, this biastransfer uses version {KEY_VERSION}: "
+                + ("it was written by a newer biastransfer; upgrade biastransfer to read it" if newer else
+                   "rerun the study into a new folder (--out NEW_DIR); results of the two versions are never "
+                   "pooled"))
+
+    def upgrade(self) -> int:
+        """Stamp an empty or 0.1 folder with the current layout after checking that every stored run's key is
+        the key this version computes from its stored spec; return the number of runs checked. Refuses (and
+        changes nothing) when a key differs."""
+        if self.layout() is not None:
+            self.check_layout()
+            return 0
+        rows = self._conn.execute("SELECT key, spec FROM runs").fetchall()
+        stale = []
+        for key, spec in rows:
+            try:
+                recomputed = RunSpec.from_dict(json.loads(spec)).key
+            except (TypeError, ValueError):
+                recomputed = None
+            if recomputed != key:
+                stale.append(key)
+        if stale:
+            raise StoreLayoutError(
+                f"{self.path} was written by biastransfer {LEGACY_RELEASE} and {len(stale)} of its {len(rows)} runs "
+                f"have keys this version computes differently (e.g. {stale[0]}); rerun the study into a new folder "
+                f"(--out NEW_DIR): results of the two versions are never pooled")
+        self.set_meta("layout", {"key_version": KEY_VERSION, "upgraded_from": LEGACY_RELEASE if rows else None})
+        return len(rows)
+
+    # meta -------------------------------------------------------------------------------------------------
+    def set_meta(self, name: str, value: Any) -> None:
+        with self._transaction() as conn:
+            conn.execute("INSERT OR REPLACE INTO meta (name, value) VALUES (?, ?)", (name, _json(value)))
+
+    def get_meta(self, name: str, default: Any = None) -> Any:
+        row = self._conn.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
+        return default if row is None else json.loads(row[0])

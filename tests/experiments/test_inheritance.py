@@ -1,0 +1,217 @@
+"""The inheritance experiment: its golden report, and base roles declared or derived from data (never names)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from inline_snapshot import snapshot
+
+from biastransfer.driver import run_study
+from biastransfer.experiments.base import Results
+from biastransfer.experiments.inheritance import Inheritance, analysis
+from biastransfer.plan import parse_study
+from biastransfer.store.export import runs_frame
+from biastransfer.store.sqlite import ResultStore
+from report_snapshot import page_snapshot
+from tiny_study import tiny_study_dict
+
+
+def test_report_golden(kind_report) -> None:
+    assert page_snapshot(kind_report("inheritance").html) == snapshot(
+        {
+            "summary": {"numbers": ["12", "12", "3", "0", "6", "2", "1", "0", "95"]},
+            "reading": {
+                "headings": ["Reading"],
+                "tables": [],
+                "figures": [],
+                "numbers": [
+                    ["95", "0", "1", "3"],
+                    ["0", "1"],
+                    [
+                        "3",
+                        "0.099",
+                        "0.000",
+                        "0.263",
+                        "0",
+                        "0.060",
+                        "0.000",
+                        "0.346",
+                        "0",
+                        "1",
+                        "0.026",
+                        "0.000",
+                        "0.131",
+                        "2",
+                    ],
+                    ["0.8", "95", "0", "1", "3"],
+                    ["0.8", "0", "1"],
+                    [
+                        "3",
+                        "0.8",
+                        "0.087",
+                        "0.000",
+                        "0.520",
+                        "0",
+                        "0.100",
+                        "0.000",
+                        "0.653",
+                        "0",
+                        "1",
+                        "0.020",
+                        "0.000",
+                        "0.249",
+                        "2",
+                    ],
+                    ["1", "3"],
+                ],
+            },
+            "inheritance": {
+                "headings": ["Inherited bias: biased vs control bases"],
+                "tables": [],
+                "figures": ["plots/inheritance.png"],
+                "numbers": [],
+            },
+            "regression": {
+                "headings": ["Mixed-effects regression of inherited bias"],
+                "tables": [],
+                "figures": [],
+                "numbers": [["2", "1", "95"], ["1", "3"]],
+            },
+            "results": {
+                "headings": [
+                    "Results per setting",
+                    "inheritance",
+                ],
+                "tables": [
+                    [
+                        ["task", "base", "base_role", "level", "seeds", "auc", "fpr_diff", "tpr_diff", "eo_diff"],
+                        [
+                            "t3",
+                            "control-t0",
+                            "control",
+                            "natural (0.77)",
+                            "2",
+                            "0.530 [0.529, 0.530]",
+                            "0.060 [-0.226, 0.346]",
+                            "0.085 [-0.016, 0.187]",
+                            "0.088 [0.017, 0.159]",
+                        ],
+                        [
+                            "t3",
+                            "control-t0",
+                            "control",
+                            "0.8",
+                            "2",
+                            "0.533 [0.530, 0.537]",
+                            "0.100 [-0.452, 0.653]",
+                            "0.068 [-0.059, 0.195]",
+                            "0.101 [-0.444, 0.646]",
+                        ],
+                        [
+                            "t3",
+                            "gendered",
+                            "biased",
+                            "natural (0.77)",
+                            "2",
+                            "0.473 [0.409, 0.538]",
+                            "-0.099 [-0.263, 0.066]",
+                            "-0.009 [-0.200, 0.181]",
+                            "0.099 [-0.066, 0.263]",
+                        ],
+                        [
+                            "t3",
+                            "gendered",
+                            "biased",
+                            "0.8",
+                            "2",
+                            "0.476 [0.409, 0.543]",
+                            "-0.087 [-0.520, 0.345]",
+                            "-0.019 [-0.312, 0.273]",
+                            "0.087 [-0.345, 0.520]",
+                        ],
+                        [
+                            "t3",
+                            "scratch",
+                            "scratch",
+                            "natural (0.77)",
+                            "2",
+                            "0.482 [0.464, 0.500]",
+                            "-0.026 [-0.131, 0.080]",
+                            "-0.051 [-0.288, 0.186]",
+                            "0.052 [-0.175, 0.279]",
+                        ],
+                        [
+                            "t3",
+                            "scratch",
+                            "scratch",
+                            "0.8",
+                            "2",
+                            "0.484 [0.475, 0.493]",
+                            "0.020 [-0.210, 0.249]",
+                            "-0.035 [-0.137, 0.067]",
+                            "0.035 [-0.067, 0.137]",
+                        ],
+                    ]
+                ],
+                "figures": [],
+                "numbers": [["95"], []],
+            },
+            "hparams": {
+                "headings": ["Chosen hyperparameters"],
+                "tables": [
+                    [
+                        ["base", "task", "n_train", "lr", "weight_decay", "val_loss", "trials"],
+                        ["gendered", "t3", "32", "0.05", "0.0005", "0.693", "1"],
+                        ["control-t0", "t3", "32", "0.05", "0.0005", "0.695", "1"],
+                        ["scratch", "t3", "32", "0.05", "0.0005", "0.693", "1"],
+                    ]
+                ],
+                "figures": [],
+                "numbers": [],
+            },
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def renamed(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path):
+    """The tiny inheritance block with bases whose names say the opposite of what they are, and one declared."""
+    study = tiny_study_dict(
+        bases={
+            "biased": {"kind": "trained", "attribute": "t0"},  # a control: trained on another attribute
+            "control-gender-free": {"kind": "trained", "attribute": "a"},  # the biased one: trained on a
+            "declared": {"kind": "trained", "attribute": "t0", "role": "other"},
+            "scratch": {"kind": "scratch"},
+        }
+    )
+    study["experiments"] = [
+        {**study["experiments"][0], "bases": ["biased", "control-gender-free", "declared", "scratch"], "levels": [0.8]}
+    ]
+    out = tmp_path_factory.mktemp("renamed")
+    run_study(parse_study(study), out, device=torch.device("cpu"), cache_dir=cache_dir, quiet=True)
+    store = ResultStore.open_existing(out)
+    frame, roles = runs_frame(store), store.get_meta("roles")
+    store.close()
+    return frame, roles
+
+
+def test_roles_follow_from_data_or_declaration_not_names(renamed) -> None:
+    frame, roles = renamed
+    assert roles == {"biased": "control", "control-gender-free": "biased", "declared": "other", "scratch": "scratch"}
+    assert dict(zip(frame["base"], frame["base_role"], strict=True)) == roles
+    found = analysis.findings(Inheritance().aggregate(frame))
+    (entry,) = found.values()
+    assert entry["biased_base"] == "control-gender-free"
+    assert entry["max_control_base"] == "biased" and entry["n_controls"] == 1  # "declared" is not a control
+    text = " ".join(Inheritance().reading(Results(frame)))
+    assert "biased (control-gender-free)" in text and "control (biased)" in text
+
+
+def test_role_keeps_run_keys(tmp_path: Path) -> None:
+    """Declaring a role relabels a base for the analysis; its runs (and their keys) stay the same."""
+    plain = parse_study(tiny_study_dict()).expand()
+    declared = tiny_study_dict()
+    declared["bases"]["control-t0"]["role"] = "other"
+    assert [s.key for s in parse_study(declared).expand()] == [s.key for s in plain]
