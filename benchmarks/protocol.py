@@ -15,7 +15,7 @@ from biastransfer.plan import Study, planned_trainings
 ORIGINAL_TRIALS = 40
 """Trials of one hyperparameter search in the original protocol: the grid lr ∈ {.1, .05, .01, .005, .001} ×
 weight decay ∈ {0, 1e-4, 5e-4, 1e-3} (20 points) sampled ``hp_num_samples=2`` times under Ray Tune
-(classifier.py), i.e. the "~100 hyperparameter searches of 40 trials" of REFERENCE §8. ASHA stops many trials
+(classifier.py), i.e. the "~100 hyperparameter searches of 40 trials" of docs/protocols.md §8. ASHA stops many trials
 early; each trial still counts as one training here."""
 
 

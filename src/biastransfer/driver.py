@@ -56,13 +56,33 @@ def make_backend(name: str, resources: Resources, workers: int) -> Backend:
     return BACKENDS.get(name)(resources, workers)
 
 
+class DataChangedError(ValueError):
+    """The folder's runs were computed on other data than the study's dataset now is."""
+
+
+def check_data(store: ResultStore, fingerprint: str) -> None:
+    """Refuse to add runs to a folder whose runs were computed on data with another fingerprint (a changed
+    dataset folder, other generation parameters under the same name …): their keys would match, their numbers
+    not."""
+    stored = store.data_hashes()
+    other = stored - {fingerprint}
+    if other:
+        raise DataChangedError(
+            f"{store.path} holds runs computed on data with fingerprint {', '.join(sorted(other))}, but the study's "
+            f"dataset now has fingerprint {fingerprint}: the data changed since those runs. Run the study into a "
+            f"new folder (--out NEW_DIR); results on two versions of the data are never pooled")
+
+
 def record_roles(store: ResultStore, study: Study, workspace: Workspace, specs: list | None = None) -> dict[str, str]:
-    """Resolve the bases' roles (the dataset's sensitive attribute decides derived ones) and keep them in the
-    store, merged with those of earlier studies run into the same folder."""
+    """Load the study's dataset, check it is the data of the folder's runs (:func:`check_data`), resolve the
+    bases' roles (the dataset's sensitive attribute decides derived ones) and keep them in the store, merged with
+    those of earlier studies run into the same folder."""
     specs = study.expand() if specs is None else specs
     if not specs:
         return {}
-    sensitive = workspace.dataset(specs[0]).table.sensitive
+    dataset = workspace.dataset(specs[0])
+    check_data(store, dataset.fingerprint)
+    sensitive = dataset.table.sensitive
     roles = {**(store.get_meta("roles") or {}), **resolve_roles(study.config, sensitive)}
     store.set_meta("roles", roles)
     return roles

@@ -143,6 +143,14 @@ def preflight(specs: list[RunSpec], dataset: Callable[[RunSpec], LoadedDataset])
     """Check every distinct setting (ignoring seeds) before training anything; raise with what to fix."""
     seen: set[str] = set()
     for spec in specs:
+        base_key = content_key(spec.base)
+        if base_key not in seen:
+            seen.add(base_key)
+            options = {k: v for k, v in spec.base.items() if k != "kind"}
+            try:
+                BASES.get(spec.base["kind"])(**options).check()
+            except (ValueError, FileNotFoundError) as exc:
+                raise type(exc)(f"base {spec.base_name!r}: {exc}") from None
         probe = spec.replace(seed=0, base_name="", experiment="")
         if probe.key in seen:
             continue

@@ -4,14 +4,18 @@ A run is a pure function of its RunSpec (DESIGN principle 1), so the key identif
 study reruns only the keys the store lacks. The payload is the spec's fields as a canonical JSON object, with
 one rule that keeps existing results valid when the spec grows:
 
-* **Key version 1** is the layout of biastransfer 0.1: every field of :class:`RunSpec` below
-  ``intervention_options``, with ``train`` holding the study's training settings.
+* **Key version 1** is the layout of biastransfer 0.1: every field of :class:`RunSpec` from ``experiment`` to
+  ``options``, with ``train`` holding the study's training settings.
 * A field (or nested setting) added later is listed in :data:`ADDED_FIELDS` with its default, and enters the
   payload **only when it differs from that default**. Adding a field with a default therefore changes no key
   of an existing result; setting it to another value gives a new key (tested field by field).
 * A change that alters what an existing field means bumps :data:`KEY_VERSION`; from version 2 on the payload
   carries ``key_version``, and a results folder stamped with an older version is refused with a message (see
   :mod:`biastransfer.store.sqlite`).
+
+The data's content is not hashed into the key (that keeps the keys of 0.1): every run records the fingerprint of
+the data it was computed on, and the driver refuses to add runs to a folder whose runs were computed on other
+data (:func:`biastransfer.driver.check_data`), so results of two versions of a dataset are never pooled.
 
 Nothing here imports the rest of the package: plan, plugins and stages all build on it.
 """

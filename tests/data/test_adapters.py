@@ -50,7 +50,7 @@ def test_celeba_parses_layout(celeba_root: Path, tmp_path: Path) -> None:
     assert "Male" not in t.frame.columns and "Male" not in t.tasks
     assert set(t.tasks) == {"5_o_Clock_Shadow", "Blond_Hair", "Eyeglasses", "Young"}
     assert t.frame["split"].value_counts().to_dict() == {"train": 6, "val": 2, "test": 2}
-    # official partition 2 is our test split (REFERENCE §9)
+    # official partition 2 is our test split (docs/protocols.md §9)
     assert list(t.frame.loc[t.frame["split"] == "test", "id"]) == ["000009.jpg", "000010.jpg"]
     assert cells(data, "Blond_Hair") == [3, 1, 3, 3]
     assert len(data.fingerprint) == 16

@@ -349,3 +349,12 @@ def test_compare_pairs_by_seed_with_the_control_of_highest_auc_at_control_at() -
     assert converged_from(comp.reset_index()) == "64"
     disagree_last = comp.reset_index().assign(agree=[True, True, False])
     assert converged_from(disagree_last) is None
+
+
+def test_one_seed_gives_no_agreement_verdict() -> None:
+    from biastransfer.experiments.base import Results
+    from biastransfer.experiments.finetune_number import FinetuneNumber
+
+    fpr = {(b, n): [0.1] for b in ("g", "c1") for n in ("16", "64")}
+    text = FinetuneNumber().reading(Results(_runs(fpr, {})))
+    assert len(text) == 1 and "one seed only: no interval, so agreement is not established" in text[0]

@@ -3,10 +3,20 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from biastransfer.models.architectures import build_model
-from biastransfer.train.engine import FitConfig, Split, fit, make_split, predict_logits, random_flip, weighted_bce
+from biastransfer.train.engine import (
+    FitConfig,
+    Split,
+    evaluate_loss,
+    fit,
+    make_split,
+    predict_logits,
+    random_flip,
+    weighted_bce,
+)
 
 
 def _data(tiny_synthetic, n=64):
@@ -74,9 +84,22 @@ def test_early_stopping_restores_the_best_epoch(tiny_synthetic):
     assert np.isclose(res.best_val_loss, min(losses))
 
 
-def test_split_validates_inputs():
-    import pytest
+def test_the_returned_model_is_the_best_epochs_not_the_last(tiny_synthetic):
+    """After early stopping the model holds the weights of its best validation epoch: scoring the validation
+    set again gives the best loss, not the last epoch's."""
+    images, rows, y = _data(tiny_synthetic)
+    torch.manual_seed(0)
+    model = build_model("small_resnet")
+    val = make_split(images, rows[48:], y[48:])
+    res = fit(model, make_split(images, rows[:48], y[:48]), val, FitConfig(lr=0.5, max_epochs=10, patience=3),
+              seed=0, device=torch.device("cpu"))
+    last = res.history[-1]["val_loss"]
+    assert res.best_epoch < res.epochs and last > res.best_val_loss + 1e-3  # the scenario: it got worse
+    again = evaluate_loss(model, val, device=torch.device("cpu"))
+    assert again == pytest.approx(res.best_val_loss, rel=1e-6)
 
+
+def test_split_validates_inputs():
     with pytest.raises(TypeError, match="uint8"):
         Split(torch.zeros(2, 3, 4, 4), torch.zeros(2))
     with pytest.raises(ValueError, match="2 images but 3 targets"):

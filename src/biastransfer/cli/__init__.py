@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+import yaml
 from rich.console import Console
 from rich.table import Table
 
@@ -212,8 +213,9 @@ def upgrade(
     store.close()
     if not stored:
         _fail(f"{out_dir} holds no study; nothing to upgrade")
-    try:
-        checked = upgrade_store(out_dir, parse_study(stored, f"the study stored in {out_dir}", text),
+    try:  # the study file as written (0.1 stored its schema's dump too, with fields a kind no longer takes)
+        data = yaml.safe_load(text) if text else stored
+        checked = upgrade_store(out_dir, parse_study(data, f"the study stored in {out_dir}", text),
                                 cache_dir=cache_dir)
     except (ConfigError, StoreLayoutError, DataError, ValueError, FileNotFoundError) as exc:
         _fail(str(exc))

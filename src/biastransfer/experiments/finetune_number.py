@@ -152,10 +152,12 @@ class FinetuneNumber(FinetuneExperiment):
             start = converged_from(rows)
             parts = [f"N={r['n_label']}: {fmt_ci(r['diff_mean'], r['diff_low'], r['diff_high'])}"
                      for _, r in rows.sort_values("n_train").iterrows()]
-            verdict = (f"they agree within the 95% interval from N={start} on" if start is not None else
-                       "they do not agree at the largest N of the grid")
-            if start is not None and int(rows["n_pairs"].max()) < 2:
-                verdict = "one seed only: no interval, agreement not established"
+            if int(rows["n_pairs"].max()) < 2:
+                verdict = "one seed only: no interval, so agreement is not established"
+            elif start is not None:
+                verdict = f"they agree within the 95% interval from N={start} on"
+            else:
+                verdict = "they do not agree at the largest N of the grid"
             lines.append(f"{head}: {verdict} ({'; '.join(parts)}).")
         return lines
 

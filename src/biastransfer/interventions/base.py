@@ -7,7 +7,7 @@ training engine never learns which intervention made a Selection.
 
 Conventions shared by every module in this package:
 
-* Cells are keyed ``(a, y)``; the **correlation level** is ``c = N(a=1, y=1) / N(y=1)`` (REFERENCE §1).
+* Cells are keyed ``(a, y)``; the **correlation level** is ``c = N(a=1, y=1) / N(y=1)`` (docs/protocols.md §1).
 * Indices are positions into the pool's columns (not table rows); the experiment maps them with
   ``pool_rows[selection.indices]``. They are returned **sorted ascending**; weights are aligned with them.
 * Levels are turned into exact fractions from their shortest decimal form (``0.8`` → 4/5) before any rounding,
@@ -218,7 +218,7 @@ def natural_level(y: np.ndarray, a: np.ndarray) -> float:
 def correlation_cells(level: float | Fraction, n: int) -> dict[Cell, int]:
     """Exact integer cells of a balanced set of size ``n`` at correlation level ``c = level``.
 
-    The formula (REFERENCE §2) is (a=1,y=1) = c·n/2, (a=0,y=1) = (1−c)·n/2, (a=1,y=0) = (1−c)·n/2,
+    The formula (docs/protocols.md §2) is (a=1,y=1) = c·n/2, (a=0,y=1) = (1−c)·n/2, (a=1,y=0) = (1−c)·n/2,
     (a=0,y=0) = c·n/2. Integer rule (exact arithmetic, round half to even)::
 
         n_pos = n // 2                 n_neg = n − n_pos

@@ -1,9 +1,9 @@
-"""Correlation-level interventions (REFERENCE §2): ``collect``, ``subselect``, ``reweight`` and ``natural``.
+"""Correlation-level interventions (docs/protocols.md §2): ``collect``, ``subselect``, ``reweight`` and ``natural``.
 
 All draws go through :func:`~biastransfer.interventions.base.draw_orders`: each pool cell ``(a, y)`` is put in
 one uniformly random order (cells in the fixed order (1,1), (0,1), (1,0), (0,0)), and a set takes a prefix of
 each cell's order. The rng is therefore consumed identically whatever the level, so callers that pass a fresh
-generator seeded identically for every level (e.g. ``seeding.rng(seed, "train-selection")``) get sets that
+generator seeded identically for every level (e.g. ``seeding.rng(seed, "train-set", task, n)``) get sets that
 share as many examples as possible, and ``subselect`` sets are nested.
 """
 
@@ -110,7 +110,7 @@ def _split(total: int, caps: tuple[int, int], weights: tuple[int, int]) -> tuple
 
 
 def subselect_size(c0: Fraction | float, level: Fraction | float, n: int) -> int:
-    """The size of the subselected set (REFERENCE §2), exact arithmetic, rounded down:
+    """The size of the subselected set (docs/protocols.md §2), exact arithmetic, rounded down:
 
     * ``c > c0``: ``⌊c0·n / c⌋`` (keep (a=1,y=1) and (a=0,y=0), c0·n/2 each; shrink the other two to
       c0·n/2·(1−c)/c each);

@@ -1,6 +1,6 @@
 """Group-wise error rates (the single disaggregation primitive) and the gaps derived from them.
 
-Conventions (REFERENCE §1): the sensitive attribute ``a`` is coded 0/1, and every gap is
+Conventions (docs/protocols.md §1): the sensitive attribute ``a`` is coded 0/1, and every gap is
 *group a=1 minus group a=0*, recorded with the two group names so a report can say "Women − Men".
 A rate whose denominator is zero is NaN and raises an :class:`UndefinedRateWarning`.
 """

@@ -1,4 +1,4 @@
-"""The decision threshold: calibrated to the base rate (REFERENCE §6), as an explicit policy.
+"""The decision threshold: calibrated to the base rate (docs/protocols.md §6), as an explicit policy.
 
 Policies: ``val`` (calibrate on the validation split; the default), ``test`` (calibrate on the
 evaluated rows themselves, as the original code effectively did), or a fixed number. Scores may be

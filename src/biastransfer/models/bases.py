@@ -22,7 +22,7 @@ class BaseContext:
     """What a base may need to build itself.
 
     ``dataset`` is the LoadedDataset of the study (for bases trained by us), ``cache_dir`` where trained bases
-    are cached, ``train_base`` a callable ``(spec: dict) -> Classifier`` provided by the runner that trains (or
+    are cached, ``train_base`` a callable ``(attribute: str) -> Classifier`` provided by the worker that trains (or
     reads from cache) a base on an attribute, ``device`` the torch device, ``in_channels`` of the images.
     """
 
@@ -51,6 +51,9 @@ class Base:
 
     def build(self, ctx: BaseContext) -> Classifier:
         raise NotImplementedError
+
+    def check(self) -> None:
+        """Cheap checks before anything trains (a checkpoint file exists …); raise with what to fix."""
 
     def key(self) -> dict[str, Any]:
         """What identifies this base's weights (used in run keys)."""
@@ -81,13 +84,16 @@ class TrainedBase(Base):
     description = "trained by us on one attribute of the dataset (biased / control bases)"
     trains = True
 
-    def build(self, ctx: BaseContext) -> Classifier:
+    def check(self) -> None:
         if "attribute" not in self.options:
             raise ValueError("a base of kind 'trained' needs 'attribute' (the attribute it is trained to predict)")
         unknown = sorted(set(self.options) - {"attribute"})
         if unknown:  # anything else would not reach the trainer nor its cache key
             raise ValueError(f"a base of kind 'trained' takes only 'attribute'; unknown option(s): "
                              f"{', '.join(unknown)} (training settings go in the study's 'base_training')")
+
+    def build(self, ctx: BaseContext) -> Classifier:
+        self.check()
         if ctx.train_base is None:
             raise RuntimeError("no base trainer in this context")
         return ctx.train_base(self.options["attribute"])

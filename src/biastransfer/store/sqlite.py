@@ -147,6 +147,11 @@ class ResultStore:
         return [{"key": k, "spec": json.loads(s), "result": json.loads(r), "provenance": json.loads(p),
                  "seconds": sec} for k, s, r, p, sec in rows]
 
+    def data_hashes(self) -> set[str]:
+        """The fingerprints of the data the stored runs were computed on."""
+        rows = self._conn.execute("SELECT DISTINCT json_extract(provenance, '$.data_hash') FROM runs").fetchall()
+        return {r[0] for r in rows if r[0]}
+
     def count(self) -> int:
         return int(self._conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0])
 

@@ -20,7 +20,7 @@ SUBDIRS = ("", "Anno", "Eval", "celeba")
 torchvision's ``celeba`` folder)."""
 IMAGE_PARENTS = ("", "Img", "celeba")
 PARTITIONS = {0: "train", 1: "val", 2: "test"}
-"""Official partitions; the official *test* partition is our test split (REFERENCE §9: not the val one)."""
+"""Official partitions; the official *test* partition is our test split (docs/protocols.md §9: not the val one)."""
 
 SENSITIVE = "Female"
 GROUP_NAMES = ("Men", "Women")

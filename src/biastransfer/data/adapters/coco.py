@@ -2,7 +2,7 @@
 
 An image's group comes from the words of its (five) captions: a caption is lowercased, every run of characters
 other than ``a-z0-9`` becomes a separator (so ``"man,"`` and ``"man's"`` both give the token ``man``; the
-original script split on spaces only and missed words with punctuation attached, REFERENCE §9), and the tokens
+original script split on spaces only and missed words with punctuation attached, docs/protocols.md §9), and the tokens
 are matched against :data:`MALE_WORDS` and :data:`FEMALE_WORDS`. Images whose captions use words of only one
 list get a=0 (Men) or a=1 (Women); images with words of both lists, of neither, or without captions are
 **excluded**.

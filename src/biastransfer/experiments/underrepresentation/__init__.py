@@ -23,7 +23,7 @@ kind ``trained`` with ``attribute`` = T1 (*Pretrain-T2* likewise): the role foll
 Hyperparameters: the study's ``train.lr`` × ``train.weight_decay`` grid is searched once per
 (base, task, N, negatives, training settings) on a set at share ``options.hp_share`` (default 0.5) by the
 lowest mean validation loss over ``train.hp_seeds`` seeds, stored in the results database and reused for
-every share and seed (REFERENCE §6). A 1 × 1 grid is used as is, without trials.
+every share and seed (docs/protocols.md §6). A 1 × 1 grid is used as is, without trials.
 """
 
 from __future__ import annotations

@@ -123,6 +123,11 @@ class CheckpointBase(Base):
         get_format(options["format"])  # fail early on an unknown format
         super().__init__(**options)
 
+    def check(self) -> None:
+        path = Path(self.options["path"]).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"checkpoint file not found: {path}")
+
     def build(self, ctx: BaseContext) -> Classifier:
         """Build ``arch``, load the checkpoint's backbone strictly and return the model (fresh head)."""
         fmt = self.options["format"]
