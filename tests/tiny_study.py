@@ -6,13 +6,11 @@ import copy
 
 TINY_PARAMS = {"pretrain": 600, "train": 1200, "val": 600, "test": 800}
 
-#: Every base a tiny study may use; an experiment plugin's ``example`` block names some of them.
+#: The bases of the tiny studies; an experiment plugin's ``example`` block names some of them, and its
+#: ``example_bases`` adds those it needs beyond these.
 TINY_BASES = {
     "gendered": {"kind": "trained", "attribute": "a"},
     "control-t0": {"kind": "trained", "attribute": "t0"},
-    "control-t2": {"kind": "trained", "attribute": "t2"},
-    "pretrain-t3": {"kind": "trained", "attribute": "t3"},
-    "pretrain-t5": {"kind": "trained", "attribute": "t5"},
     "scratch": {"kind": "scratch"},
 }
 
@@ -51,8 +49,10 @@ def kind_study_dict(kind: str) -> dict:
     from biastransfer import plugins  # noqa: F401
     from biastransfer.experiments.base import EXPERIMENTS
 
-    example = copy.deepcopy(EXPERIMENTS.get(kind).example)
+    plugin = EXPERIMENTS.get(kind)
+    example = copy.deepcopy(plugin.example)
     used = example.get("bases") or ["scratch"]
-    study = _base_study(f"tiny-{kind}", {k: v for k, v in TINY_BASES.items() if k in used})
+    bases = {**TINY_BASES, **plugin.example_bases}
+    study = _base_study(f"tiny-{kind}", {k: v for k, v in bases.items() if k in used})
     study["experiments"] = [{"name": kind, "kind": kind, **example}]
     return study

@@ -38,7 +38,9 @@ def _run(backend: str, out: Path, cache: Path, workers: int) -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory: pytest.TempPathFactory) -> pd.DataFrame:
-    return _run("inprocess", tmp_path_factory.mktemp("inprocess"), tmp_path_factory.mktemp("cache-ref"), 1)
+    frame = _run("inprocess", tmp_path_factory.mktemp("inprocess"), tmp_path_factory.mktemp("cache-ref"), 1)
+    assert frame[METRICS].notna().all().all()  # equal frames must not be equal by NaN == NaN
+    return frame
 
 
 @pytest.mark.slow

@@ -89,3 +89,31 @@ def test_parse_param(text: str, expected: tuple) -> None:
 def test_parse_param_rejects_missing_equals() -> None:
     with pytest.raises(typer.BadParameter):
         parse_param("seed")
+
+
+def test_check_decodes_where_run_reads(celeba_root: Path, tmp_path: Path, monkeypatch) -> None:
+    """One cache folder for every command: after `datasets check`, a study's run finds the decoded images and does
+    not decode them again."""
+    import torch
+
+    from biastransfer.backends.base import Resources
+    from biastransfer.backends.workspace import Workspace
+    from biastransfer.data import cache as cache_module
+    from biastransfer.spec import RunSpec
+
+    cache = tmp_path / "cache"
+    result = run("check", "celeba", "--root", str(celeba_root), "--cache-dir", str(cache), "--resolution", "8",
+                 "-p", "progress=false")
+    assert result.exit_code == 0, result.output
+    assert list((cache / "data").rglob("*.npy"))
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("decoded again: run did not find the images `datasets check` decoded")
+
+    monkeypatch.setattr(cache_module, "decode_one", no_decoding)
+    spec = RunSpec(experiment="e", kind="inheritance", arch="small_resnet", base_name="scratch",
+                   base={"kind": "scratch"}, task="Blond_Hair", seed=0,
+                   dataset={"name": "celeba", "root": str(celeba_root), "resolution": 8,
+                            "params": {"progress": False}})
+    data = Workspace(Resources(torch.device("cpu"), cache, tmp_path)).dataset(spec)
+    assert len(data.images) == len(data.table)

@@ -153,6 +153,8 @@ class Experiment:
     report_order: ClassVar[int] = 50
     example: ClassVar[dict[str, Any]] = {}
     """A tiny block of this kind for the test suite's tiny study (and the docs); the registry-wide tests run it."""
+    example_bases: ClassVar[dict[str, dict[str, Any]]] = {}
+    """Bases the example needs beyond the tiny study's own (``gendered`` on a, ``control-t0``, ``scratch``)."""
 
     @classmethod
     def all_columns(cls) -> tuple[Column, ...]:

@@ -117,6 +117,7 @@ class FinetuneNumber(FinetuneExperiment):
         "tasks": ["t3"], "bases": ["gendered", "control-t0", "control-t2", "scratch"], "n_train": [16, 64, "full"],
         "seeds": [0, 1, 2], "options": {"control_at": 64}
     }
+    example_bases: ClassVar[dict[str, dict[str, Any]]] = {"control-t2": {"kind": "trained", "attribute": "t2"}}
 
     def expand(self, name: str, block: FinetuneNumberBlock, study: StudyDefaults) -> list[RunSpec]:
         options = block.options.model_dump(mode="json", exclude_unset=True)

@@ -113,6 +113,9 @@ class Underrepresentation(Experiment):
         "tasks": ["t3+t5"], "bases": ["pretrain-t3", "pretrain-t5"], "levels": [0.25, 0.5], "n_train": 32,
         "seeds": [0, 1]
     }
+    example_bases: ClassVar[dict[str, dict[str, Any]]] = {
+        "pretrain-t3": {"kind": "trained", "attribute": "t3"}, "pretrain-t5": {"kind": "trained", "attribute": "t5"}
+    }
 
     def expand(self, name: str, block: UnderrepBlock, study: StudyDefaults) -> list[RunSpec]:
         options = block.options.model_dump(mode="json", exclude_unset=True)
