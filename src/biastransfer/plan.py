@@ -110,6 +110,11 @@ def validate(config: StudyConfig, source: str = "<study>", text: str | None = No
     for bname, base in config.bases.items():
         if base.kind not in BASES:
             problems.append(_unknown(f"bases.{bname}.kind", base.kind, BASES))
+            continue
+        try:  # options and what can be checked without data (a checkpoint file exists …)
+            BASES.get(base.kind)(**base.options()).check()
+        except (ValueError, FileNotFoundError) as exc:
+            problems.append(f"  - bases.{bname}: {exc}")
     for i, exp in enumerate(config.experiments):
         if exp.kind not in EXPERIMENTS:
             problems.append(_unknown(f"experiments.{i}.kind", exp.kind, EXPERIMENTS))
@@ -143,14 +148,6 @@ def preflight(specs: list[RunSpec], dataset: Callable[[RunSpec], LoadedDataset])
     """Check every distinct setting (ignoring seeds) before training anything; raise with what to fix."""
     seen: set[str] = set()
     for spec in specs:
-        base_key = content_key(spec.base)
-        if base_key not in seen:
-            seen.add(base_key)
-            options = {k: v for k, v in spec.base.items() if k != "kind"}
-            try:
-                BASES.get(spec.base["kind"])(**options).check()
-            except (ValueError, FileNotFoundError) as exc:
-                raise type(exc)(f"base {spec.base_name!r}: {exc}") from None
         probe = spec.replace(seed=0, base_name="", experiment="")
         if probe.key in seen:
             continue

@@ -50,12 +50,13 @@ def frame_of(runs: list[dict[str, Any]], study: str, roles: dict[str, str]) -> p
         warnings.warn(f"runs of unknown experiment kind(s) {', '.join(unknown)}: only their common columns are "
                       "exported", UserWarning, stacklevel=2)
     columns = kind_columns(kinds)
+    own = {kind: {c.name for c in (EXPERIMENTS.get(kind).all_columns() if kind in EXPERIMENTS
+                                   else (*COMMON_COLUMNS, *TIMING_COLUMNS))} for kind in kinds}
     rows = []
     for run in runs:
         context = {**run, "study": study, "roles": roles}
-        own = {c.name for c in EXPERIMENTS.get(run["spec"]["kind"]).all_columns()} \
-            if run["spec"]["kind"] in EXPERIMENTS else {c.name for c in (*COMMON_COLUMNS, *TIMING_COLUMNS)}
-        rows.append({c.name: c.value(context) if c.name in own else None for c in columns})
+        mine = own[run["spec"]["kind"]]
+        rows.append({c.name: c.value(context) if c.name in mine else None for c in columns})
     return _typed(pd.DataFrame(rows, columns=[c.name for c in columns]), columns)
 
 
