@@ -23,7 +23,7 @@ class CorrelationSweep(FinetuneExperiment):
 
     title = "Performance–bias tradeoff across finetuning levels"
     description = "finetuning correlation level swept, test fixed: AUC vs FPR difference tradeoff"
-    report_order = 10
+    report_order = 20
     example: ClassVar[dict[str, Any]] = {
         "tasks": ["t3"], "bases": ["gendered"], "interventions": ["collect", "reweight"], "levels": [0.5, 0.8],
         "n_train": 32, "seeds": [0, 1], "test": 0.8

@@ -30,7 +30,7 @@ class Inheritance(FinetuneExperiment):
 
     title = "Inherited bias: biased vs control bases"
     description = "bases × tasks × {natural, high level}: is the pretrained bias inherited?"
-    report_order = 20
+    report_order = 10
     example: ClassVar[dict[str, Any]] = {
         "tasks": ["t3"], "bases": ["gendered", "control-t0", "scratch"], "levels": ["natural", 0.8], "n_train": 32,
         "seeds": [0, 1]
