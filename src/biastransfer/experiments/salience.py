@@ -30,7 +30,7 @@ from biastransfer.data.table import LoadedDataset
 from biastransfer.experiments.base import EXPERIMENTS, Column, Experiment, Results, RunInputs, RunOutput
 from biastransfer.experiments.finetuning import finetune, score
 from biastransfer.experiments.grid import FixedSizes, Seeds, TasksAndBases
-from biastransfer.experiments.spurious import prepare_data
+from biastransfer.experiments.spurious import check, prepare_data
 from biastransfer.metrics.ranking import auc
 from biastransfer.report.markup import Page, Section
 from biastransfer.report.plots import err as bar_err
@@ -182,10 +182,7 @@ class Salience(Experiment):
                                                                 (False, True))]
 
     def check(self, spec: RunSpec, dataset: LoadedDataset) -> None:
-        dataset.table.column(spec.task)
-        if spec.base.get("kind") == "trained":
-            dataset.table.column(spec.base.get("attribute", ""))
-        prepare_data(spec, dataset, level=spec.level, seed=spec.seed)
+        check(spec, dataset)  # the task, a trained base's attribute, the sets (no search)
 
     def run(self, spec: RunSpec, inputs: RunInputs) -> RunOutput:
         t0 = time.perf_counter()
