@@ -55,7 +55,7 @@ def test_invalid_top_level_fields(change, message):
         ({"seeds": [1, 1]}, r"seeds repeat"),
         ({"levles": [0.5]}, r"experiments.0.levles: unknown field \(check the spelling; allowed: name, kind, .*levels"),
         ({"options": {"negatives": ["x"]}}, r"experiments.0.options.negatives: unknown field .*allowed: \(none\)"),
-        ({"n_train": "full"}, r"experiments.0: .*'full' \(the whole pool\) is not a size this experiment kind"),
+        ({"n_train": "full"}, r"experiments.0.n_train: .*'full' \(the whole pool\) is not a size this experiment kind"),
     ],
 )
 def test_invalid_experiment_fields(change, message):

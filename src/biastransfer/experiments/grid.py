@@ -70,11 +70,12 @@ class Sizes(BlockSchema):
 class FixedSizes(Sizes):
     """Sizes without ``full`` (kinds whose sets are balanced draws of exactly N examples)."""
 
-    @model_validator(mode="after")
-    def _no_full(self) -> FixedSizes:
-        if "full" in self.n_train or self.n_val == "full":
+    @field_validator("n_train", "n_val")
+    @classmethod
+    def _no_full(cls, v: Any) -> Any:
+        if v == "full" or (isinstance(v, list) and "full" in v):
             raise ValueError("'full' (the whole pool) is not a size this experiment kind can draw; give numbers")
-        return self
+        return v
 
 
 class Levels(BlockSchema):
