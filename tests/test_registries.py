@@ -145,12 +145,13 @@ def trained_case(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> BaseCase:
     trained = build_model("small_resnet")
     calls: list[Any] = []
 
-    def train_base(attribute: Any) -> Classifier:
-        calls.append(attribute)
+    def train_base(attribute: Any, pool: Any) -> Classifier:
+        calls.append((attribute, pool))
         return trained
 
     def after(model: Classifier) -> None:
-        assert model is trained and calls == ["a"], f"train_base was called with {calls}, not the attribute 'a'"
+        assert model is trained and calls == [("a", "pretrain")], \
+            f"train_base was called with {calls}, not the attribute 'a' on the pool 'pretrain'"
         kind = BASES.get("trained")
         with pytest.raises(ValueError, match="unknown option"):
             kind(attribute="a", epochs=3).check()

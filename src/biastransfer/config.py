@@ -61,7 +61,8 @@ class TrainConfig(_Strict):
 
 
 class BaseTrainingConfig(_Strict):
-    """How bases of kind ``trained`` are trained (on the ``pretrain`` pool, or ``train`` when absent)."""
+    """How bases of kind ``trained`` are trained (on their ``pool``, the ``pretrain`` split by default; never on
+    the finetuning, validation or test splits)."""
 
     lr: Annotated[float, Field(gt=0)] = 0.05
     weight_decay: Annotated[float, Field(ge=0)] = 5e-4
@@ -78,9 +79,13 @@ class BaseConfig(_Strict):
     model_config = ConfigDict(extra="allow", frozen=True)
     kind: str
     role: BaseRole | None = None
+    pool: str | None = None
+    """The split a base of kind ``trained`` trains on (default ``pretrain``; ``train``/``val``/``test`` are refused
+    by the kind's check). At its default it stays out of the base's options, so run keys do not change."""
 
     def options(self) -> dict[str, Any]:
-        return dict(self.model_extra or {})
+        extra = dict(self.model_extra or {})
+        return extra if self.pool in (None, "pretrain") else {**extra, "pool": self.pool}
 
     def spec(self) -> dict[str, Any]:
         """What a run's spec holds of the base: ``{"kind": ..., **options}`` (the role is not part of it)."""
@@ -88,17 +93,17 @@ class BaseConfig(_Strict):
 
 
 class EvaluationConfig(_Strict):
-    threshold: str | float = "val"
+    threshold: str | float = "val"    # val (reweighted to the test cells) | val-unweighted (0.1's val) | test | number
     test_size: Annotated[int, Field(ge=8)] = 2000
 
     @field_validator("threshold")
     @classmethod
     def _policy(cls, v: str | float) -> str | float:
-        if isinstance(v, str) and v not in ("val", "test"):
+        if isinstance(v, str) and v not in ("val", "val-unweighted", "test"):
             try:
                 return float(v)
             except ValueError:
-                raise ValueError("allowed: 'val', 'test' or a number") from None
+                raise ValueError("allowed: 'val', 'val-unweighted', 'test' or a number") from None
         return v
 
 

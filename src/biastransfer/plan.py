@@ -111,6 +111,10 @@ def validate(config: StudyConfig, source: str = "<study>", text: str | None = No
         if base.kind not in BASES:
             problems.append(_unknown(f"bases.{bname}.kind", base.kind, BASES))
             continue
+        if base.pool is not None and not BASES.get(base.kind).trains:
+            problems.append(f"  - bases.{bname}.pool: only a base that is trained (kind 'trained') has a pool; "
+                            f"a base of kind {base.kind!r} takes none")
+            continue
         try:  # options and what can be checked without data (a checkpoint file exists …)
             BASES.get(base.kind)(**base.options()).check()
         except (ValueError, FileNotFoundError) as exc:
@@ -144,8 +148,27 @@ def load_study(path: Path) -> Study:
     return parse_study(data, str(path), text)
 
 
+def check_bases(specs: list[RunSpec], dataset: Callable[[RunSpec], LoadedDataset]) -> None:
+    """Check every distinct base against the data (:meth:`Base.check_data`: a trained base's pool exists and is
+    none of the finetuning, validation and test splits); raise naming the base and how to fix it."""
+    seen: set[str] = set()
+    for spec in specs:
+        key = base_job_key(spec)
+        if key in seen:
+            continue
+        seen.add(key)
+        options = {k: v for k, v in spec.base.items() if k != "kind"}
+        hint = DATASETS.get(spec.dataset["name"]).carve_pretrain
+        try:
+            BASES.get(spec.base["kind"])(**options).check_data(dataset(spec), carve_hint=hint)
+        except ValueError as exc:
+            raise type(exc)(f"bases.{spec.base_name}: {exc}") from None
+
+
 def preflight(specs: list[RunSpec], dataset: Callable[[RunSpec], LoadedDataset]) -> None:
-    """Check every distinct setting (ignoring seeds) before training anything; raise with what to fix."""
+    """Check every distinct base (:func:`check_bases`) and every distinct setting (ignoring seeds) before
+    training anything; raise with what to fix."""
+    check_bases(specs, dataset)
     seen: set[str] = set()
     for spec in specs:
         probe = spec.replace(seed=0, base_name="", experiment="")

@@ -292,6 +292,22 @@ def test_manifest_errors(manifest_root: Path, tmp_path: Path) -> None:
         load("manifest", manifest_root, tmp_path, sensitive="female", labels=["smiling", "hat"])
 
 
+def test_manifest_carves_a_pretrain_pool_from_its_train_rows(manifest_root: Path, tmp_path: Path) -> None:
+    data = load("manifest", manifest_root, tmp_path, sensitive="female", pretrain_share=0.5)
+    split = data.table.frame["split"]
+    assert split.value_counts().to_dict() == {"pretrain": 2, "train": 2, "val": 1, "test": 2}
+    assert set(split[:4]) == {"pretrain", "train"}  # only rows marked train move; val and test stay
+
+
+def test_an_image_listed_in_two_splits_is_refused(manifest_root: Path, tmp_path: Path) -> None:
+    """A manifest repeating an image under another split would let a base trained on pretrain see a test image."""
+    csv = manifest_root / "manifest.csv"
+    csv.write_text(csv.read_text() + "imgs/../imgs/6.png,pretrain,1,0,0\n")
+    with pytest.raises(DataError, match=r"1 image file\(s\) are listed in more than one split, e\.g\. .*6\.png in "
+                                        r"pretrain, test"):
+        load("manifest", manifest_root, tmp_path, sensitive="female")
+
+
 # ---------------------------------------------------------------- registry-wide
 
 

@@ -51,10 +51,10 @@ class Workspace:
         base = BASES.get(spec.base["kind"])(**options)
         key = self._base_key(spec)
 
-        def train_base(attribute: str) -> Classifier:
+        def train_base(attribute: str, pool: str) -> Classifier:
             model, info = train_attribute_base(dataset, arch=spec.arch, attribute=attribute,
                                                config=spec.base_training, cache_dir=self.resources.cache_dir,
-                                               device=self.resources.device)
+                                               device=self.resources.device, pool=pool)
             self._infos[key] = info
             return model
 

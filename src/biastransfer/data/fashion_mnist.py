@@ -213,6 +213,7 @@ class FashionMNIST(DatasetSource):
 
     description = "Fashion-MNIST 70k items (Debian package by default); tasks per class; a = bright (param)"
     needs_root = False
+    carve_pretrain = "set dataset.params.pretrain_share above 0 (default 0.4)"
     PARAMS: ClassVar[dict[str, Any]] = {"sensitive": "bright", "channels": 3, "pretrain_share": 0.4,
                                         "val_share": 0.1, "seed": 0}
 
@@ -259,6 +260,7 @@ class FashionMNISTPanels(DatasetSource):
 
     description = "two Fashion-MNIST items side by side; y = first item's class, a = second item is a bag"
     needs_root = False
+    carve_pretrain = "set dataset.params.pretrain_share above 0 (default 0.4)"
     PARAMS: ClassVar[dict[str, Any]] = {"a_class": "bag", "not_a_class": "sneaker", "first_classes": None,
                                         "a_share": 0.5, "channels": 3, "pretrain_share": 0.4,
                                         "val_share": 0.1, "seed": 0}

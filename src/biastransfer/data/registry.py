@@ -19,6 +19,9 @@ class DatasetSource:
     registry_name: ClassVar[str]
     description: ClassVar[str] = ""
     needs_root: ClassVar[bool] = True
+    carve_pretrain: ClassVar[str] = ""
+    """How a study gives this dataset a ``pretrain`` split, disjoint from the finetuning, validation and test
+    pools (bases of kind ``trained`` train only on it); preflight quotes it when the split is missing."""
 
     def load(self, *, root: Path | None, cache_dir: Path, resolution: int, **params: Any) -> LoadedDataset:
         raise NotImplementedError

@@ -240,6 +240,7 @@ class SyntheticDataset(DatasetSource):
 
     description = "built-in procedural benchmark: a=disc/square, targets t0…t5 of graded salience"
     needs_root = False
+    carve_pretrain = "set dataset.params.pretrain (a number of examples, e.g. 12000)"
 
     def load(self, *, root: Path | None, cache_dir: Path, resolution: int = 32, **params: Any) -> LoadedDataset:
         unknown = sorted(set(params) - set(ALLOWED_PARAMS))

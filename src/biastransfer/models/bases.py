@@ -22,8 +22,9 @@ class BaseContext:
     """What a base may need to build itself.
 
     ``dataset`` is the LoadedDataset of the study (for bases trained by us), ``cache_dir`` where trained bases
-    are cached, ``train_base`` a callable ``(attribute: str) -> Classifier`` provided by the worker that trains (or
-    reads from cache) a base on an attribute, ``device`` the torch device, ``in_channels`` of the images.
+    are cached, ``train_base`` a callable ``(attribute: str, pool: str) -> Classifier`` provided by the worker
+    that trains (or reads from cache) a base on an attribute using the rows of the split ``pool``, ``device`` the
+    torch device, ``in_channels`` of the images.
     """
 
     arch: str
@@ -55,6 +56,11 @@ class Base:
     def check(self) -> None:
         """Cheap checks before anything trains (a checkpoint file exists …); raise with what to fix."""
 
+    def check_data(self, dataset: Any, *, carve_hint: str = "") -> None:
+        """Checks against the study's loaded dataset, run by preflight before anything trains (a trained base's
+        pool exists and is none of the finetuning pools). ``carve_hint`` says how this dataset makes a pool of
+        its own (from :attr:`biastransfer.data.registry.DatasetSource.carve_pretrain`)."""
+
     def key(self) -> dict[str, Any]:
         """What identifies this base's weights (used in run keys)."""
         return {"kind": self.registry_name, **self.options}
@@ -76,24 +82,63 @@ class ScratchBase(Base):
         return build_model(ctx.arch, num_outputs=1, in_channels=ctx.in_channels)
 
 
+FINETUNING_POOLS = ("train", "val", "test")
+"""The splits finetuning, validation and test sets are drawn from: a trained base never trains on them."""
+
+DEFAULT_POOL = "pretrain"
+"""The split bases of kind ``trained`` train on unless their ``pool`` names another."""
+
+
 @BASES.register("trained")
 class TrainedBase(Base):
     """A base we train to predict one attribute of the study's dataset (``attribute``: e.g. ``a`` → biased,
-    any other attribute → control), trained once and cached by a content key."""
+    any other attribute → control), trained once and cached by a content key.
+
+    It trains on the split ``pool`` (default ``pretrain``), which must exist and be none of the splits the
+    finetuning, validation and test sets are drawn from (:data:`FINETUNING_POOLS`): a base that had seen those
+    examples would inflate exactly the transfer the study measures."""
 
     description = "trained by us on one attribute of the dataset (biased / control bases)"
     trains = True
 
+    @property
+    def pool(self) -> str:
+        return str(self.options.get("pool") or DEFAULT_POOL)
+
     def check(self) -> None:
         if "attribute" not in self.options:
             raise ValueError("a base of kind 'trained' needs 'attribute' (the attribute it is trained to predict)")
-        unknown = sorted(set(self.options) - {"attribute"})
+        unknown = sorted(set(self.options) - {"attribute", "pool"})
         if unknown:  # anything else would not reach the trainer nor its cache key
-            raise ValueError(f"a base of kind 'trained' takes only 'attribute'; unknown option(s): "
+            raise ValueError(f"a base of kind 'trained' takes only 'attribute' and 'pool'; unknown option(s): "
                              f"{', '.join(unknown)} (training settings go in the study's 'base_training')")
+        pool = self.options.get("pool", DEFAULT_POOL)
+        if not isinstance(pool, str) or not pool:
+            raise ValueError(f"'pool' must name a split of the dataset (default {DEFAULT_POOL!r}); got {pool!r}")
+        if pool in FINETUNING_POOLS:
+            raise ValueError(f"'pool: {pool}' is refused: finetuning, validation and test sets are drawn from the "
+                             f"splits {', '.join(FINETUNING_POOLS)}, and a base trained on their examples would "
+                             f"inflate the bias transfer the study measures; name a split of its own (default "
+                             f"{DEFAULT_POOL!r})")
+
+    def check_data(self, dataset: Any, *, carve_hint: str = "") -> None:
+        self.check()
+        table = dataset.table
+        table.column(self.options["attribute"])  # an unknown attribute names the allowed ones
+        if table.has_split(self.pool):
+            return
+        present = ", ".join(sorted(set(table.frame["split"])))
+        how = carve_hint or "this dataset has no parameter that carves one: add a 'pretrain' split to its files"
+        missing = (f"dataset {dataset.name!r} has no {self.pool!r} split (splits: {present}), and a base of kind "
+                   f"'trained' trains only on examples kept apart from the finetuning, validation and test pools")
+        if self.pool == DEFAULT_POOL:
+            raise ValueError(f"{missing}. Carve a 'pretrain' split: {how}; or point the base's 'pool:' at another "
+                             f"split of its own")
+        raise ValueError(f"{missing}. Name a split the dataset has with the base's 'pool:', or drop 'pool:' and "
+                         f"carve a 'pretrain' split: {how}")
 
     def build(self, ctx: BaseContext) -> Classifier:
         self.check()
         if ctx.train_base is None:
             raise RuntimeError("no base trainer in this context")
-        return ctx.train_base(self.options["attribute"])
+        return ctx.train_base(self.options["attribute"], self.pool)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from pathlib import Path
@@ -10,8 +11,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from biastransfer.data.table import LoadedDataset
+from biastransfer.data.table import DataError, LoadedDataset
 from biastransfer.models.architectures import Classifier, build_model
+from biastransfer.models.bases import DEFAULT_POOL, FINETUNING_POOLS
 from biastransfer.paths import bases_cache_dir
 from biastransfer.seeding import derive_seed
 from biastransfer.spec import content_key
@@ -20,20 +22,61 @@ from biastransfer.train.engine import FitConfig, fit, make_split
 log = logging.getLogger(__name__)
 
 
-def base_cache_key(dataset: LoadedDataset, arch: str, attribute: str, config: dict[str, Any]) -> str:
-    return content_key({"data": dataset.fingerprint, "arch": arch, "attribute": attribute, "config": config})
+def base_cache_key(dataset: LoadedDataset, arch: str, attribute: str, config: dict[str, Any],
+                   pool: str = DEFAULT_POOL) -> str:
+    payload = {"data": dataset.fingerprint, "arch": arch, "attribute": attribute, "config": config}
+    if pool != DEFAULT_POOL:  # the default stays out of the key, so bases cached before 'pool' keep theirs
+        payload["pool"] = pool
+    return content_key(payload)
+
+
+def base_rows(dataset: LoadedDataset, attribute: str, config: dict[str, Any],
+              pool: str = DEFAULT_POOL) -> tuple[np.ndarray, np.ndarray]:
+    """The rows a base of ``attribute`` trains on and the rows it holds out for early stopping (10%, at least 2),
+    all from the split ``pool``. There is no fallback: a pool that is a finetuning, validation or test split, or
+    that the dataset lacks, raises DataError (a base must never see the examples the study finetunes and tests
+    on)."""
+    if pool in FINETUNING_POOLS:
+        raise DataError(f"a base must not train on the {pool!r} split: finetuning, validation and test sets are "
+                        f"drawn from {', '.join(FINETUNING_POOLS)}")
+    table = dataset.table
+    labels = table.column(attribute)
+    if not table.has_split(pool):
+        raise DataError(f"dataset {dataset.name!r} has no {pool!r} split to train a base on (splits: "
+                        f"{', '.join(sorted(set(table.frame['split'])))}); carve one (docs/datasets.md)")
+    rows = table.split_indices(pool)
+    rows = rows[labels[rows] >= 0]
+    rng = np.random.default_rng(derive_seed(config.get("seed", 0), "base-pool", attribute))
+    rows = rng.permutation(rows)
+    if config.get("max_examples"):
+        rows = rows[: config["max_examples"]]
+    n_hold = max(2, len(rows) // 10)
+    if len(rows) < n_hold + 1:
+        raise DataError(f"dataset {dataset.name!r}: the {pool!r} split has {len(rows)} row(s) labelled for "
+                        f"{attribute!r}; a base needs at least {n_hold + 1}")
+    return rows[n_hold:], rows[:n_hold]
+
+
+def pool_record(pool: str, fit_idx: np.ndarray, hold: np.ndarray) -> dict[str, Any]:
+    """What provenance keeps of a base's pool: the split, how many rows it used, and a fingerprint of them."""
+    rows = np.sort(np.concatenate([fit_idx, hold]).astype(np.int64))
+    return {"split": pool, "n_examples": int(rows.size), "n_holdout": int(hold.size),
+            "rows_sha256": hashlib.sha256(rows.tobytes()).hexdigest()[:16]}
 
 
 def train_attribute_base(dataset: LoadedDataset, *, arch: str, attribute: str, config: dict[str, Any],
-                         cache_dir: Path, device: torch.device) -> tuple[Classifier, dict[str, Any]]:
-    """Train (or read from cache) a classifier of ``attribute`` on the ``pretrain`` pool.
+                         cache_dir: Path, device: torch.device,
+                         pool: str = DEFAULT_POOL) -> tuple[Classifier, dict[str, Any]]:
+    """Train (or read from cache) a classifier of ``attribute`` on the split ``pool`` (default ``pretrain``).
 
-    The pool falls back to ``train`` when the dataset has no ``pretrain`` split. 10% of the pool is held out
-    for early stopping. Returns the model and a summary (key, validation loss and accuracy, epochs, cached?).
+    The rows are :func:`base_rows`: never those of the finetuning, validation or test splits. Returns the model
+    and a summary (key, validation loss and accuracy, epochs, cached?, and ``pool``: the split, its number of
+    rows and a fingerprint of them, :func:`pool_record`).
     """
-    table = dataset.table
-    labels = table.column(attribute)
-    key = base_cache_key(dataset, arch, attribute, config)
+    fit_idx, hold = base_rows(dataset, attribute, config, pool)
+    record = pool_record(pool, fit_idx, hold)
+    labels = dataset.table.column(attribute)
+    key = base_cache_key(dataset, arch, attribute, config, pool)
     folder = bases_cache_dir(cache_dir)
     weights_path, info_path = folder / f"{key}.pt", folder / f"{key}.json"
     model = build_model(arch, num_outputs=1, in_channels=dataset.images.channels)
@@ -41,18 +84,10 @@ def train_attribute_base(dataset: LoadedDataset, *, arch: str, attribute: str, c
         try:
             state = torch.load(weights_path, map_location="cpu", weights_only=True)
             model.load_state_dict(state)
-            return model, {**json.loads(info_path.read_text()), "cached": True}
+            return model, {**json.loads(info_path.read_text()), "pool": record, "cached": True}
         except (RuntimeError, OSError, ValueError, json.JSONDecodeError) as exc:
             log.warning("cached base %s is unreadable (%s); training it again", weights_path, exc)
 
-    pool = table.split_indices("pretrain" if table.has_split("pretrain") else "train")
-    pool = pool[labels[pool] >= 0]
-    rng = np.random.default_rng(derive_seed(config.get("seed", 0), "base-pool", attribute))
-    pool = rng.permutation(pool)
-    if config.get("max_examples"):
-        pool = pool[: config["max_examples"]]
-    n_hold = max(2, len(pool) // 10)
-    hold, fit_idx = pool[:n_hold], pool[n_hold:]
     images = dataset.images.tensor()
     torch.manual_seed(derive_seed(config.get("seed", 0), "base-init", attribute))
     model = build_model(arch, num_outputs=1, in_channels=dataset.images.channels)
@@ -66,7 +101,7 @@ def train_attribute_base(dataset: LoadedDataset, *, arch: str, attribute: str, c
     accuracy = float(((logits > 0).astype(int) == labels[hold]).mean())
     info = {"key": key, "attribute": attribute, "arch": arch, "val_loss": result.best_val_loss,
             "val_accuracy": accuracy, "epochs": result.epochs, "n_train": len(fit_idx),
-            "seconds": result.seconds}
+            "seconds": result.seconds, "pool": record}
     folder.mkdir(parents=True, exist_ok=True)
     model = model.cpu()
     tmp = weights_path.with_suffix(".tmp")

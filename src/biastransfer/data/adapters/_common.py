@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -161,6 +162,22 @@ def metadata_hash(frame: pd.DataFrame) -> str:
     return h.hexdigest()
 
 
+def check_one_split_per_image(name: str, split: np.ndarray, paths: Sequence[Path]) -> None:
+    """Refuse an image file listed in two pools (a manifest row repeated with another split, say): a base trained
+    on ``pretrain`` would then see an image of the finetuning, validation or test pool."""
+    first: dict[str, str] = {}
+    clashes: dict[str, set[str]] = {}
+    for path, pool in zip(paths, split, strict=True):
+        ident = os.path.normcase(os.path.abspath(path))
+        seen = first.setdefault(ident, pool)
+        if seen != pool:
+            clashes.setdefault(ident, {seen}).add(pool)
+    if clashes:
+        shown = "; ".join(f"{p} in {', '.join(sorted(s))}" for p, s in list(clashes.items())[:5])
+        raise DataError(f"dataset {name!r}: {len(clashes)} image file(s) are listed in more than one split, e.g. "
+                        f"{shown}; give every image one split (pools must be disjoint)")
+
+
 def assemble(name: str, frame: pd.DataFrame, paths: Sequence[Path], *, sensitive: str,
              group_names: tuple[str, str], tasks: Sequence[str], cache_dir: Path, resolution: int,
              opts: Mapping[str, Any], attributes: Sequence[str] | None = None) -> LoadedDataset:
@@ -172,6 +189,7 @@ def assemble(name: str, frame: pd.DataFrame, paths: Sequence[Path], *, sensitive
     bad_split = sorted(set(frame["split"]) - set(SPLITS))
     if bad_split:
         raise DataError(f"dataset {name!r}: unknown split value(s) {bad_split}; allowed: {', '.join(SPLITS)}")
+    check_one_split_per_image(name, frame["split"].to_numpy(), paths)
     decoded = decode_images(list(paths), cache_dir=Path(cache_dir), resolution=resolution,
                             resize=opts["resize"], channels=opts["channels"], skip_bad=opts["skip_bad"],
                             workers=opts["workers"], progress=opts["progress"], name=name)

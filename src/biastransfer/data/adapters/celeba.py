@@ -88,6 +88,8 @@ class CelebA(DatasetSource):
 
     description = "CelebA faces, 40 attributes; a = Female (Women vs Men); official train/val/test partitions"
     needs_root = True
+    carve_pretrain = ("set dataset.params.pretrain_share (e.g. 0.2: a seeded share of the official train "
+                      "partition becomes 'pretrain')")
     PARAMS: ClassVar[dict[str, Any]] = {"pretrain_share": 0.0, "seed": 0, "sensitive": SENSITIVE}
 
     def load(self, *, root: Path | None, cache_dir: Path, resolution: int, **params: Any) -> LoadedDataset:

@@ -80,6 +80,8 @@ class Coco(DatasetSource):
 
     description = "COCO 2014/2017 objects (80 tasks); a = Women from caption words; official val as test"
     needs_root = True
+    carve_pretrain = ("set dataset.params.pretrain_share (e.g. 0.2: a seeded share of official train becomes "
+                      "'pretrain')")
     PARAMS: ClassVar[dict[str, Any]] = {"year": 2014, "val_share": 0.1, "pretrain_share": 0.0, "seed": 0,
                               "male_words": None, "female_words": None}
 

@@ -75,6 +75,8 @@ class DollarStreet(DatasetSource):
 
     description = "Dollar Street objects (one task per topic); a = lower income or a region group"
     needs_root = True
+    carve_pretrain = ("set dataset.params.pretrain_share (e.g. 0.2: a seeded share of the households (or "
+                      "images) becomes 'pretrain')")
     PARAMS: ClassVar[dict[str, Any]] = {
         "metadata": METADATA, "columns": None, "sensitive": "income", "income_threshold": None,
         "group1": ["af"], "topics": None, "coco_labels": False, "val_share": 0.1, "test_share": 0.2,

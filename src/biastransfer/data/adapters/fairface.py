@@ -42,6 +42,8 @@ class FairFace(DatasetSource):
 
     description = "FairFace faces; a = Female (default) or a race/age column; its val is our test split"
     needs_root = True
+    carve_pretrain = ("set dataset.params.pretrain_share (e.g. 0.2: a seeded share of FairFace's train CSV "
+                      "becomes 'pretrain')")
     PARAMS: ClassVar[dict[str, Any]] = {"sensitive": "gender", "val_share": 0.1, "pretrain_share": 0.0,
                                         "seed": 0}
 

@@ -36,6 +36,7 @@ class GeoDE(DatasetSource):
 
     description = "GeoDE objects (40 tasks); a = image from the region group 'group1' (default Africa)"
     needs_root = True
+    carve_pretrain = "set dataset.params.pretrain_share (e.g. 0.2: a seeded share of the images becomes 'pretrain')"
     PARAMS: ClassVar[dict[str, Any]] = {"sensitive_column": "region", "group1": ["Africa"], "val_share": 0.1,
                                         "test_share": 0.2, "pretrain_share": 0.0, "seed": 0}
 

@@ -56,6 +56,8 @@ class ImageFolder(DatasetSource):
 
     description = "class folders root/[split/]class/*; tasks one-vs-rest; a from group_of_class or a CSV"
     needs_root = True
+    carve_pretrain = ("set dataset.params.pretrain_share (e.g. 0.2: a seeded share of train becomes "
+                      "'pretrain'), or add a pretrain/ split folder")
     PARAMS: ClassVar[dict[str, Any]] = {"group_of_class": None, "sensitive_csv": None,
                                         "group_names": ["a=0", "a=1"], "val_share": 0.1, "test_share": 0.2,
                                         "pretrain_share": 0.0, "seed": 0}

@@ -2,7 +2,8 @@
 
 Paths are relative to the CSV's folder (or absolute). Label and sensitive values are 0 or 1; an empty cell or
 -1 means unknown (stored as -1). A split column (values among pretrain/train/val/test) is optional; without
-it the rows are split at random (seeded).
+it the rows are split at random (seeded). ``pretrain_share`` moves a seeded share of the train rows to
+``pretrain`` when there is a split column. One image file listed in two splits is an error.
 """
 
 from __future__ import annotations
@@ -13,7 +14,14 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
-from biastransfer.data.adapters._common import as_list, assemble, assign_splits, parse_params, require_root
+from biastransfer.data.adapters._common import (
+    as_list,
+    assemble,
+    assign_splits,
+    carve,
+    parse_params,
+    require_root,
+)
 from biastransfer.data.registry import DATASETS, DatasetSource
 from biastransfer.data.table import SPLITS, DataError, LoadedDataset
 
@@ -48,6 +56,9 @@ class Manifest(DatasetSource):
 
     description = "a CSV of image paths and 0/1 columns; params name path, sensitive, label, split columns"
     needs_root = True
+    carve_pretrain = ("set dataset.params.pretrain_share (e.g. 0.2: a seeded share of the train rows, or of all "
+                      "rows without a split column, becomes 'pretrain'), or mark rows 'pretrain' in the split "
+                      "column")
     PARAMS: ClassVar[dict[str, Any]] = {"csv": MANIFEST, "path_column": "path", "sensitive": None,
                                         "labels": None, "split_column": "split", "group_names": None,
                                         "val_share": 0.1, "test_share": 0.2, "pretrain_share": 0.0, "seed": 0}
@@ -92,6 +103,8 @@ class Manifest(DatasetSource):
             if bad:
                 raise DataError(f"{csv_path}: column {split_col!r} has value(s) {bad[:5]}; "
                                 f"allowed: {', '.join(SPLITS)}")
+            split = carve(split, "train", {"pretrain": float(opts["pretrain_share"])}, seed=int(opts["seed"]),
+                          dataset="manifest")
         else:
             shares = {"test": float(opts["test_share"]), "val": float(opts["val_share"]),
                       "pretrain": float(opts["pretrain_share"])}
