@@ -12,6 +12,11 @@ one rule that keeps existing results valid when the spec grows:
 * A change that alters what an existing field means bumps :data:`KEY_VERSION`; from version 2 on the payload
   carries ``key_version``, and a results folder stamped with an older version is refused with a message (see
   :mod:`biastransfer.store.sqlite`).
+* A study setting whose meaning changes without changing any stored spec's meaning is split instead: the spec
+  keeps the old value and an added field, at a default that means the old behaviour, says which is meant. The
+  threshold policy ``val`` is the case (:data:`THRESHOLDS`): its new meaning is ``calibration: "reweighted"`` (a
+  new key), its old one ``val-unweighted`` (0.1's key). Stored specs keep their meaning and their keys, so the
+  key version stays 1 and 0.1 folders stay usable.
 
 The data's content is not hashed into the key (that keeps the keys of 0.1): every run records the fingerprint of
 the data it was computed on, and the driver refuses to add runs to a folder whose runs were computed on other
@@ -35,8 +40,39 @@ ADDED_FIELDS: dict[tuple[str, ...], Any] = {
     ("train", "compile"): False,          # 0.1, speed issue: torch.compile of the forward pass
     ("train", "precision"): "fp32",       # 0.1, speed issue: bf16 autocast
     ("intervention_options",): {},        # 0.2: typed options of the intervention (e.g. start_level)
+    ("calibration",): "unweighted",       # 0.2: threshold 'val' reweighted to the test cells (see THRESHOLDS)
+    ("base", "pool"): "pretrain",         # 0.2: the split a trained base trains on (config drops the default)
 }
 """Fields added after key version 1 → the default at which they stay out of the payload."""
+
+
+THRESHOLDS: dict[str, tuple[str, str]] = {
+    "val": ("val", "reweighted"),
+    "val-unweighted": ("val", "unweighted"),
+}
+"""A study's calibrated-on-validation threshold policy → the spec's (``threshold``, ``calibration``).
+
+``val`` meant the unweighted calibration in 0.1 and means the calibration reweighted to the test set's (a, y)
+cells since 0.2 (docs/metrics.md). The spec keeps 0.1's ``threshold: "val"`` and says which calibration in the
+added field ``calibration``, whose default ``"unweighted"`` (out of the payload) is what a spec written before the
+field existed meant. So ``val-unweighted`` gives 0.1's spec and key exactly (a 0.1 results folder stays usable),
+the new default ``val`` gives ``calibration: "reweighted"`` and a new key (never pooled with 0.1's), and a stored
+0.1 spec reads back as what it computed. ``test`` and fixed numbers keep ``"unweighted"`` (no weights involved).
+"""
+
+
+def spec_threshold(policy: str | float) -> tuple[str | float, str]:
+    """A study's threshold policy → the spec's (``threshold``, ``calibration``) (see :data:`THRESHOLDS`)."""
+    return THRESHOLDS.get(policy, (policy, "unweighted")) if isinstance(policy, str) else (policy, "unweighted")
+
+
+def threshold_policy_of(spec: dict[str, Any]) -> str | float:
+    """The policy a stored spec (a dict, possibly written before ``calibration`` existed) was computed with:
+    ``val``, ``val-unweighted``, ``test`` or the fixed number; the inverse of :func:`spec_threshold`."""
+    threshold, calibration = spec.get("threshold", "val"), spec.get("calibration", "unweighted")
+    if threshold == "val":
+        return "val" if calibration == "reweighted" else "val-unweighted"
+    return threshold
 
 
 def content_key(payload: Any, length: int = 20) -> str:
@@ -92,6 +128,7 @@ class RunSpec:
     transfer_options: dict[str, Any] = field(default_factory=dict)
     options: dict[str, Any] = field(default_factory=dict)      # the experiment kind's options
     intervention_options: dict[str, Any] = field(default_factory=dict)
+    calibration: str = "unweighted"   # with threshold "val": "reweighted" (the default of 0.2) or "unweighted"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -117,6 +154,11 @@ class RunSpec:
     @property
     def key(self) -> str:
         return content_key(self.key_payload())
+
+    @property
+    def threshold_policy(self) -> str | float:
+        """The threshold policy of this run (``val``, ``val-unweighted``, ``test`` or a number)."""
+        return threshold_policy_of(self.to_dict())
 
     def hparam_key(self) -> dict[str, Any]:
         """What the hyperparameter choice depends on: everything but the finetuning distribution and seed."""
@@ -157,17 +199,22 @@ class StudyDefaults:
     def spec(self, *, experiment: str, kind: str, base: str, task: str, seed: int, intervention: str = "collect",
              level: Level = "natural", n_train: Size = 512, n_val: Size | None = None, test: Level = "natural",
              options: dict[str, Any] | None = None, intervention_options: dict[str, Any] | None = None,
-             test_size: int | None = None) -> RunSpec:
-        """One RunSpec of a block, with the study's shared settings filled in."""
+             test_size: int | None = None, thresholded: bool = True) -> RunSpec:
+        """One RunSpec of a block, with the study's shared settings filled in. A kind that picks no decision
+        threshold passes ``thresholded=False``: its specs keep ``calibration`` at its default, so the meaning of
+        ``val`` (:data:`THRESHOLDS`) changes none of its keys."""
         base_dict = self.base(base)
+        threshold, calibration = spec_threshold(self.threshold)
+        calibration = calibration if thresholded else "unweighted"
         return RunSpec(
             experiment=experiment, kind=kind, dataset=copy.deepcopy(self.dataset), arch=self.arch,
             base_name=base, base=base_dict, task=task, seed=seed, intervention=intervention,
             level=level if isinstance(level, str) else float(level), n_train=n_train, n_val=n_val,
             test=test if isinstance(test, str) else float(test),
-            test_size=self.test_size if test_size is None else test_size, threshold=self.threshold,
+            test_size=self.test_size if test_size is None else test_size, threshold=threshold,
             train=prune_added(self.train, ("train",)),
             base_training=copy.deepcopy(self.base_training) if base_dict["kind"] == "trained" else {},
             transfer=self.transfer, transfer_options=dict(self.transfer_options),
             options=dict(options or {}), intervention_options=dict(intervention_options or {}),
+            calibration=calibration,
         )

@@ -118,4 +118,27 @@ def test_group_without_negatives_is_null_with_warning(predictions: Path) -> None
 def test_bad_threshold_text(predictions: Path) -> None:
     result = _run(str(predictions), *BASE, "--threshold", "median")
     assert result.exit_code == 2
-    assert "'val', 'test', or a number" in result.stderr and "'median'" in result.stderr
+    assert "'val', 'val-unweighted', 'test', or a number" in result.stderr and "'median'" in result.stderr
+
+
+def test_val_is_reweighted_to_the_evaluated_rows_cells(tmp_path: Path) -> None:
+    """Balanced 'val' rows, 'test' rows at base rate 0.2 with group and label correlated: ``--threshold val``
+    reweights the val rows to the test rows' (group, label) cells, so the share predicted positive on test is
+    close to 0.2; ``val-unweighted`` (0.1's ``val``) targets the val base rate 0.5 and predicts far more."""
+    rng = np.random.default_rng(0)
+    cells = {"val": {(0, 0): 500, (0, 1): 500, (1, 0): 500, (1, 1): 500},
+             "test": {(0, 0): 2500, (0, 1): 250, (1, 0): 1500, (1, 1): 750}}
+    parts = []
+    for split, counts in cells.items():
+        for (g, label), n in counts.items():
+            parts.append(pd.DataFrame({"label": label, "group": g, "split": split,
+                                       "score": 1.5 * label + 0.8 * g + rng.normal(size=n)}))
+    path = tmp_path / "natural.csv"
+    pd.concat(parts).to_csv(path, index=False)
+    args = (str(path), "--label", "label", "--score", "score", "--group", "group", "--json", "--threshold")
+    reweighted = json.loads(_run(*args, "val").stdout)
+    unweighted = json.loads(_run(*args, "val-unweighted").stdout)
+    assert reweighted["base_rate"] == 0.2 and reweighted["threshold_policy"] == "val"
+    assert abs(reweighted["positive_rate"] - 0.2) < 4 * (0.2 * 0.8 / 2000) ** 0.5
+    assert unweighted["threshold_policy"] == "val-unweighted" and unweighted["positive_rate"] > 0.3
+    assert reweighted["calibration_rows"] == unweighted["calibration_rows"] == 2000

@@ -30,7 +30,8 @@ def test_bundled_studies_are_valid():
         ({"train": {"lr": []}}, r"train.lr: .*at least one value"),
         ({"train": {"epochs": 3}}, r"train.epochs: unknown field"),
         ({"train": {"precision": "fp16"}}, r"train.precision: Input should be 'fp32' or 'bf16'"),
-        ({"evaluation": {"threshold": "median"}}, r"evaluation.threshold: .*allowed: 'val', 'test' or a number"),
+        ({"evaluation": {"threshold": "median"}},
+         r"evaluation.threshold: .*allowed: 'val', 'val-unweighted', 'test' or a number"),
     ],
 )
 def test_invalid_top_level_fields(change, message):

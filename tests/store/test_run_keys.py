@@ -17,8 +17,9 @@ import yaml
 
 from biastransfer import spec as spec_module
 from biastransfer.driver import run_study
-from biastransfer.plan import load_study, parse_study, plan_jobs
-from biastransfer.spec import ADDED_FIELDS, RunSpec
+from biastransfer.plan import Study, load_study, parse_study, plan_jobs
+from biastransfer.spec import ADDED_FIELDS, RunSpec, prune_added
+from biastransfer.store.export import runs_frame
 from biastransfer.store.sqlite import ResultStore, StoreLayoutError
 from tiny_study import tiny_study_dict
 
@@ -79,10 +80,12 @@ def test_every_spec_field_is_in_the_key(path: tuple[str, ...]) -> None:
 
 
 def test_added_fields_are_in_the_key_when_set() -> None:
+    """At its default an added field is out of the payload; at another value it is in the key."""
     for path, default in ADDED_FIELDS.items():
         data = _set(BASE_SPEC.to_dict(), path, default)
-        assert RunSpec.from_dict(data).key == BASE_SPEC.key
-        assert RunSpec.from_dict(_set(data, path, _changed(default))).key != BASE_SPEC.key, ".".join(path)
+        at_default = RunSpec.from_dict(data)
+        assert path[-1] not in _get(at_default.key_payload(), path[:-1]), ".".join(path)
+        assert RunSpec.from_dict(_set(data, path, _changed(default))).key != at_default.key, ".".join(path)
 
 
 def test_a_field_added_with_a_default_changes_no_key(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -114,6 +117,7 @@ STUDY_CHANGES: dict[str, Any] = {
     "base_training.seed": lambda s: s["base_training"].update(seed=1),
     "bases.options": lambda s: s["bases"]["control-t0"].update(attribute="t1"),
     "evaluation.threshold": lambda s: s["evaluation"].update(threshold="test"),
+    "evaluation.threshold.val-unweighted": lambda s: s["evaluation"].update(threshold="val-unweighted"),
     "evaluation.test_size": lambda s: s["evaluation"].update(test_size=300),
     "experiments.n_val": lambda s: [b.update(n_val=16) for b in s["experiments"]],
     "experiments.test": lambda s: s["experiments"][0].update(test=0.5),
@@ -140,6 +144,37 @@ def test_every_study_setting_that_reaches_a_run_changes_its_key(field: str) -> N
     assert all(a.key != b.key for a, b in changed), f"{field} reaches a run but not its key"
 
 
+def _study_with_threshold(threshold: str | float | None) -> dict[str, Any]:
+    study = tiny_study_dict()
+    if threshold is None:
+        del study["evaluation"]["threshold"]
+    else:
+        study["evaluation"]["threshold"] = threshold
+    return study
+
+
+def test_the_reweighted_default_val_never_shares_a_key_with_the_unweighted_val_of_01() -> None:
+    """The threshold policy ``val`` now reweights the validation set to the test cells (docs/metrics.md): its
+    runs get new keys. ``val-unweighted`` is 0.1's ``val``: the same spec (``threshold: "val"``, the added field
+    ``calibration`` at its default, out of the payload), hence the same key. ``test`` and fixed thresholds keep
+    their keys (no weights involved), and so do the runs of a kind that picks no threshold (salience)."""
+    new = parse_study(_study_with_threshold(None)).expand()
+    assert [s.key for s in parse_study(_study_with_threshold("val")).expand()] == [s.key for s in new]
+    old = parse_study(_study_with_threshold("val-unweighted")).expand()
+    unthresholded = [n.key == o.key for n, o in zip(new, old, strict=True) if n.kind == "salience"]
+    assert unthresholded and all(unthresholded)
+    new = [s for s in new if s.kind != "salience"]
+    assert not {s.key for s in new} & {s.key for s in old}
+    for spec in old:
+        assert spec.threshold == "val" and spec.threshold_policy == "val-unweighted"
+        legacy = {k: v for k, v in spec.to_dict().items() if k != "calibration"}  # a spec as 0.1 stored it
+        assert RunSpec.from_dict(legacy).key == spec.key and spec.key_payload() == prune_added(legacy)
+    assert {s.threshold_policy for s in new} == {"val"} and {s.calibration for s in new} == {"reweighted"}
+    for policy in ("test", 0.25):
+        specs = parse_study(_study_with_threshold(policy)).expand()
+        assert all("calibration" not in s.key_payload() and s.threshold_policy == policy for s in specs)
+
+
 def test_a_role_or_description_changes_no_key() -> None:
     study = tiny_study_dict(description="another description")
     study["bases"]["control-t0"]["role"] = "other"
@@ -153,14 +188,31 @@ def release_folder(tmp_path: Path) -> Path:
     return out
 
 
+def release_study(folder: Path, threshold: str = "val-unweighted") -> Study:
+    """The fixture's study with ``evaluation.threshold: val-unweighted``: what 0.1 meant by ``val``, which now
+    reweights the validation set to the test cells and has other keys (docs/studies.md, "Folders of release
+    0.1")."""
+    raw = yaml.safe_load((folder / "study.yaml").read_text())
+    raw["evaluation"]["threshold"] = threshold
+    return parse_study(raw, str(folder / "study.yaml"))
+
+
 def test_a_release_01_folder_reruns_nothing(release_folder: Path, cache_dir: Path) -> None:
-    study = load_study(release_folder / "study.yaml")
-    assert {s.key for s in study.expand()} == ResultStore.open_existing(release_folder, check=False).done_keys()
+    """Asked for ``val-unweighted`` (0.1's ``val``), the study finds all 22 runs of the folder. Its default
+    ``val`` (reweighted) has none of the keys of the 20 thresholded runs, so it would rerun them instead of
+    pooling with them; the 2 salience runs pick no threshold and keep their keys."""
+    study = release_study(release_folder)
+    done = ResultStore.open_existing(release_folder, check=False).done_keys()
+    assert {s.key for s in study.expand()} == done
+    default = load_study(release_folder / "study.yaml").expand()
+    assert {s.key for s in default if s.kind == "salience"} <= done
+    assert not {s.key for s in default if s.kind != "salience"} & done and len(default) == 22
     summary = run_study(study, release_folder, device=torch.device("cpu"), cache_dir=cache_dir, quiet=True)
     assert summary.ran == 0 and summary.skipped == 22
     store = ResultStore.open_existing(release_folder)  # upgraded: readable now
     assert store.layout()["upgraded_from"] == "0.1"
     assert store.get_meta("roles") == {"gendered": "biased", "control-t0": "control", "scratch": "scratch"}
+    assert set(runs_frame(store)["threshold_policy"].dropna()) == {"val-unweighted"}  # never read as 'val'
     store.close()
 
 
@@ -172,7 +224,7 @@ def test_a_release_01_folder_reuses_its_hyperparameter_searches(release_folder: 
     conn.execute("DELETE FROM runs WHERE key = ?", (key,))
     conn.commit()
     conn.close()
-    study = load_study(release_folder / "study.yaml")
+    study = release_study(release_folder)
     store = ResultStore.open_existing(release_folder, check=False)
     todo = [s for s in study.expand() if s.key not in store.done_keys()]
     jobs = plan_jobs(todo, store.get_hparams)
@@ -193,7 +245,7 @@ def test_a_release_01_folder_with_other_keys_is_refused_not_mixed(release_folder
     conn.execute("UPDATE runs SET key = 'not-a-key-of-this-version' WHERE rowid = 1")
     conn.commit()
     conn.close()
-    study = load_study(release_folder / "study.yaml")
+    study = release_study(release_folder)
     with pytest.raises(StoreLayoutError, match=r"1 of its 22 runs have keys this version computes differently"):
         run_study(study, release_folder, device=torch.device("cpu"), cache_dir=cache_dir, quiet=True)
     conn = sqlite3.connect(release_folder / "results.db")
@@ -237,5 +289,5 @@ def test_a_folder_of_runs_on_other_data_is_refused(release_folder: Path, cache_d
     conn.close()
     with pytest.raises(ValueError, match=r"fingerprint feedfacefeedface, but the study's dataset now has fingerprint "
                                          r"\S+: the data changed since those runs"):
-        run_study(load_study(release_folder / "study.yaml"), release_folder, device=torch.device("cpu"),
+        run_study(release_study(release_folder), release_folder, device=torch.device("cpu"),
                   cache_dir=cache_dir, quiet=True)

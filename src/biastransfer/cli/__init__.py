@@ -90,6 +90,17 @@ def _open(out_dir: Path):
         _fail(str(exc))
 
 
+def _base_pools(stored: list[dict]) -> dict[str, dict]:
+    """What the runs recorded of each trained base: its cache key and the pool it trained on (split, number of
+    rows, fingerprint of the rows)."""
+    out: dict[str, dict] = {}
+    for row in stored:
+        for name, info in (row["provenance"].get("bases") or {}).items():
+            if isinstance(info, dict) and "pool" in info:
+                out.setdefault(name, {"key": info.get("key"), "pool": info["pool"]})
+    return out
+
+
 def _report(out_dir: Path, quiet: bool) -> Path:
     from biastransfer.report.page import build_report
     from biastransfer.store.export import hparams_frame, runs_frame
@@ -99,10 +110,11 @@ def _report(out_dir: Path, quiet: bool) -> Path:
     runs, hparams = runs_frame(store), hparams_frame(store)
     study = store.get_meta("study") or {}
     last = store.get_meta("last_run") or {}
+    stored = store.runs()
     provenance = {"versions": package_versions(), "study_yaml": store.get_meta("study_yaml", ""),
-                  "data_hash": sorted({r["provenance"].get("data_hash", "") for r in store.runs()}),
+                  "data_hash": sorted({r["provenance"].get("data_hash", "") for r in stored}),
                   "seeds": sorted(set(runs["seed"].tolist())), "base_roles": store.get_meta("roles") or {},
-                  "last_run": last}
+                  "bases": _base_pools(stored), "last_run": last}
     store.close()
     if runs.empty:
         _fail(f"no finished runs in {out_dir}; nothing to report")

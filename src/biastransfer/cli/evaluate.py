@@ -72,7 +72,10 @@ def evaluate(
     group: Annotated[str, typer.Option("--group", help="Column with the group: 0/1 or two values.")],
     threshold: Annotated[
         str | None,
-        typer.Option("--threshold", help="'val', 'test' or a number. Default: val if there are val rows."),
+        typer.Option(
+            "--threshold",
+            help="'val', 'val-unweighted', 'test' or a number. Default: val if there are val rows.",
+        ),
     ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print only JSON (NaN as null).")] = False,
     split_column: Annotated[str, typer.Option("--split-column", help="Split of each row.")] = "split",
@@ -81,7 +84,9 @@ def evaluate(
 
     Evaluated rows: split == 'test' if any, else rows not 'val', else all.
     Threshold: the top-k scores are positive, k = number of true positives;
-    calibrated on the 'val' rows (val) or on the evaluated rows (test),
+    calibrated on the 'val' rows reweighted to the evaluated rows' (group,
+    label) proportions (val), on the 'val' rows as they are (val-unweighted)
+    or on the evaluated rows (test),
     or a fixed number (scores may be probabilities or logits).
     Gaps are signed, second group minus first: 0/1 codes in code order,
     other values sorted (e.g. "Women − Men").

@@ -177,7 +177,7 @@ class Salience(Experiment):
         test_size = block.options.test_size or min(study.test_size, 1000)
         return [study.spec(experiment=name, kind=self.registry_name, base=base, task=task, seed=seed,
                            intervention="collect", level=0.0 if inverse else 1.0, n_train=n, test=0.5,
-                           test_size=test_size, options={**given, "inverse": inverse})
+                           test_size=test_size, options={**given, "inverse": inverse}, thresholded=False)
                 for task, n, seed, inverse in itertools.product(block.tasks, block.n_train, block.seeds,
                                                                 (False, True))]
 

@@ -6,6 +6,12 @@ sensitive attribute) with the run's intervention and level, takes the fixed test
 level, or the whole natural test pool), finetunes the base with the chosen hyperparameters, scores the test
 set, picks the threshold by the study's policy and computes AUC and the group gaps (``fpr_diff``,
 ``tpr_diff``, ``eo_diff``: group a=1 minus group a=0). :data:`COLUMNS` is the outcome schema of such runs.
+
+The default policy ``val`` calibrates on the validation set reweighted to the test set's (a, y) cell proportions
+(known labels, not predictions), so the share predicted positive on the test set matches the test base rate even
+when validation is balanced and the test set is the natural pool (docs/metrics.md). Each run also records the
+direction d of the finetuning set's correlation (:func:`correlation_direction`) and the gap towards it,
+``fpr_diff_signed = d·fpr_diff``, with its magnitude ``fpr_diff_abs = |fpr_diff|``.
 """
 
 from __future__ import annotations
@@ -24,9 +30,9 @@ from biastransfer.experiments.finetuning import finetune, grid_search, hparam_se
 from biastransfer.experiments.grid import FixedSizes, Interventions, Levels, NoOptions, Seeds, TasksAndBases
 from biastransfer.interventions import Pool, Selection, get_intervention, natural_level
 from biastransfer.metrics.audit import evaluate_predictions
-from biastransfer.metrics.threshold import parse_threshold_policy, resolve_threshold
+from biastransfer.metrics.threshold import cell_proportions, parse_threshold_policy, resolve_threshold
 from biastransfer.seeding import rng
-from biastransfer.spec import RunSpec, StudyDefaults
+from biastransfer.spec import RunSpec, StudyDefaults, threshold_policy_of
 
 
 def _level(run: dict[str, Any]) -> float:
@@ -39,6 +45,33 @@ def _test_level(run: dict[str, Any]) -> float:
     return math.nan if test == "natural" else float(test)
 
 
+def _policy(run: dict[str, Any]) -> str:
+    """From the spec, so that 0.1's ``val`` (stored result ``"val"``, spec without ``calibration``) reads as
+    ``val-unweighted`` and is never grouped with the reweighted ``val`` of later runs."""
+    policy = threshold_policy_of(run["spec"])
+    return policy if isinstance(policy, str) else run["result"].get("threshold_policy", f"{policy:g}")
+
+
+def _fpr_diff_abs(run: dict[str, Any]) -> float:
+    """|fpr_diff|, also for runs stored before the column existed (it needs nothing else)."""
+    return run["result"].get("fpr_diff_abs", abs(run["result"].get("fpr_diff", math.nan)))
+
+
+def correlation_direction(y: np.ndarray, a: np.ndarray, weights: np.ndarray | None = None) -> int:
+    """d = sign(c − P(a=1)) with c = N(a=1,y=1)/N(y=1), counted in the (weighted) finetuning set: +1 when the set's
+    correlation is towards group a=1, −1 towards a=0, 0 when a and y are independent in it (or it lacks a class).
+
+    Computed as the sign of N·N(a=1,y=1) − N(a=1)·N(y=1) (= N·N(y=1)·(c − P(a=1)); N² times the covariance of a
+    and y), with N, N(·) sums of the weights (1 each without weights): exact for counts, and within 1e-9·N² of 0
+    counts as 0 for weights.
+    """
+    w = np.ones(len(y)) if weights is None else np.asarray(weights, dtype=float)
+    y1, a1 = np.asarray(y) == 1, np.asarray(a) == 1
+    n = float(w.sum())
+    cov = n * float(w[a1 & y1].sum()) - float(w[a1].sum()) * float(w[y1].sum())
+    return 0 if abs(cov) <= 1e-9 * n * n else (1 if cov > 0 else -1)
+
+
 #: Settings of a finetuning run beyond the common ones (what was drawn and how it was evaluated).
 SET_COLUMNS: tuple[Column, ...] = (
     spec_field("intervention", "str", "setting", "sampler of the finetuning set"),
@@ -49,8 +82,8 @@ SET_COLUMNS: tuple[Column, ...] = (
     Column("test_level", "float", "setting", "test correlation level (NaN: the natural test pool)", get=_test_level),
     Column("test_label", "str", "setting", "the test level as written in the study",
            get=lambda run: level_label(run["spec"]["test"])),
-    Column("threshold_policy", "str", "setting", "how the decision threshold was chosen",
-           get=lambda run: run["result"].get("threshold_policy", str(run["spec"]["threshold"]))),
+    Column("threshold_policy", "str", "setting", "how the decision threshold was chosen: val (reweighted to the "
+           "test cells), val-unweighted (0.1's val), test or the number", get=_policy),
 )
 
 #: Outcomes of a finetuning (the chosen hyperparameters and the training's early stopping).
@@ -69,6 +102,13 @@ COLUMNS: tuple[Column, ...] = (
     Column("fpr_diff", "float", "metric", "FPR(a=1) − FPR(a=0) at the threshold"),
     Column("tpr_diff", "float", "metric", "TPR(a=1) − TPR(a=0) at the threshold"),
     Column("eo_diff", "float", "metric", "max(|fpr_diff|, |tpr_diff|)"),
+    Column("fpr_diff_signed", "float", "metric", "d·fpr_diff: the FPR gap towards the finetuning correlation "
+           "(NaN when d = 0)"),
+    Column("fpr_diff_abs", "float", "metric", "|fpr_diff|", get=_fpr_diff_abs),
+    Column("corr_direction", "int", "outcome", "d = sign(c − P(a=1)) in the (weighted) finetuning set: +1 "
+           "towards a=1, −1 towards a=0, 0 independent"),
+    Column("test_base_rate", "float", "outcome", "share of test examples with y = 1"),
+    Column("test_predicted_positive_rate", "float", "outcome", "share of test examples predicted positive"),
     Column("fpr_a0", "float", "outcome", "FPR of group a=0"),
     Column("fpr_a1", "float", "outcome", "FPR of group a=1"),
     Column("tpr_a0", "float", "outcome", "TPR of group a=0"),
@@ -168,16 +208,22 @@ def run(spec: RunSpec, inputs: RunInputs) -> RunOutput:
     table = dataset.table
     y, a = table.column(spec.task), table.column(table.sensitive)
     val_scores, test_scores = score(spec, inputs, model, data.val_rows), score(spec, inputs, model, data.test_rows)
-    policy = parse_threshold_policy(spec.threshold)
+    policy = parse_threshold_policy(spec.threshold_policy)
     threshold = resolve_threshold(policy, val_scores=val_scores, val_labels=y[data.val_rows],
-                                  test_scores=test_scores, test_labels=y[data.test_rows])
+                                  test_scores=test_scores, test_labels=y[data.test_rows],
+                                  val_groups=a[data.val_rows],
+                                  target_cells=cell_proportions(y[data.test_rows], a[data.test_rows]))
     audit = evaluate_predictions(y[data.test_rows], test_scores, a[data.test_rows], threshold=threshold,
                                  group_names=table.group_names)
+    direction = correlation_direction(y[data.train_rows], a[data.train_rows], data.train_weights)
     groups = {v["group"]: v for v in audit["groups"].values()}
     test_level = natural_level(y[data.test_rows], a[data.test_rows])
     result = {
         "auc": audit["auc"], "fpr_diff": audit["fpr_diff"], "tpr_diff": audit["tpr_diff"],
         "eo_diff": audit["eo_diff"], "gap_label": audit["gap_label"], "threshold": threshold,
+        "corr_direction": direction, "fpr_diff_signed": direction * audit["fpr_diff"] if direction else math.nan,
+        "fpr_diff_abs": abs(audit["fpr_diff"]), "test_base_rate": audit["base_rate"],
+        "test_predicted_positive_rate": audit["positive_rate"],
         "threshold_policy": str(policy),
         "fpr_a0": groups[0]["fpr"], "fpr_a1": groups[1]["fpr"],
         "tpr_a0": groups[0]["tpr"], "tpr_a1": groups[1]["tpr"],

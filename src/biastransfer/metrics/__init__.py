@@ -9,14 +9,18 @@ from biastransfer.metrics.intervals import Interval, t_interval
 from biastransfer.metrics.ranking import auc, average_precision, normalized_average_precision
 from biastransfer.metrics.rates import Gaps, GroupRates, UndefinedRateWarning, gaps, group_rates
 from biastransfer.metrics.threshold import (
+    CalibrationWarning,
     ThresholdPolicy,
     calibrated_threshold,
+    cell_proportions,
     parse_threshold_policy,
     resolve_threshold,
+    weighted_calibrated_threshold,
 )
 
 __all__ = [
     "AuditError",
+    "CalibrationWarning",
     "Gaps",
     "GroupRates",
     "Interval",
@@ -27,6 +31,7 @@ __all__ = [
     "average_precision",
     "bias_amplification",
     "calibrated_threshold",
+    "cell_proportions",
     "evaluate_predictions",
     "gaps",
     "group_rates",
@@ -35,4 +40,5 @@ __all__ = [
     "resolve_threshold",
     "t_interval",
     "to_json",
+    "weighted_calibrated_threshold",
 ]

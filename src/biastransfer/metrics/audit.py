@@ -28,7 +28,12 @@ from biastransfer.metrics.rates import (
     gaps,
     group_rates,
 )
-from biastransfer.metrics.threshold import ThresholdPolicy, parse_threshold_policy, resolve_threshold
+from biastransfer.metrics.threshold import (
+    ThresholdPolicy,
+    cell_proportions,
+    parse_threshold_policy,
+    resolve_threshold,
+)
 
 
 class AuditError(ValueError):
@@ -209,17 +214,17 @@ def _evaluation_rows(table: PredictionTable) -> tuple[NDArray[np.bool_], str]:
     return mask, "split != 'val'"
 
 
-def _val_rows(table: PredictionTable, split_col: str) -> NDArray[np.bool_]:
+def _val_rows(table: PredictionTable, split_col: str, policy: str = "val") -> NDArray[np.bool_]:
     hint = "use threshold 'test' (calibrate on the evaluated rows) or a fixed number"
     if table.split is None:
         raise AuditError(
-            f"threshold 'val' calibrates on rows with {split_col} == 'val', but {table.source} has no "
+            f"threshold '{policy}' calibrates on rows with {split_col} == 'val', but {table.source} has no "
             f"{split_col!r} column; {hint}"
         )
     if not table.has_val_rows:
         found = sorted(set(table.split.tolist()))
         raise AuditError(
-            f"threshold 'val': no rows with {split_col} == 'val' (found: {_shown(found)}); {hint}"
+            f"threshold '{policy}': no rows with {split_col} == 'val' (found: {_shown(found)}); {hint}"
         )
     return table.split == "val"
 
@@ -233,13 +238,15 @@ def audit_table(
     except ValueError as exc:
         raise AuditError(str(exc)) from None
     rows, rows_desc = _evaluation_rows(table)
-    calib = _val_rows(table, split_col) if policy.kind == "val" else rows
+    calib = _val_rows(table, split_col, str(policy)) if policy.on_val else rows
     value = resolve_threshold(
         policy,
         val_scores=table.scores[calib],
         val_labels=table.labels[calib],
         test_scores=table.scores[calib],
         test_labels=table.labels[calib],
+        val_groups=table.groups[calib],
+        target_cells=cell_proportions(table.labels[rows], table.groups[rows]),
     )
     result = evaluate_predictions(
         table.labels[rows],
@@ -267,10 +274,11 @@ def audit_csv(
 
     Evaluated rows: those with ``split == 'test'`` if the split column has any, else all rows not
     ``'val'``, else (no split column) all rows. Threshold policy: ``'val'`` calibrates on the
-    ``split == 'val'`` rows (an :class:`AuditError` if there are none); ``'test'`` calibrates on
-    the evaluated rows; a number is used as is. The group column is 0/1 (names "<col>=0",
-    "<col>=1") or has exactly two values, mapped in sorted order to 0 and 1 (so "Men"/"Women" gives
-    gaps "Women − Men"). Every problem raises :class:`AuditError` with a message for the user.
+    ``split == 'val'`` rows (an :class:`AuditError` if there are none) reweighted so that their (group, label)
+    cells have the evaluated rows' proportions (docs/metrics.md); ``'val-unweighted'`` calibrates on them as
+    they are; ``'test'`` calibrates on the evaluated rows; a number is used as is. The group column is
+    0/1 (names "<col>=0", "<col>=1") or has exactly two values, mapped in sorted order to 0 and 1 (so
+    "Men"/"Women" gives gaps "Women − Men"). Every problem raises :class:`AuditError` with a message for the user.
     """
     table = load_predictions(path, label, score, group, split_col)
     return audit_table(table, threshold, split_col)

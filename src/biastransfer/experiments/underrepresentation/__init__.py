@@ -14,7 +14,8 @@ One run finetunes one base on a set of ``N`` examples whose ``⌊N/2⌋`` positi
 - ``auc``: AUC of ``T1 ∨ T2`` on the whole test set;
 - ``auc_t2``: AUC of the T2 positives against **all** test negatives (T1 positives left out);
 - ``auc_t1``: the same for T1;
-- ``tpr_t1``, ``tpr_t2``, ``fpr``: rates at the study's threshold policy (val-calibrated by default).
+- ``tpr_t1``, ``tpr_t2``, ``fpr``: rates at the study's threshold policy (by default calibrated on validation
+  reweighted to the test set's (T2, y) cells: T1 positives, T2 positives, negatives; docs/metrics.md).
 
 The bias of the paper is ``AUC_T2(Pretrain-T2) − AUC_T2(Pretrain-T1)``, computed per (share, N) by
 :mod:`.analysis`, pairing the two bases by seed. A base is *Pretrain-T1* when it is of
@@ -55,7 +56,7 @@ from biastransfer.experiments.underrepresentation.sets import (
     prepare_share_data,
     subgroup_aucs,
 )
-from biastransfer.metrics.threshold import parse_threshold_policy, resolve_threshold
+from biastransfer.metrics.threshold import cell_proportions, parse_threshold_policy, resolve_threshold
 from biastransfer.report.markup import Page, Section
 from biastransfer.spec import RunSpec, StudyDefaults
 
@@ -172,10 +173,12 @@ class Underrepresentation(Experiment):
                               labels=labels)
         table = dataset.table
         val_scores, test_scores = score(spec, inputs, model, data.val_rows), score(spec, inputs, model, data.test_rows)
-        policy = parse_threshold_policy(spec.threshold)
-        threshold = resolve_threshold(policy, val_scores=val_scores, val_labels=labels[data.val_rows],
-                                      test_scores=test_scores, test_labels=labels[data.test_rows])
         c1, c2 = table.column(t1)[data.test_rows] == 1, table.column(t2)[data.test_rows] == 1
+        policy = parse_threshold_policy(spec.threshold_policy)  # val: reweighted to the test's (T2, y) cells
+        threshold = resolve_threshold(policy, val_scores=val_scores, val_labels=labels[data.val_rows],
+                                      test_scores=test_scores, test_labels=labels[data.test_rows],
+                                      val_groups=table.column(t2)[data.val_rows] == 1,
+                                      target_cells=cell_proportions(labels[data.test_rows], c2))
         neg = ~c1 & ~c2
         pred = test_scores >= threshold
         test_counts = _counts(dataset, data.test_rows, t1, t2)
