@@ -96,12 +96,16 @@ def inheritance_runs(
     auc: float = 0.85,
     bases: dict[str, tuple[str, str]] | None = None,
     roles: dict[str, str] | None = None,
+    jitter: dict[tuple[str, str], Sequence[float]] | None = None,
+    directions: dict[tuple[str, str], float] | None = None,
 ) -> pd.DataFrame:
     """Inheritance runs: ``values[(task, base)] = (mean fpr_diff at natural, mean at 0.8)``.
 
     ``levels`` gives each task's natural level (default 0.8 for all); 3 seeds per setting. ``bases`` adds or
     replaces ``(base_kind, base_attribute)`` of bases by name (default :data:`BASE_INFO`); ``roles`` declares
-    the role of bases by name (default: derived from kind and attribute).
+    the role of bases by name (default: derived from kind and attribute). ``jitter[(task, base)]`` adds one
+    offset per seed (so paired differences vary by seed); ``directions[(task, level label)]`` (+1, −1 or NaN)
+    adds the columns ``fpr_diff_signed = d · fpr_diff`` and ``fpr_diff_abs`` to those runs.
     """
     info = {**BASE_INFO, **(bases or {})}
     declared = roles or {}
@@ -113,7 +117,11 @@ def inheritance_runs(
         for label, level, mean in (("natural", natural_level, nat), ("0.8", 0.8, fixed)):
             if mean is None or np.isnan(mean):
                 continue
+            extra = (jitter or {}).get((task, base), (0.0,) * len(OFFSETS))
+            signs = {"d": directions[(task, label)]} if (task, label) in (directions or {}) else {}
             for seed, off in enumerate(OFFSETS):
+                fpr = mean + spread * off + extra[seed]
+                signed = {"fpr_diff_signed": signs["d"] * fpr, "fpr_diff_abs": abs(fpr)} if signs else {}
                 rows.append(
                     run_row(
                         task=task,
@@ -124,8 +132,9 @@ def inheritance_runs(
                         level=level,
                         level_label=label,
                         seed=seed,
-                        fpr_diff=mean + spread * off,
+                        fpr_diff=fpr,
                         auc=auc + 0.001 * off,
+                        **signed,
                         **role,
                     )
                 )

@@ -70,7 +70,7 @@ def test_schema_keys_exclude_ids_outcomes_and_hparams() -> None:
     for col in ("task", "base", "base_role", "intervention", "level", "level_label", "test_label", "n_train",
                 "gap_label"):
         assert col in keys
-    assert Inheritance.metrics() == ["auc", "fpr_diff", "tpr_diff", "eo_diff"]
+    assert Inheritance.metrics() == ["auc", "fpr_diff", "tpr_diff", "eo_diff", "fpr_diff_signed", "fpr_diff_abs"]
     agg = Inheritance().aggregate(two_settings())
     assert set(agg.columns) >= {"n_seeds", "auc_mean", "auc_low", "auc_high", "eo_diff_high"}
     for col in ("seed", "run_key", "lr", "seconds", "fpr_a0", "threshold"):
@@ -82,10 +82,11 @@ def test_one_seed_gives_nan_bounds_and_custom_by() -> None:
         [run_row(base="gendered", auc=0.8), run_row(base="scratch", base_kind="scratch", auc=0.7)]
     )
     agg = Inheritance().aggregate(runs)
-    assert agg["n_seeds"].tolist() == [1, 1]
+    assert agg["n_seeds"].tolist() == [1, 1] and agg["auc_n"].tolist() == [1, 1]
     assert agg["auc_low"].isna().all() and agg["auc_high"].isna().all()
     by = aggregate(runs, metrics=("auc",), by=["study"])
-    assert len(by) == 1 and by["n_seeds"].iloc[0] == 2
+    # two runs, both at seed 0: two values of auc, one distinct seed
+    assert len(by) == 1 and by["auc_n"].iloc[0] == 2 and by["n_seeds"].iloc[0] == 1
     assert by["auc_mean"].iloc[0] == pytest.approx(0.75)
     assert "fpr_diff_mean" not in by.columns
 
@@ -103,7 +104,11 @@ def test_nan_metric_dropped_with_warning_and_all_nan_silent() -> None:
         warnings.simplefilter("error")
         out = aggregate(sal, Inheritance.metrics(), Salience.settings())  # auc, fpr… all NaN here: no warning
     assert out["auc_mean"].isna().all() and len(out) == 2  # set and inverse set
-    assert out["n_seeds"].tolist() == [3, 3]
+    assert out["n_seeds"].tolist() == [0, 0] and out["auc_n"].tolist() == [0, 0]  # no finite metric: no seed
+    assert agg["fpr_diff_n"].iloc[0] == 2 and agg["n_seeds"].iloc[0] == 2  # the NaN run is no seed
+    with pytest.warns(UserWarning, match="NaN"):
+        both = aggregate(pd.DataFrame(rows), metrics=("auc", "fpr_diff"), by=Inheritance.settings())
+    assert both["n_seeds"].iloc[0] == 3 and both["auc_n"].iloc[0] == 3 and both["fpr_diff_n"].iloc[0] == 2
 
 
 def test_empty_runs() -> None:
@@ -175,18 +180,19 @@ def test_base_names_never_decide_roles() -> None:
     )
     roles = dict(zip(runs["base"], runs["base_role"], strict=True))
     assert roles == {"control-gender-free": "biased", "biased": "control", "scratch": "scratch"}
-    comp = inheritance_comparison(Inheritance().aggregate(runs))
+    comp = inheritance_comparison(runs)
     assert set(comp["biased_base"]) == {"control-gender-free"}
     assert set(comp["max_control_base"]) == {"biased"}
-    assert comp["separated"].all()
+    assert comp["holds"].all()
     assert comp["inherited_bias"].tolist() == pytest.approx([0.2, 0.2])
     # a role declared in the study overrides what the base is
     declared = inheritance_runs(
         {("T", "gendered"): (0.3, 0.3), ("T", "control-hat"): (0.1, 0.1)},
         roles={"gendered": "control", "control-hat": "biased"},
     )
-    comp = inheritance_comparison(Inheritance().aggregate(declared))
-    assert set(comp["biased_base"]) == {"control-hat"} and not comp["separated"].any()
+    comp = inheritance_comparison(declared)
+    assert set(comp["biased_base"]) == {"control-hat"} and not comp["holds"].any()
+    assert set(comp["verdict"]) == {"reversed"}
 
 
 def test_is_test_level_and_split_lines() -> None:
@@ -233,16 +239,29 @@ def test_inheritance_comparison_columns() -> None:
     runs = inheritance_runs(
         {("T", "gendered"): (0.3, 0.3), ("T", "control-hat"): (-0.1, 0.1), ("T", "scratch"): (0.02, 0.02)}
     )
-    comp = inheritance_comparison(Inheritance().aggregate(runs))
+    comp = inheritance_comparison(runs)
     assert len(comp) == 2
     row = comp[comp["level_label"] == "natural"].iloc[0]
     assert row["biased_base"] == "gendered" and row["max_control_base"] == "control-hat"
+    assert not row["signed"]  # no fpr_diff_signed column: |FPR difference| per run
     assert row["biased_mean"] == pytest.approx(0.3) and row["biased_abs"] == pytest.approx(0.3)
     assert row["biased_low"] < 0.3 < row["biased_high"] and row["biased_n_seeds"] == 3
     assert not any(c.startswith("gendered") or c.startswith("base") for c in comp.columns)
-    assert row["max_control_abs"] == pytest.approx(0.1)
+    assert row["max_control_mean"] == pytest.approx(0.1) and row["max_control_abs"] == pytest.approx(0.1)
     assert row["inherited_bias"] == pytest.approx(0.2)
-    assert bool(row["separated"]) and bool(row["scratch_below"])
+    # per run |FPR difference|: control-hat's seeds −0.11, −0.10, −0.09 give 0.11, 0.10, 0.09, so the paired
+    # differences from gendered's 0.29, 0.30, 0.31 are 0.18, 0.20, 0.22
+    mean, low, high = hand_interval([0.18, 0.20, 0.22])
+    assert (row["paired_mean"], row["paired_low"], row["paired_high"]) == pytest.approx((mean, low, high))
+    assert row["n_pairs"] == 3 and row["min_pairs"] == 3
+    assert row["controls"] == [{"base": "control-hat", "mean": pytest.approx(mean), "low": pytest.approx(low),
+                                "high": pytest.approx(high), "n_pairs": 3}]
+    assert row["verdict"] == "holds" and bool(row["holds"]) and bool(row["scratch_below"])
+    assert row["scratch_paired_mean"] == pytest.approx(0.28) and row["scratch_paired_n"] == 3
+    # the aggregate (no seeds) still gives the means, but nothing paired
+    agg = inheritance_comparison(Inheritance().aggregate(runs))
+    assert agg["inherited_bias"].tolist() == pytest.approx(comp["inherited_bias"].tolist())
+    assert set(agg["verdict"]) == {"not established"} and (agg["n_pairs"] == 0).all()
 
 
 def test_a_column_not_in_the_schema_never_splits_seeds() -> None:

@@ -93,17 +93,18 @@ def test_tradeoff_plot_single_base_lines_per_intervention(runs: pd.DataFrame) ->
 
 
 def test_inheritance_chart_structure(runs: pd.DataFrame) -> None:
-    agg = Inheritance().aggregate(kind(runs, "inheritance"))
-    fig = inheritance_chart(agg)
+    inh = kind(runs, "inheritance")
+    agg = Inheritance().aggregate(inh)
+    fig = inheritance_chart(inh)
     axes = visible_axes(fig)
     assert len(axes) == 2
     assert axes[0].get_title().endswith("finetuning level: natural")
     assert axes[1].get_title().endswith("finetuning level: 0.8")
     assert axes[0].get_ylabel() == "|FPR difference| (Women − Men)"
-    comp = inheritance_comparison(agg)
+    comp = inheritance_comparison(inh)
     for ax, label in zip(axes, ("natural", "0.8"), strict=True):
         stars = [t for t in ax.texts if t.get_text() == "*"]
-        assert len(stars) == int(comp[comp["level_label"] == label]["separated"].sum())
+        assert len(stars) == int(comp[comp["level_label"] == label]["holds"].sum())
         assert len(ax.patches) == 4 * 4  # 4 tasks × 4 bases
     assert [t.get_text() for t in fig.legends[0].get_texts()] == [
         "gendered",
