@@ -6,9 +6,11 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from analysis_builders import inheritance_runs, sweep_runs
+from scipy import stats as scipy_stats
 
 from biastransfer.experiments.base import Results
 from biastransfer.experiments.correlation_sweep import CorrelationSweep
@@ -17,9 +19,10 @@ from biastransfer.experiments.inheritance import Inheritance
 from biastransfer.experiments.inheritance import analysis as inheritance_analysis
 from biastransfer.report.page import build_report, kind_results
 
-# Blond_Hair: the biased base far above both controls (holds). Smiling: the biased base above one control but its
-# interval overlaps the other's (does not hold). Eyebags: correlated with men, signed differences negative (holds
-# on magnitude).
+# Blond_Hair: the biased base far above both controls (holds). Smiling: the biased base above both controls on
+# average, but its paired difference from control-hat varies by seed (not established at 3 seeds). Eyebags:
+# correlated with men, FPR differences negative; no signed column (a store written before it), so compared on the
+# magnitude (holds, unsigned).
 INHERITANCE = {
     ("Blond_Hair", "gendered"): (0.30, 0.35),
     ("Blond_Hair", "control-hat"): (0.10, 0.12),
@@ -33,18 +36,21 @@ INHERITANCE = {
     ("Eyebags", "control-hat"): (-0.10, 0.10),
     ("Eyebags", "control-bangs"): (-0.05, 0.05),
 }
+#: Smiling's biased base: paired differences from control-hat at natural 0.04, −0.02, 0.01 (mean 0.01)
+JITTER = {("Smiling", "gendered"): (0.03, -0.03, 0.0)}
 
 
 def inheritance_frame() -> pd.DataFrame:
-    return inheritance_runs(INHERITANCE, levels={"Blond_Hair": 0.78, "Smiling": 0.55, "Eyebags": 0.25})
+    return inheritance_runs(INHERITANCE, levels={"Blond_Hair": 0.78, "Smiling": 0.55, "Eyebags": 0.25},
+                            jitter=JITTER)
 
 
 def inheritance_findings(runs: pd.DataFrame) -> dict:
-    return inheritance_analysis.findings(Inheritance().aggregate(runs))
+    return inheritance_analysis.findings(runs)
 
 
 def sweep_findings(runs: pd.DataFrame) -> dict:
-    return sweep_analysis.findings(CorrelationSweep().aggregate(runs), sweep_analysis.AUC_TOLERANCE)
+    return sweep_analysis.findings(runs, CorrelationSweep.settings())
 
 
 def sweep_reading(runs: pd.DataFrame) -> list[str]:
@@ -56,42 +62,48 @@ def page_reading(runs: pd.DataFrame) -> list[str]:
     return [line for plugin, res in kind_results(runs) for line in plugin.reading(res)]
 
 
-def test_inheritance_finding_holds_and_does_not_hold() -> None:
+def test_inheritance_findings_paired_by_seed() -> None:
     inh = inheritance_findings(inheritance_frame())
     assert set(inh) == {(t, lv) for t in ("Blond_Hair", "Smiling", "Eyebags") for lv in ("natural", "0.8")}
     blond = inh[("Blond_Hair", "natural")]
-    assert blond["separated"] is True
+    assert blond["verdict"] == "holds" and blond["holds"] is True and blond["signed"] is False
     assert blond["biased_base"] == "gendered"
-    assert blond["biased_abs_fpr"] == pytest.approx(0.30)
-    assert blond["biased_ci"] == pytest.approx(
+    assert blond["biased_mean"] == pytest.approx(0.30)
+    assert (blond["biased_low"], blond["biased_high"]) == pytest.approx(
         (0.30 - 4.302652729749464 * 0.01 / math.sqrt(3), 0.30 + 4.302652729749464 * 0.01 / math.sqrt(3))
     )
-    assert blond["max_control_abs_fpr"] == pytest.approx(0.10)
+    assert blond["max_control_mean"] == pytest.approx(0.10)
     assert blond["max_control_base"] == "control-hat"
     assert blond["inherited_bias"] == pytest.approx(0.20)
+    assert blond["paired_mean"] == pytest.approx(0.20) and blond["n_pairs"] == 3
     assert blond["scratch_below"] is True
     smiling = inh[("Smiling", "natural")]
-    assert smiling["separated"] is False
-    assert smiling["controls_exceeded"] == ["control-bangs"]
+    assert smiling["verdict"] == "not established" and smiling["holds"] is False
+    assert smiling["controls_exceeded"] == ["control-bangs"] and smiling["controls_reversed"] == []
+    d = [0.04, -0.02, 0.01]
+    expected = (np.mean(d), *scipy_stats.t.interval(0.95, 2, loc=np.mean(d), scale=scipy_stats.sem(d)))
+    assert (smiling["paired_mean"], smiling["paired_low"], smiling["paired_high"]) == pytest.approx(expected)
     eyebags = inh[("Eyebags", "natural")]
-    assert eyebags["separated"] is True and eyebags["biased_fpr"] == pytest.approx(-0.40)
-    assert eyebags["biased_abs_fpr"] == pytest.approx(0.40)
-    assert math.isnan(eyebags["scratch_abs_fpr"])
+    assert eyebags["verdict"] == "holds" and eyebags["biased_fpr"] == pytest.approx(-0.40)
+    assert eyebags["biased_mean"] == pytest.approx(0.40)  # unsigned: |FPR difference| per run
+    assert eyebags["scratch_base"] == "" and math.isnan(eyebags["scratch_mean"])
 
 
 def test_inheritance_reading_text() -> None:
     text = Inheritance().reading(Results(inheritance_frame(), {}))
     assert text[:-1] == inheritance_analysis.reading(inheritance_findings(inheritance_frame()))
     summary = next(s for s in text if s.startswith("Inheritance at the natural"))
-    assert "the biased base's |FPR difference| exceeds every control base's" in summary
-    assert "for 2 of 3 task(s) (Blond_Hair and Eyebags)" in summary
-    assert "does not hold for Smiling" in summary
+    assert "paired by seed" in summary and "unsigned" in summary
+    assert "holds for 2 of 3 task(s) (Blond_Hair and Eyebags); not established at 3 seeds for Smiling." in summary
     smiling = next(s for s in text if s.startswith("Smiling (natural)"))
-    assert "does not hold" in smiling and "0.120 [" in smiling and "control-hat" in smiling
-    assert "exceeds 1 of 2 controls (control-bangs)" in smiling
+    assert smiling.startswith("Smiling (natural): not established at 3 seeds — biased (gendered) − most biased "
+                              "control (control-hat)")
+    assert "+0.010 [" in smiling and "over 3 paired seeds" in smiling and "against control-bangs +0.080" in smiling
     blond = next(s for s in text if s.startswith("Blond_Hair (natural)"))
-    assert "holds" in blond and "0.300 [0.275, 0.325]" in blond  # 0.30 ± t_2 · 0.01 / √3
-    assert "biased (gendered) 0.300 [0.275, 0.325] vs most biased control (control-hat) 0.100 [" in blond
+    assert blond.startswith("Blond_Hair (natural): holds — ")
+    assert "biased 0.300 [0.275, 0.325], control 0.100 [" in blond  # 0.30 ± t_2 · 0.01 / √3
+    assert "biased − scratch (scratch) +0.270" in blond
+    assert not any("does not hold" in s for s in text)
     assert not any("Gendered" in s or "Control" in s for s in text)
     assert text[-1].startswith("Mixed-effects regression")  # 3 attributes: fitted or explained
 
@@ -109,35 +121,39 @@ def test_sweep_finding_with_known_best_level() -> None:
             ("moco", "reweight"): [(0.5, 0.820, 0.02), (0.8, 0.870, 0.25), (1.0, 0.871, 0.30)],
         }
     )
-    sweep = sweep_findings(runs)
+    sweep = sweep_findings(runs)  # the seeds' offsets are shared, so every paired difference is constant
     collect = sweep[("Blond_Hair", "moco", "collect")]
     assert collect["reference_level"] == pytest.approx(0.8)
+    assert collect["n_tried"] == 4 and collect["n_keep"] == 2  # 0.5 and 0.6 keep AUC; 0.2 and 1.0 do not
     assert collect["best_level"] == pytest.approx(0.5)
     assert collect["auc_ref"] == pytest.approx(0.866)
     assert collect["auc_best"] == pytest.approx(0.861)
     assert collect["abs_fpr_ref"] == pytest.approx(0.31)
     assert collect["abs_fpr_best"] == pytest.approx(0.12)
     assert collect["cut"] == pytest.approx(1 - 0.12 / 0.31)
-    assert collect["separated"] is True and collect["improves"] is True
+    assert collect["established"] is True and collect["improves"] is True
+    assert collect["abs_fpr_paired"][0] == pytest.approx(0.12 - 0.31)
     reweight = sweep[("Blond_Hair", "moco", "reweight")]
-    assert reweight["improves"] is False and reweight["best_level"] == pytest.approx(0.8)
+    assert reweight["improves"] is False and reweight["best_level"] == pytest.approx(1.0)
     text = sweep_reading(runs)
-    assert text == sweep_analysis.reading(sweep, sweep_analysis.AUC_TOLERANCE)
+    assert text == sweep_analysis.reading(sweep)
     line = next(s for s in text if s.startswith("Blond_Hair, base moco, collect"))
-    assert "finetuning at 0.5 keeps AUC 0.861" in line
-    assert "(vs 0.866" in line and "at 0.8)" in line
-    assert "cuts |FPR difference| from 0.310 to 0.120 (−61%)" in line
-    assert "do not overlap" in line
+    assert "of 4 levels tried besides the test-equal level 0.8 (AUC 0.866" in line
+    assert "2 keep AUC (paired lower bound above −0.01); the best, 0.5 (AUC paired difference -0.005" in line
+    assert "cuts |FPR difference| from 0.310 to 0.120 (−61%), paired difference -0.190" in line
+    assert line.endswith("(Bonferroni for 4 levels): established.")
     other = next(s for s in text if s.startswith("Blond_Hair, base moco, reweight"))
-    assert other.startswith("Blond_Hair, base moco, reweight: no finetuning level keeps AUC within 0.01")
+    assert "1 keeps AUC" in other and "none has a smaller |FPR difference| than the test-equal level's 0.250" in other
 
 
-def test_sweep_cut_not_established_when_intervals_overlap() -> None:
-    runs = sweep_runs({("moco", "collect"): [(0.6, 0.865, 0.20), (0.8, 0.866, 0.22)]}, spread=0.05)
+def test_sweep_cut_not_established_when_paired_differences_vary() -> None:
+    runs = sweep_runs({("moco", "collect"): [(0.6, 0.865, 0.20), (0.8, 0.866, 0.22)]})
+    at = runs["level"] == 0.6
+    runs.loc[at, "fpr_diff"] += runs.loc[at, "seed"].map({0: 0.05, 1: -0.04, 2: 0.0})  # means stay apart
     f = sweep_findings(runs)[("Blond_Hair", "moco", "collect")]
-    assert f["improves"] is True and f["separated"] is False
+    assert f["improves"] is True and f["established"] is False and f["abs_fpr_paired"][2] > 0
     line = sweep_reading(runs)[0]
-    assert "overlap, so the cut is not established" in line
+    assert line.endswith("(Bonferroni for 1 level): not established at 3 seeds.")
 
 
 def test_sweep_without_test_level_and_missing_kinds(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -50,6 +51,23 @@ def test_report_and_plots_are_written(finished):
         png = out / "plots" / f"{name}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert len(list((out / "logs").glob("*.log"))) > 0
+
+
+def test_every_run_and_the_report_record_the_pool_each_base_trained_on(finished):
+    """Provenance names a trained base's pool: the split, its number of rows and a fingerprint of the rows."""
+    out, _ = finished
+    conn = sqlite3.connect(out / "results.db")
+    pools = {}
+    for (prov,) in conn.execute("SELECT provenance FROM runs"):
+        for name, info in json.loads(prov)["bases"].items():
+            pools.setdefault(name, set()).add(json.dumps(info["pool"], sort_keys=True))
+    assert set(pools) == {"gendered", "control-t0"} and all(len(v) == 1 for v in pools.values())
+    gendered = json.loads(next(iter(pools["gendered"])))
+    assert gendered["split"] == "pretrain" and gendered["n_examples"] == 600  # the whole tiny pretrain pool
+    assert re.fullmatch(r"[0-9a-f]{16}", gendered["rows_sha256"])
+    html = (out / "report.html").read_text()
+    for key, value in (("split", "pretrain"), ("n_examples", "600"), ("rows_sha256", gendered["rows_sha256"])):
+        assert re.search(rf"<th>bases\.gendered\.pool\.{key}</th><td[^>]*>{value}</td>", html), key
 
 
 def test_export_has_one_tidy_row_per_run(finished, tmp_path):
@@ -155,7 +173,10 @@ def test_sigkill_midway_then_rerun_gives_exactly_one_row_per_run(tmp_path, cache
         (lambda s: s["experiments"][0].update(levels=[1.2]), r"must be in \[0, 1\]"),
         (lambda s: s["dataset"].update(name="nowhere"), "unknown dataset 'nowhere'"),
         (lambda s: s["bases"]["gendered"].update(attribute="beard"), "unknown attribute 'beard'"),
-        (lambda s: s["bases"]["gendered"].update(pool="faces"), r"takes only 'attribute'; unknown option\(s\): pool"),
+        (lambda s: s["bases"]["gendered"].update(epochs=3), r"and 'pool'; unknown option\(s\): epochs"),
+        (lambda s: s["bases"]["gendered"].update(pool="train"), r"bases.gendered: 'pool: train' is refused"),
+        (lambda s: s["bases"]["gendered"].update(pool="faces"), r"gendered: .* 'synthetic' has no 'faces'"),
+        (lambda s: s["bases"]["scratch"].update(pool="pretrain"), r"bases.scratch.pool: only a base that is trained"),
         (lambda s: s["experiments"][1].update(interventions=[{"name": "subselect", "start_level": 0.3}], n_train=600),
          r"subselect start set at level 0.3 with n=600: cell"),
     ],

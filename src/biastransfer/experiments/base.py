@@ -140,6 +140,15 @@ class Results:
         return self.others.get(kind, pd.DataFrame())
 
 
+@dataclass(frozen=True)
+class Verdict:
+    """One plain sentence at the top of the report that answers a user's question (is the bias inherited?
+    which finetuning overwrites it, at what AUC cost?), and the id of the report section holding its evidence."""
+
+    text: str
+    evidence: str
+
+
 class Experiment:
     """Base class of experiment plugins (see the module docstring for what a plugin owns)."""
 
@@ -208,6 +217,11 @@ class Experiment:
 
     def sections(self, results: Results, page: Page) -> list[Section]:
         """The report sections of this kind (plots, tables)."""
+        return []
+
+    def verdict(self, results: Results) -> list[Verdict]:
+        """At most a few plain sentences for the top of the report, each pointing at one of :meth:`sections`
+        (by its id). Kinds that answer none of the user's questions return nothing."""
         return []
 
 

@@ -34,7 +34,7 @@ from biastransfer.experiments.grid import Seeds, Size, Sizes, TasksAndBases
 from biastransfer.experiments.spurious import COLUMNS, FinetuneExperiment, check, correlation_pool, search
 from biastransfer.interventions import InfeasibleSelectionError
 from biastransfer.report.markup import Page, Section
-from biastransfer.report.plots import PALETTE, gap_label, new_figure, role_order
+from biastransfer.report.plots import PALETTE, clip_to_range, gap_label, new_figure, role_order
 from biastransfer.spec import RunSpec, StudyDefaults
 
 SAMPLER = "natural"
@@ -204,7 +204,8 @@ def _curves(agg: pd.DataFrame, comp: pd.DataFrame) -> Any:
                 x = b["n_train"].to_numpy(float)
                 m = b[f"{metric}_mean"].to_numpy(float)
                 ax.plot(x, m, "-o", ms=4, color=colours[base], label=f"{base} ({roles.get(base, '')})")
-                ax.fill_between(x, b[f"{metric}_low"].to_numpy(float), b[f"{metric}_high"].to_numpy(float),
+                ax.fill_between(x, clip_to_range(b[f"{metric}_low"].to_numpy(float), metric),
+                                clip_to_range(b[f"{metric}_high"].to_numpy(float), metric),
                                 color=colours[base], alpha=0.15, lw=0)
             ax.set_xscale("log", base=2)
             ax.set_ylabel(label if metric == "auc" else f"{label} ({gap_label(rows)})")

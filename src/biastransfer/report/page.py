@@ -3,10 +3,11 @@ its plugin.
 
 ``build_report`` writes ``out_dir/report.html`` (inline CSS, plots embedded as base64 PNG data URIs, no scripts
 and nothing fetched from the web) and every plot as ``out_dir/plots/<name>.png``. The page is: the summary, the
-reading (every plugin's findings), each plugin's sections (in :attr:`Experiment.report_order`), the results per
-setting of every kind (derived from its outcome schema), the chosen hyperparameters, the provenance, and extra
-sections. Kinds without runs contribute nothing. Lines that change from machine to machine (package versions,
-machine, time of generation) carry ``class="volatile"`` so that a golden-file test can drop them.
+verdict (every plugin's plain answers, each linked to its evidence), the reading (every plugin's findings), each
+plugin's sections (in :attr:`Experiment.report_order`), the results per setting of every kind (derived from its
+outcome schema), the chosen hyperparameters, the provenance, and extra sections. Kinds without runs contribute
+nothing. Lines that change from machine to machine (package versions, machine, time of generation) carry
+``class="volatile"`` so that a golden-file test can drop them.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from matplotlib.figure import Figure
 import biastransfer
 from biastransfer import plugins  # noqa: F401  (registers every experiment kind)
 from biastransfer.analysis.text import fmt_ci, level_text
-from biastransfer.experiments.base import EXPERIMENTS, Experiment, Results
+from biastransfer.experiments.base import EXPERIMENTS, Experiment, Results, Verdict
 from biastransfer.report.markup import Page, Section, cell, escape, table
 
 __all__ = ["SectionContent", "build_report", "kind_results"]
@@ -39,6 +40,9 @@ body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; max
 h1 { font-size: 1.7em; margin-bottom: 0.2em; }
 h2 { font-size: 1.3em; border-bottom: 1px solid #ddd; padding-bottom: 0.2em; margin-top: 2em; }
 p.summary { font-size: 1.05em; background: #f6f8fa; padding: 0.8em 1em; border-radius: 4px; }
+section.verdict { background: #fff8e5; border-left: 4px solid #e0a800; padding: 0.2em 1em 0.4em; }
+section.verdict h2 { border: none; margin-top: 0.6em; }
+section.verdict li { font-size: 1.05em; margin: 0.3em 0; }
 table { border-collapse: collapse; font-size: 0.86em; margin: 0.6em 0; }
 th, td { border: 1px solid #ddd; padding: 3px 7px; text-align: left; vertical-align: top; }
 th { background: #f0f0f0; }
@@ -98,6 +102,14 @@ def _summary(runs: pd.DataFrame, kinds: list[tuple[Experiment, Results]]) -> str
     if policies:
         parts.append(f"Decision threshold: {', '.join(policies)}.")
     return " ".join(parts)
+
+
+def _verdict(verdicts: Sequence[Verdict]) -> list[str]:
+    """The verdict box: each plugin's plain sentences, each linked to the section that holds its evidence."""
+    if not verdicts:
+        return []
+    items = [f'<li>{escape(v.text)} <a href="#{escape(v.evidence)}">(evidence)</a></li>' for v in verdicts]
+    return ['<section id="verdict" class="verdict">', "<h2>Verdict</h2>", "<ul>", *items, "</ul>", "</section>"]
 
 
 def _results_table(plugin: Experiment, agg: pd.DataFrame) -> pd.DataFrame:
@@ -178,6 +190,7 @@ def build_report(runs: pd.DataFrame, out_dir: str | Path, *, title: str, hparams
     page = Page(out)
     kinds = kind_results(runs)
     body: list[str] = [f"<h1>{escape(title)}</h1>", f'<p class="summary">{escape(_summary(runs, kinds))}</p>']
+    body += _verdict([v for plugin, res in kinds for v in plugin.verdict(res)])
     reading = [line for plugin, res in kinds for line in plugin.reading(res)] or ["No findings to read."]
     body += Section("reading", "Reading", ["<ul>", *[f"<li>{escape(s)}</li>" for s in reading], "</ul>"]).markup()
     for plugin, res in kinds:

@@ -1,6 +1,9 @@
 """Figure helpers shared by the report sections of every experiment kind (matplotlib, Agg canvas; nothing is
 ever shown on a display). Intervals drawn are the Student-t 95% intervals over seeds of the aggregates; a setting
-with one seed has no error bar."""
+with one seed has no error bar. An interval is drawn clipped to the range its metric can take
+(:data:`METRIC_RANGES`: AUC in [0, 1], signed group gaps in [−1, 1], magnitudes in [0, 1]): with few seeds
+``mean ± t·s/√n`` can pass the range, and a bar beyond it would show values that cannot occur. The tables keep the
+unclipped numbers."""
 
 from __future__ import annotations
 
@@ -14,7 +17,8 @@ from matplotlib.figure import Figure
 from biastransfer.report.markup import DPI
 from biastransfer.roles import BASE_ROLES
 
-__all__ = ["METRIC_NAMES", "PALETTE", "err", "gap_label", "new_figure", "role_order", "role_styles"]
+__all__ = ["METRIC_NAMES", "METRIC_RANGES", "PALETTE", "clip_to_range", "err", "gap_label", "new_figure",
+           "role_order", "role_styles"]
 
 #: Axis names of the metrics.
 METRIC_NAMES = {
@@ -22,6 +26,16 @@ METRIC_NAMES = {
     "tpr_diff": "TPR difference",
     "eo_diff": "Equalised-odds difference",
     "auc": "AUC",
+}
+
+#: The range of each metric, to which drawn intervals are clipped (a metric not listed is not clipped).
+METRIC_RANGES: dict[str, tuple[float, float]] = {
+    "auc": (0.0, 1.0),
+    "fpr_diff": (-1.0, 1.0),
+    "tpr_diff": (-1.0, 1.0),
+    "eo_diff": (0.0, 1.0),  # max(|FPR difference|, |TPR difference|)
+    "fpr_diff_signed": (-1.0, 1.0),
+    "fpr_diff_abs": (0.0, 1.0),
 }
 
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#7f7f7f",
@@ -44,8 +58,18 @@ def gap_label(df: pd.DataFrame) -> str:
     return "a=1 − a=0"
 
 
-def err(mean: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
-    """Asymmetric error-bar array (2, n); NaN bounds become zero-length bars."""
+def clip_to_range(values: np.ndarray, metric: str | None) -> np.ndarray:
+    """``values`` clipped to ``METRIC_RANGES[metric]`` (unchanged for another metric or None; NaN stays NaN)."""
+    if metric not in METRIC_RANGES:
+        return np.asarray(values, dtype=float)
+    lo, hi = METRIC_RANGES[metric]
+    return np.clip(np.asarray(values, dtype=float), lo, hi)
+
+
+def err(mean: np.ndarray, low: np.ndarray, high: np.ndarray, metric: str | None = None) -> np.ndarray:
+    """Asymmetric error-bar array (2, n); NaN bounds become zero-length bars. Given ``metric``, the bounds are
+    first clipped to its range (:func:`clip_to_range`)."""
+    low, high = clip_to_range(low, metric), clip_to_range(high, metric)
     lo = np.nan_to_num(mean - low, nan=0.0)
     hi = np.nan_to_num(high - mean, nan=0.0)
     return np.vstack([np.clip(lo, 0, None), np.clip(hi, 0, None)])

@@ -42,8 +42,11 @@ def _typed(frame: pd.DataFrame, columns: list[Column]) -> pd.DataFrame:
     return frame
 
 
-def frame_of(runs: list[dict[str, Any]], study: str, roles: dict[str, str]) -> pd.DataFrame:
-    """Stored runs (``{key, spec, result, seconds}``) as a tidy frame."""
+def frame_of(runs: list[dict[str, Any]], study: str, roles: dict[str, str],
+             blocks: dict[str, dict[str, Any]] | None = None) -> pd.DataFrame:
+    """Stored runs (``{key, spec, result, seconds}``) as a tidy frame. ``blocks`` are the experiment blocks of the
+    study stored with the runs, by name: a column reads its run's block as ``run["block"]`` (``{}`` when the
+    stored study has no block of that name), e.g. an analysis option that is in no run key."""
     kinds = sorted({r["spec"]["kind"] for r in runs})
     unknown = [k for k in kinds if k not in EXPERIMENTS]
     if unknown:
@@ -54,7 +57,7 @@ def frame_of(runs: list[dict[str, Any]], study: str, roles: dict[str, str]) -> p
                                    else (*COMMON_COLUMNS, *TIMING_COLUMNS))} for kind in kinds}
     rows = []
     for run in runs:
-        context = {**run, "study": study, "roles": roles}
+        context = {**run, "study": study, "roles": roles, "block": (blocks or {}).get(run["spec"]["experiment"], {})}
         mine = own[run["spec"]["kind"]]
         rows.append({c.name: c.value(context) if c.name in mine else None for c in columns})
     return _typed(pd.DataFrame(rows, columns=[c.name for c in columns]), columns)
@@ -62,8 +65,9 @@ def frame_of(runs: list[dict[str, Any]], study: str, roles: dict[str, str]) -> p
 
 def runs_frame(store: ResultStore) -> pd.DataFrame:
     """One tidy row per finished run (see the module docstring for the columns)."""
-    study = (store.get_meta("study") or {}).get("name", "")
-    return frame_of(store.runs(), study, store.get_meta("roles") or {})
+    study = store.get_meta("study") or {}
+    blocks = {str(b.get("name")): b for b in study.get("experiments", []) if isinstance(b, dict)}
+    return frame_of(store.runs(), study.get("name", ""), store.get_meta("roles") or {}, blocks)
 
 
 def hparams_frame(store: ResultStore) -> pd.DataFrame:

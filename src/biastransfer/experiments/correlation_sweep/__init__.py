@@ -1,20 +1,51 @@
 """Correlation sweep (paper §4.2, Fig. 4): one biased base finetuned at a sweep of correlation levels (collect,
 subselect, reweight …) with the test set fixed; the AUC vs FPR-difference tradeoff.
 
-The run is the shared finetuning run of :mod:`biastransfer.experiments.spurious`; :mod:`.analysis` finds, per
-sweep line, the level that keeps AUC within a tolerance of the test-equal level with the smallest |FPR
-difference|; :mod:`.plot` draws the tradeoff.
+The run is the shared finetuning run of :mod:`biastransfer.experiments.spurious`; :mod:`.analysis` tests, per
+sweep line, which levels keep AUC against the test-equal level (paired non-inferiority with
+``options.auc_tolerance``) and whether the best of them cuts |FPR difference| (paired, Bonferroni over the levels
+tried); :mod:`.plot` draws the tradeoff.
+
+``options.auc_tolerance`` is read by the analysis only: :meth:`CorrelationSweep.expand` does not put it in the
+runs' specs, so it is in no run key and changing it reruns nothing. The export reads it from the study stored
+with the runs (column ``auc_tolerance``).
 """
 
 from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from biastransfer.experiments.base import EXPERIMENTS, Results
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
+
+from biastransfer.analysis.text import fmt, fmt_ci, level_text
+from biastransfer.experiments.base import EXPERIMENTS, Column, Results, Verdict
 from biastransfer.experiments.correlation_sweep import analysis
 from biastransfer.experiments.correlation_sweep.plot import tradeoff_plot
-from biastransfer.experiments.spurious import FinetuneExperiment
+from biastransfer.experiments.spurious import COLUMNS, FinetuneBlock, FinetuneExperiment
 from biastransfer.report.markup import Page, Section
+
+
+class CorrelationSweepOptions(BaseModel):
+    """Options of the sweep's analysis (none of them reaches a run)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    auc_tolerance: float = Field(analysis.AUC_TOLERANCE, ge=0.0, lt=1.0,
+                                 description="a level keeps AUC when the paired 95% lower bound of AUC(level) − "
+                                             "AUC(test-equal level) lies above −auc_tolerance")
+
+
+class CorrelationSweepBlock(FinetuneBlock):
+    """bases × tasks × interventions × levels × N × seeds, and the analysis options."""
+
+    options: CorrelationSweepOptions = CorrelationSweepOptions()
+
+
+def _tolerance(run: dict[str, Any]) -> float:
+    """``options.auc_tolerance`` of the run's block in the study stored with the runs (``run["block"]``)."""
+    block = run.get("block") or {}
+    options = (block.get("options") or {}) if block.get("kind") == "correlation_sweep" else {}
+    return float(options.get("auc_tolerance", analysis.AUC_TOLERANCE))
 
 
 @EXPERIMENTS.register("correlation_sweep")
@@ -24,13 +55,23 @@ class CorrelationSweep(FinetuneExperiment):
     title = "Performance–bias tradeoff across finetuning levels"
     description = "finetuning correlation level swept, test fixed: AUC vs FPR difference tradeoff"
     report_order = 20
+    Block = CorrelationSweepBlock
+    columns = (*COLUMNS,
+               Column("auc_tolerance", "float", "outcome", "options.auc_tolerance of the block (analysis only; not "
+                      "in the run key)", get=_tolerance))
     example: ClassVar[dict[str, Any]] = {
         "tasks": ["t3"], "bases": ["gendered"], "interventions": ["collect", "reweight"], "levels": [0.5, 0.8],
         "n_train": 32, "seeds": [0, 1], "test": 0.8
     }
 
+    def findings(self, results: Results) -> dict[tuple[str, str, str], dict[str, Any]]:
+        return analysis.findings(results.runs, self.settings())
+
     def reading(self, results: Results) -> list[str]:
-        return analysis.reading(analysis.findings(self.aggregate(results.runs)), analysis.AUC_TOLERANCE)
+        return analysis.reading(self.findings(results))
+
+    def verdict(self, results: Results) -> list[Verdict]:
+        return [Verdict(text, "tradeoff") for text in analysis.verdict(self.findings(results))]
 
     def sections(self, results: Results, page: Page) -> list[Section]:
         agg = self.aggregate(results.runs)
@@ -41,5 +82,29 @@ class CorrelationSweep(FinetuneExperiment):
             body += page.figure(
                 fig, f"tradeoff_{name}" if len(groups) > 1 else "tradeoff", f"Tradeoff plot for {name}",
                 f"Experiment {name}: x = test AUC, y = FPR difference; the outlined point is the level equal to "
-                "the test level.")
+                "the test level. Bars: 95% CI over seeds, drawn clipped to the metric's range.")
+        table = levels_table(self.findings(results))
+        if not table.empty:
+            body.append(page.heading("Each level against the test-equal level, paired by seed"))
+            body.append(page.note("AUC difference: level − test-equal level, paired by seed, Student-t 95% CI; a "
+                                  "level keeps AUC when the lower bound lies above −tolerance."))
+            body += page.table(table)
         return [Section("tradeoff", self.title, body)]
+
+
+def levels_table(sweep: dict[tuple[str, str, str], dict[str, Any]]) -> pd.DataFrame:
+    """One row per (line, level tried): mean AUC, the paired AUC difference, whether it keeps AUC, mean FPR
+    difference, and which level is the best."""
+    rows = []
+    for (task, base, label), f in sweep.items():
+        for lv in f.get("levels", []):
+            best = f.get("best_label") == lv["label"] and f.get("best_level") == lv["level"]
+            rows.append({"task": task, "base": base, "line": label,
+                         "level": level_text(lv["level"], lv["label"]),
+                         "reference": level_text(f["reference_level"], f["reference_label"]),
+                         "AUC": fmt(lv["auc"]),
+                         "AUC difference": fmt_ci(lv["auc_diff"], lv["auc_diff_low"], lv["auc_diff_high"]),
+                         "keeps AUC": "yes" if lv["keeps"] else "no", "tolerance": f"{f['tolerance']:g}",
+                         "FPR difference": fmt(lv["fpr"]), "best": "yes" if best else "",
+                         "seeds": int(lv["n_pairs"])})
+    return pd.DataFrame(rows)

@@ -1,25 +1,43 @@
-"""Analysis of the correlation sweep (paper §4.2, Fig. 4; docs/protocols.md §4).
+"""Analysis of the correlation sweep (paper §4.2, Fig. 4; docs/protocols.md §4): paired non-inferiority of AUC,
+then a Bonferroni-guarded test of the cut in |FPR difference|.
 
-For each sweep line (task × base × intervention), the reference point is the level where finetuning matches the
-test distribution. Among the levels whose mean AUC is at least ``AUC_ref − tolerance`` (default 0.01), the
-*best* level is the one with the smallest ``|mean FPR difference|``; the relative cut is
-``cut = 1 − |FPR_best| / |FPR_ref|`` (0.61 is shown as "−61%"). The cut is called *established* only when the
-two FPR-difference intervals do not overlap.
+A *line* is one (task × base × intervention, every other setting fixed); its *reference* is the level where
+finetuning matches the test distribution. Every level of a line is finetuned on the same draw at a seed (the draw
+depends on seed, task and N, not on the level), so levels are compared with the reference by **paired**
+differences over the seeds ``s`` both have, with Student-t intervals (:func:`paired_interval`):
+
+* **Keeps AUC** (non-inferiority). ``d_s = AUC(level, s) − AUC(ref, s)``; the level keeps AUC when the lower bound
+  of the two-sided 95% interval ``mean(d) − t_{0.975, n−1}·sd(d)/√n`` lies above ``−tolerance``
+  (``options.auc_tolerance``, default 0.01). Equal means are not enough: a level whose true AUC is 0.03 lower
+  passes with probability at most 2.5%, whatever the seed-to-seed spread. With one seed no level keeps AUC.
+* **Best level.** Among the ``k`` levels that keep AUC, the one with the smallest ``|mean_s FPR diff(level, s)|``
+  (ties: the higher mean AUC). It *improves* when that is below the reference's ``|mean FPR diff|``; the relative
+  cut is ``cut = 1 − |FPR_best| / |FPR_ref|`` (0.42 is shown as "−42%").
+* **Established cut.** ``e_s = |FPR diff(best, s)| − |FPR diff(ref, s)|``; the best level was picked among the
+  ``m`` levels tried besides the reference, so its interval is Bonferroni-widened to confidence ``1 − 0.05/m``:
+  ``mean(e) ± t_{1 − 0.05/(2m), n−1}·sd(e)/√n``. The cut is *established* when that interval lies below 0.
+
+Each line is its own question; no allowance is made across lines. The tolerance is an analysis option: it is not
+part of any run key, so changing it reruns nothing and only changes the reading.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from biastransfer.analysis.aggregate import abs_interval
+from biastransfer.analysis.aggregate import aggregate, paired_interval
 from biastransfer.analysis.text import context_labels, fmt, fmt_ci, level_text
 
-#: Default AUC tolerance of the sweep finding.
+#: Default AUC tolerance of the sweep finding (``options.auc_tolerance``).
 AUC_TOLERANCE = 0.01
+
+#: Family-wise error of the test of the cut (split over the levels tried, Bonferroni).
+ALPHA = 0.05
 
 #: Columns that name one *line* of a sweep are the setting columns minus these (the level varies along a line;
 #: the set size varies along a subselect line).
@@ -40,6 +58,12 @@ def is_test_level(df: pd.DataFrame) -> pd.Series:
     return pd.Series(same | natural, index=df.index)
 
 
+def _stat_columns(agg: pd.DataFrame) -> set[str]:
+    """The per-metric columns of an aggregate (``m_mean`` and every ``m_<stat>`` beside it) and ``n_seeds``."""
+    metrics = {c[: -len("_mean")] for c in agg.columns if c.endswith("_mean")}
+    return {c for c in agg.columns if c.startswith("n_seeds") or any(c.startswith(f"{m}_") for m in metrics)}
+
+
 def split_lines(agg: pd.DataFrame) -> list[tuple[dict[str, object], pd.DataFrame]]:
     """Split aggregated sweep rows into lines (one per base × intervention × other fixed settings).
 
@@ -50,11 +74,8 @@ def split_lines(agg: pd.DataFrame) -> list[tuple[dict[str, object], pd.DataFrame
     """
     if agg.empty:
         return []
-    keys = [
-        c
-        for c in agg.columns
-        if c != "n_seeds" and c not in ALONG_LINE and not c.endswith(("_mean", "_low", "_high"))
-    ]
+    stats = _stat_columns(agg)
+    keys = [c for c in agg.columns if c not in stats and c not in ALONG_LINE]
     lines: list[tuple[dict[str, object], pd.DataFrame]] = []
     grouped = agg.groupby(keys, dropna=False, sort=True) if keys else [((), agg)]
     for key, rows in grouped:
@@ -77,79 +98,140 @@ def _sort_levels(rows: pd.DataFrame) -> pd.DataFrame:
     return order.sort_values(["_lv", "_lb"], kind="mergesort").drop(columns=["_lv", "_lb"])
 
 
-def findings(agg: pd.DataFrame, auc_tolerance: float = AUC_TOLERANCE) -> dict[tuple[str, str, str], dict[str, Any]]:
-    """Structured sweep findings keyed by ``(task, base, line)``, ``line`` being the intervention (plus e.g.
-    ``" (N=128)"`` when one task × base × intervention has several lines that differ in another setting).
+def _line_runs(runs: pd.DataFrame, lines: list[tuple[dict[str, object], pd.DataFrame]]) -> list[pd.DataFrame]:
+    """The runs of each line of :func:`split_lines` (same order): those whose line columns equal the line's key."""
+    if not lines:
+        return []
+    keys = [k for k in lines[0][0] if k not in ALONG_LINE]
 
-    Entries: ``reference_level, reference_label, best_level, best_label, auc_ref, auc_best, fpr_ref, fpr_best,
-    abs_fpr_ref, abs_fpr_best, cut, separated, improves, n_seeds, …``; ``cut`` is the relative reduction
-    ``1 − |FPR_best| / |FPR_ref|``. Lines without a test-level run hold ``reference_level=None`` and a ``reason``.
-    ``agg`` is the sweep runs aggregated over seeds."""
-    if agg.empty:
-        return {}
-    lines = split_lines(agg)
-    out: dict[tuple[str, str, str], dict[str, Any]] = {}
-    suffixes = context_labels([k for k, _ in lines], ("task", "base", "intervention"))
-    for (key, rows), suffix in zip(lines, suffixes, strict=True):
-        label = str(key.get("intervention", "")) + suffix
-        fkey = (str(key.get("task", "")), str(key.get("base", "")), label)
-        ref_rows = rows[is_test_level(rows)]
-        entry: dict[str, Any] = {
-            "intervention": key.get("intervention"),
-            "test_label": key.get("test_label"),
-            "n_train": key.get("n_train"),
-            "gap_label": str(key.get("gap_label", "")),
-            "n_levels": len(rows),
-        }
-        if ref_rows.empty:
-            entry["reference_level"] = None
-            entry["reason"] = "no run at the test level"
-            out[fkey] = entry
-            continue
-        ref = ref_rows.iloc[0]
-        ok = rows[rows["auc_mean"] >= ref["auc_mean"] - auc_tolerance - 1e-12]
-        ok = ok.assign(_abs=ok["fpr_diff_mean"].abs())
-        best = ok.sort_values(["_abs", "auc_mean"], ascending=[True, False], kind="mergesort").iloc[0]
-        ref_abs = abs_interval(
-            float(ref["fpr_diff_mean"]), float(ref["fpr_diff_low"]), float(ref["fpr_diff_high"])
-        )
-        best_abs = abs_interval(
-            float(best["fpr_diff_mean"]), float(best["fpr_diff_low"]), float(best["fpr_diff_high"])
-        )
-        cut = 1.0 - best_abs[0] / ref_abs[0] if ref_abs[0] > 0 else math.nan
-        separated = bool(
-            best_abs[2] < ref_abs[1] if not (math.isnan(best_abs[2]) or math.isnan(ref_abs[1])) else False
-        )
-        entry.update(
-            {
-                "reference_level": float(ref["level"]),
-                "reference_label": str(ref["level_label"]),
-                "best_level": float(best["level"]),
-                "best_label": str(best["level_label"]),
-                "auc_ref": float(ref["auc_mean"]),
-                "auc_ref_ci": (float(ref["auc_low"]), float(ref["auc_high"])),
-                "auc_best": float(best["auc_mean"]),
-                "auc_best_ci": (float(best["auc_low"]), float(best["auc_high"])),
-                "fpr_ref": float(ref["fpr_diff_mean"]),
-                "fpr_ref_ci": (float(ref["fpr_diff_low"]), float(ref["fpr_diff_high"])),
-                "fpr_best": float(best["fpr_diff_mean"]),
-                "fpr_best_ci": (float(best["fpr_diff_low"]), float(best["fpr_diff_high"])),
-                "abs_fpr_ref": ref_abs[0],
-                "abs_fpr_best": best_abs[0],
-                "cut": cut,
-                "separated": separated,
-                "improves": bool(
-                    not (best["level"] == ref["level"] and best["level_label"] == ref["level_label"])
-                    and best_abs[0] < ref_abs[0]
-                ),
-                "n_seeds": int(min(ref["n_seeds"], best["n_seeds"])),
-            }
-        )
-        out[fkey] = entry
+    def text(values: object) -> tuple[str, ...]:
+        return tuple(str(v) for v in (values if isinstance(values, tuple) else (values,)))
+
+    groups = {text(k): g for k, g in runs.groupby(keys, dropna=False, sort=False)} if keys else {(): runs}
+    out = []
+    for key, _ in lines:
+        rows = groups.get(text(tuple(key[k] for k in keys)), runs.iloc[0:0])
+        out.append(rows[rows["n_train"] == key["n_train"]] if "n_train" in key else rows)
     return out
 
 
-def reading(sweep: dict[tuple[str, str, str], dict[str, Any]], tol: float) -> list[str]:
+def _level_tag(level: pd.Series, label: pd.Series) -> pd.Series:
+    """``"<level to 9 decimals>|<label>"``: which level of a line a row is at."""
+    return pd.to_numeric(level, errors="coerce").astype(float).round(9).astype(str) + "|" + label.astype(str)
+
+
+def _by_seed(line_runs: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Per level of a line (:func:`_level_tag`), its ``auc`` and ``fpr_diff`` by seed (the mean when a seed
+    repeats)."""
+    tags = _level_tag(line_runs["level"], line_runs["level_label"])
+    return {str(t): rows.groupby("seed")[["auc", "fpr_diff"]].mean()
+            for t, rows in line_runs[["seed", "auc", "fpr_diff"]].groupby(tags, sort=False)}
+
+
+def keeps_auc(auc_level: pd.Series, auc_ref: pd.Series, tolerance: float,
+              ) -> tuple[bool, tuple[float, float, float, int]]:
+    """Paired non-inferiority: ``(keeps, (mean, low, high, n))`` of ``AUC(level) − AUC(ref)`` by seed; keeps when
+    ``n ≥ 2`` and the lower bound of the two-sided 95% interval lies above ``−tolerance``."""
+    mean, low, high, n = paired_interval(auc_level, auc_ref)
+    return bool(n >= 2 and not math.isnan(low) and low > -tolerance), (mean, low, high, n)
+
+
+def _tolerance(line_runs: pd.DataFrame) -> float:
+    """The line's ``auc_tolerance`` (the study option read into the runs), or the default."""
+    if "auc_tolerance" in line_runs.columns:
+        values = pd.to_numeric(line_runs["auc_tolerance"], errors="coerce").dropna()
+        if not values.empty:
+            return float(values.iloc[0])
+    return AUC_TOLERANCE
+
+
+def findings(runs: pd.DataFrame, settings: Sequence[str], auc_tolerance: float | None = None,
+             ) -> dict[tuple[str, str, str], dict[str, Any]]:
+    """Structured sweep findings keyed by ``(task, base, line)``, ``line`` being the intervention (plus e.g.
+    ``" (N=128)"`` when one task × base × intervention has several lines that differ in another setting).
+
+    ``runs`` are the sweep's runs (one row per run), ``settings`` its setting columns; ``auc_tolerance`` overrides
+    the runs' ``auc_tolerance`` column (the study option). Entries: ``reference_level, reference_label,
+    tolerance, n_tried`` (m), ``n_keep`` (k), ``levels`` (one record per level tried: its AUC paired difference
+    and whether it keeps AUC), ``best_level, best_label`` (None when no level keeps AUC), ``auc_ref(_ci),
+    auc_best(_ci), auc_diff`` (paired, 95%), ``fpr_ref(_ci), fpr_best(_ci), abs_fpr_ref, abs_fpr_best, cut,
+    improves, abs_fpr_paired`` (paired difference of |FPR difference|, best − reference, at ``confidence``
+    = 1 − 0.05/m), ``established, n_seeds``. Lines without a test-level run hold ``reference_level=None`` and a
+    ``reason``."""
+    if runs.empty:
+        return {}
+    keep = [c for c in dict.fromkeys([*settings, "seed", "auc", "fpr_diff", "auc_tolerance"]) if c in runs.columns]
+    runs = runs[keep]
+    agg = aggregate(runs, ["auc", "fpr_diff"], settings)
+    lines = split_lines(agg)
+    out: dict[tuple[str, str, str], dict[str, Any]] = {}
+    suffixes = context_labels([k for k, _ in lines], ("task", "base", "intervention"))
+    for (key, rows), suffix, line_runs in zip(lines, suffixes, _line_runs(runs, lines), strict=True):
+        label = str(key.get("intervention", "")) + suffix
+        fkey = (str(key.get("task", "")), str(key.get("base", "")), label)
+        tol = _tolerance(line_runs) if auc_tolerance is None else float(auc_tolerance)
+        entry: dict[str, Any] = {"intervention": key.get("intervention"), "test_label": key.get("test_label"),
+                                 "n_train": key.get("n_train"), "gap_label": str(key.get("gap_label", "")),
+                                 "n_levels": len(rows), "tolerance": tol}
+        test = is_test_level(rows)
+        if not test.any():
+            out[fkey] = {**entry, "reference_level": None, "reason": "no run at the test level"}
+            continue
+        ref = rows[test].iloc[0]
+        out[fkey] = {**entry, **_compare(line_runs, ref, rows.drop(index=ref.name), tol)}
+    return out
+
+
+def _compare(line_runs: pd.DataFrame, ref: pd.Series, others: pd.DataFrame, tol: float) -> dict[str, Any]:
+    """The non-inferiority of every level against the reference, the best level and the test of its cut."""
+    seeds = _by_seed(line_runs)
+    empty = pd.DataFrame({"auc": [], "fpr_diff": []}, dtype=float)
+    tags = _level_tag(pd.concat([others["level"], pd.Series([ref["level"]])]),
+                      pd.concat([others["level_label"], pd.Series([ref["level_label"]])])).tolist()
+    ref_seeds = seeds.get(tags[-1], empty)
+    auc_ref, fpr_ref = ref_seeds["auc"], ref_seeds["fpr_diff"]
+    levels = []
+    for (_, row), tag in zip(others.iterrows(), tags[:-1], strict=True):
+        level_seeds = seeds.get(tag, empty)
+        keeps, (mean, low, high, n) = keeps_auc(level_seeds["auc"], auc_ref, tol)
+        levels.append({"level": float(row["level"]), "label": str(row["level_label"]), "row": row,
+                       "auc": float(row["auc_mean"]), "fpr": float(row["fpr_diff_mean"]), "auc_diff": mean,
+                       "auc_diff_low": low, "auc_diff_high": high, "n_pairs": n, "keeps": keeps,
+                       "fpr_seeds": level_seeds["fpr_diff"]})
+    m = len(levels)
+    kept = sorted((lv for lv in levels if lv["keeps"]), key=lambda lv: (abs(lv["fpr"]), -lv["auc"]))
+    out: dict[str, Any] = {
+        "reference_level": float(ref["level"]), "reference_label": str(ref["level_label"]),
+        "auc_ref": float(ref["auc_mean"]), "auc_ref_ci": (float(ref["auc_low"]), float(ref["auc_high"])),
+        "fpr_ref": float(ref["fpr_diff_mean"]), "fpr_ref_ci": (float(ref["fpr_diff_low"]), float(ref["fpr_diff_high"])),
+        "abs_fpr_ref": abs(float(ref["fpr_diff_mean"])), "n_tried": m, "n_keep": len(kept),
+        "levels": [{k: v for k, v in lv.items() if k not in ("row", "fpr_seeds")} for lv in levels],
+        "n_seeds": max((lv["n_pairs"] for lv in levels), default=int(auc_ref.notna().sum())),
+        "best_level": None, "best_label": None, "improves": False, "established": False,
+        "confidence": 1.0 - ALPHA / m if m else math.nan,
+    }
+    if not kept:
+        return out
+    best = kept[0]
+    row = best["row"]
+    fpr_best = best["fpr_seeds"]
+    e_mean, e_low, e_high, e_n = paired_interval(fpr_best.abs(), fpr_ref.abs(), confidence=out["confidence"])
+    abs_best = abs(best["fpr"])
+    improves = abs_best < out["abs_fpr_ref"]
+    out.update({
+        "best_level": best["level"], "best_label": best["label"],
+        "auc_best": best["auc"], "auc_best_ci": (float(row["auc_low"]), float(row["auc_high"])),
+        "auc_diff": (best["auc_diff"], best["auc_diff_low"], best["auc_diff_high"]),
+        "fpr_best": best["fpr"], "fpr_best_ci": (float(row["fpr_diff_low"]), float(row["fpr_diff_high"])),
+        "abs_fpr_best": abs_best,
+        "cut": 1.0 - abs_best / out["abs_fpr_ref"] if out["abs_fpr_ref"] > 0 else math.nan,
+        "improves": bool(improves), "abs_fpr_paired": (e_mean, e_low, e_high), "n_seeds": e_n,
+        "established": bool(improves and e_n >= 2 and not math.isnan(e_high) and e_high < 0),
+    })
+    return out
+
+
+def reading(sweep: dict[tuple[str, str, str], dict[str, Any]]) -> list[str]:
     """Bullets for the sweep finding, one per line."""
     lines = []
     for (task, base, label), f in sweep.items():
@@ -158,25 +240,61 @@ def reading(sweep: dict[tuple[str, str, str], dict[str, Any]], tol: float) -> li
             lines.append(f"{head}: {f.get('reason', 'no reference level')}; no comparison made.")
             continue
         ref_lv = level_text(f["reference_level"], f["reference_label"])
-        best_lv = level_text(f["best_level"], f["best_label"])
-        ref_auc = fmt_ci(f["auc_ref"], *f["auc_ref_ci"])
-        if not f["improves"]:
-            lines.append(
-                f"{head}: no finetuning level keeps AUC within {tol:g} of {ref_auc} (at the test-equal level "
-                f"{ref_lv}) with a smaller |FPR difference| than {fmt(f['abs_fpr_ref'])}."
-            )
+        m, k, tol = f["n_tried"], f["n_keep"], f["tolerance"]
+        if m == 0:
+            lines.append(f"{head}: only the test-equal level {ref_lv} was run; no comparison made.")
             continue
-        s = (
-            f"{head}: finetuning at {best_lv} keeps AUC {fmt_ci(f['auc_best'], *f['auc_best_ci'])} "
-            f"(vs {ref_auc} at {ref_lv}) and cuts |FPR difference| from {fmt(f['abs_fpr_ref'])} to "
-            f"{fmt(f['abs_fpr_best'])} (−{f['cut'] * 100:.0f}%); signed FPR difference "
-            f"{fmt_ci(f['fpr_ref'], *f['fpr_ref_ci'])} → {fmt_ci(f['fpr_best'], *f['fpr_best_ci'])}"
-        )
-        if f["separated"]:
-            s += "; the 95% intervals do not overlap."
-        elif f["n_seeds"] < 2:
-            s += "; one seed only, so the cut is not established."
-        else:
-            s += f"; the 95% intervals overlap, so the cut is not established at n={f['n_seeds']} seeds."
-        lines.append(s)
+        tried = (f"of {m} level{'s' if m > 1 else ''} tried besides the test-equal level {ref_lv} "
+                 f"(AUC {fmt_ci(f['auc_ref'], *f['auc_ref_ci'])})")
+        rule = f"paired lower bound above −{tol:g}"
+        if f["n_seeds"] < 2:
+            lines.append(f"{head}: {tried}, none is shown to keep AUC: one seed only, so no paired interval.")
+            continue
+        if k == 0:
+            lines.append(f"{head}: {tried}, none keeps AUC ({rule}) at {f['n_seeds']} seeds.")
+            continue
+        kept = f"{k} keep{'s' if k == 1 else ''} AUC ({rule})"
+        best_lv = level_text(f["best_level"], f["best_label"])
+        auc = f"AUC paired difference {fmt_ci(*f['auc_diff'])}"
+        if not f["improves"]:
+            lines.append(f"{head}: {tried}, {kept}; none has a smaller |FPR difference| than the test-equal "
+                         f"level's {fmt(f['abs_fpr_ref'])} (the best, {best_lv}, has {fmt(f['abs_fpr_best'])}).")
+            continue
+        verdict = "established" if f["established"] else f"not established at {f['n_seeds']} seeds"
+        lines.append(
+            f"{head}: {tried}, {kept}; the best, {best_lv} ({auc}), cuts |FPR difference| from "
+            f"{fmt(f['abs_fpr_ref'])} to {fmt(f['abs_fpr_best'])} (−{f['cut'] * 100:.0f}%), paired difference "
+            f"{fmt_ci(*f['abs_fpr_paired'])} (Bonferroni for {m} level{'s' if m > 1 else ''}): {verdict}.")
     return lines
+
+
+def verdict(sweep: dict[tuple[str, str, str], dict[str, Any]]) -> list[str]:
+    """The top-of-report answer to "which finetuning level overwrites the bias, at what AUC cost?": one sentence
+    naming the lines whose cut is established (level, the |FPR difference| before and after, the paired AUC
+    difference), or one sentence saying that no level tried does, with the closest candidate's numbers."""
+    compared = {k: f for k, f in sweep.items() if f.get("reference_level") is not None and f.get("n_tried")}
+    if not compared:
+        return []
+    done = [(k, f) for k, f in compared.items() if f["established"]]
+    if done:
+        parts = []
+        for (task, base, label), f in done:
+            parts.append(
+                f"finetuning {task} at level {level_text(f['best_level'], f['best_label'])} ({label}, base {base}) "
+                f"instead of the test-equal {level_text(f['reference_level'], f['reference_label'])} cuts |FPR "
+                f"difference| from {fmt(f['abs_fpr_ref'])} to {fmt(f['abs_fpr_best'])} at an AUC cost of "
+                f"{fmt(-f['auc_diff'][0])} (paired AUC difference {fmt_ci(*f['auc_diff'])}, within the "
+                f"{f['tolerance']:g} tolerance)")
+        head = "Overwritten: " if len(done) == len(compared) else f"Overwritten on {len(done)} of {len(compared)} " \
+               "sweep lines: "
+        return [head + "; ".join(parts) + f" ({done[0][1]['n_seeds']} paired seeds, Bonferroni over the levels "
+                "tried)."]
+    candidates = [(k, f) for k, f in compared.items() if f["improves"]]
+    if not candidates:
+        return [f"Not overwritten: on none of {len(compared)} sweep line(s) does a finetuning level keep AUC "
+                "(non-inferiority) with a smaller |FPR difference| than the test-equal level."]
+    (task, base, label), f = min(candidates, key=lambda kf: kf[1]["abs_fpr_paired"][2])
+    return [f"Not established: the most promising level, {level_text(f['best_level'], f['best_label'])} for "
+            f"{task} ({label}, base {base}), cuts |FPR difference| from {fmt(f['abs_fpr_ref'])} to "
+            f"{fmt(f['abs_fpr_best'])} but its paired interval {fmt_ci(*f['abs_fpr_paired'])} does not exclude 0 "
+            f"at {f['n_seeds']} seeds."]

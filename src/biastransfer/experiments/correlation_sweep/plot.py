@@ -18,7 +18,8 @@ def tradeoff_plot(agg_sweep: pd.DataFrame, *, metric: str = "fpr_diff", title: s
     """AUC (x) against a group gap (y) across finetuning correlation levels (paper Fig. 4).
 
     One line per base (or per intervention when there is a single base) connecting the levels in order, each
-    point annotated with its finetuning level, 95% intervals on both axes, the point whose finetuning level
+    point annotated with its finetuning level, 95% intervals on both axes (drawn clipped to the metric's range:
+    AUC in [0, 1], gaps in [−1, 1]; :func:`biastransfer.report.plots.err`), the point whose finetuning level
     equals the test level drawn larger with a black edge, and a dashed line at zero gap. One panel per task
     (× intervention when several bases are compared).
 
@@ -78,8 +79,8 @@ def tradeoff_plot(agg_sweep: pd.DataFrame, *, metric: str = "fpr_diff", title: s
         gap = gap_label(pd.concat([r for _, r in items]))
         for lab, rows in items:
             x, y = rows["auc_mean"].to_numpy(float), rows[f"{metric}_mean"].to_numpy(float)
-            xerr = err(x, rows["auc_low"].to_numpy(float), rows["auc_high"].to_numpy(float))
-            yerr = err(y, rows[f"{metric}_low"].to_numpy(float), rows[f"{metric}_high"].to_numpy(float))
+            xerr = err(x, rows["auc_low"].to_numpy(float), rows["auc_high"].to_numpy(float), "auc")
+            yerr = err(y, rows[f"{metric}_low"].to_numpy(float), rows[f"{metric}_high"].to_numpy(float), metric)
             c = colors[lab]
             ax.errorbar(
                 x,
@@ -154,7 +155,8 @@ def tradeoff_plot(agg_sweep: pd.DataFrame, *, metric: str = "fpr_diff", title: s
     )
     fig.suptitle(title or f"AUC vs {name} across finetuning correlation levels", fontsize=13)
     fig.supxlabel(
-        "Points labelled with the finetuning correlation level; bars: 95% CI (Student-t over seeds)",
+        "Points labelled with the finetuning correlation level; bars: 95% CI (Student-t over seeds), clipped to "
+        "the metric's range",
         fontsize=8,
         color="0.35",
     )
