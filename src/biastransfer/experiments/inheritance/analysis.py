@@ -225,14 +225,19 @@ def _quantity_name(signed: bool) -> str:
     return "signed FPR difference" if signed else "|FPR difference| (unsigned)"
 
 
+def _by_level(inh: dict[tuple[str, str], dict[str, Any]]) -> list[tuple[str, list[tuple[str, dict[str, Any]]]]]:
+    """The findings grouped by finetuning level label, the natural level first: ``[(label, [(task, f), …]), …]``."""
+    by_level: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+    for (task, label), f in inh.items():
+        by_level.setdefault(label, []).append((task, f))
+    return sorted(by_level.items(), key=lambda kv: (not kv[0].startswith("natural"), kv[0]))
+
+
 def reading(inh: dict[tuple[str, str], dict[str, Any]]) -> list[str]:
     """Bullets for the inheritance finding: one summary per level (counts of the three verdicts), one line per
     task with the paired difference against the most biased control."""
     lines: list[str] = []
-    by_level: dict[str, list[tuple[str, dict[str, Any]]]] = {}
-    for (task, label), f in inh.items():
-        by_level.setdefault(label, []).append((task, f))
-    ordered = sorted(by_level.items(), key=lambda kv: (not kv[0].startswith("natural"), kv[0]))
+    ordered = _by_level(inh)
     for label, items in ordered:
         where = f"at the {label} finetuning level" if label.startswith("natural") else f"at level {label}"
         kinds = {f["signed"] for _, f in items}
@@ -279,11 +284,8 @@ def verdict(inh: dict[tuple[str, str], dict[str, Any]]) -> list[str]:
     """The top-of-report answer to "is the biased base's bias inherited here?": one sentence per finetuning
     level (the natural one first) with the tasks where inheritance holds, the range of the paired differences
     against the most biased control, and the tasks where it is reversed or not established."""
-    by_level: dict[str, list[tuple[str, dict[str, Any]]]] = {}
-    for (task, label), f in inh.items():
-        by_level.setdefault(label, []).append((task, f))
     out = []
-    for label, items in sorted(by_level.items(), key=lambda kv: (not kv[0].startswith("natural"), kv[0])):
+    for label, items in _by_level(inh):
         where = f"at the {label} finetuning level" if label.startswith("natural") else f"at level {label}"
         held = [(t, f) for t, f in items if f["verdict"] == "holds"]
         n = max((int(f["min_pairs"]) for _, f in items), default=0)
