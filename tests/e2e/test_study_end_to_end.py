@@ -100,6 +100,7 @@ def test_two_workers_train_each_base_and_search_once(tmp_path):
     from biastransfer.store.sqlite import ResultStore
 
     study = tiny_study_dict()
+    study["train"]["lr"] = [0.05, 0.01]  # a 2-point grid: each search trains twice (a 1 × 1 grid trains nothing)
     # one trained base: with two workers the base trains alongside the scratch search, never with its own
     del study["bases"]["control-t0"]
     study["experiments"][0]["bases"] = ["gendered", "scratch"]
@@ -111,8 +112,8 @@ def test_two_workers_train_each_base_and_search_once(tmp_path):
     last = store.get_meta("last_run")
     planned = planned_trainings(parse_study(study))
     assert last["workers"] == 2
-    # 8 inheritance + 8 sweep + 2 salience runs, 1 base, searches for (gendered, t3) and (scratch, t3)
-    assert last["trainings"] == planned["total"] == 18 + 1 + 2
+    # 8 inheritance + 8 sweep + 2 salience runs, 1 base, 2 trials each for (gendered, t3) and (scratch, t3)
+    assert last["trainings"] == planned["total"] == 18 + 1 + 4
     assert store.count() == 18
 
 

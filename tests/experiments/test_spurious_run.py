@@ -125,3 +125,29 @@ def test_runs_stored_before_the_columns_read_as_missing() -> None:
             for c in COLUMNS}["threshold_policy"] == "val"
     fixed = {**old, "spec": {**old["spec"], "threshold": 0.5}, "result": {"threshold_policy": "0.5"}}
     assert {c.name: c.value(fixed) for c in COLUMNS}["threshold_policy"] == "0.5"
+
+
+def test_a_one_point_grid_trains_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 1 × 1 lr × weight-decay grid has nothing to choose: the search returns its point without training (and
+    the plan counts no search trainings); a 2-point grid trains each point."""
+    from biastransfer.experiments import finetuning
+    from biastransfer.plan import planned_trainings
+
+    calls: list[float] = []
+
+    class Fit:
+        best_val_loss, epochs = 0.5, 1
+
+    def fake_finetune(spec, inputs, data, *, lr, weight_decay, seed, labels=None):
+        calls.append(lr)
+        return None, Fit()
+
+    monkeypatch.setattr(finetuning, "finetune", fake_finetune)
+    study = parse_study(tiny_study_dict())
+    spec = study.expand()[0]
+    found = finetuning.grid_search(spec, None, lambda seed: None)
+    assert calls == [] and found["lr"] == 0.05 and math.isnan(found["val_loss"]) and not found["searched"]
+    assert planned_trainings(study)["search_trainings"] == 0
+    two = spec.replace(train={**spec.train, "lr": [0.05, 0.01]})
+    found = finetuning.grid_search(two, None, lambda seed: None)
+    assert calls == [0.05, 0.01] and found["searched"] and len(found["trials"]) == 2

@@ -198,8 +198,10 @@ class Experiment:
         return None
 
     def search_trainings(self, spec: RunSpec) -> int:
-        """Trainings one search of :meth:`search` runs: ``|lr| × |weight decay| × hp_seeds``."""
-        return len(spec.train["lr"]) * len(spec.train["weight_decay"]) * spec.train["hp_seeds"]
+        """Trainings one search of :meth:`search` runs: ``|lr| × |weight decay| × hp_seeds``, none for a 1 × 1 grid
+        (nothing to choose)."""
+        grid = len(spec.train["lr"]) * len(spec.train["weight_decay"])
+        return 0 if grid == 1 else grid * spec.train["hp_seeds"]
 
     # -------------------------------------------------------------------------------------- execution
     def search(self, spec: RunSpec, inputs: RunInputs) -> dict[str, Any]:

@@ -4,6 +4,7 @@ score rows, and search the learning-rate × weight-decay grid (docs/protocols.md
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -66,8 +67,13 @@ def grid_search(spec: RunSpec, inputs: RunInputs, prepare: Callable[[int], Any],
                 labels: np.ndarray | None = None) -> dict[str, Any]:
     """lr × weight decay (``spec.train``) by the lowest mean validation loss over ``hp_seeds`` seeds.
 
-    ``prepare(seed)`` draws the sets one trial trains on (see :func:`finetune` for what they hold).
+    ``prepare(seed)`` draws the sets one trial trains on (see :func:`finetune` for what they hold). A 1 × 1 grid
+    has nothing to choose: it trains nothing and returns its point with ``val_loss`` NaN (``searched`` False).
     """
+    grid = [(lr, wd) for lr in spec.train["lr"] for wd in spec.train["weight_decay"]]
+    if len(grid) == 1:
+        return {"lr": grid[0][0], "weight_decay": grid[0][1], "val_loss": math.nan, "trials": [],
+                "searched": False}
     trials = []
     for lr in spec.train["lr"]:
         for wd in spec.train["weight_decay"]:
@@ -84,7 +90,7 @@ def grid_search(spec: RunSpec, inputs: RunInputs, prepare: Callable[[int], Any],
                            f"lower the learning rates in 'train.lr'")
     best = min(finite, key=lambda t: t["val_loss"])
     return {"lr": best["lr"], "weight_decay": best["weight_decay"], "val_loss": best["val_loss"],
-            "trials": trials}
+            "trials": trials, "searched": True}
 
 
 def hparam_seed() -> int:

@@ -145,22 +145,13 @@ class Underrepresentation(Experiment):
         return {**spec.hparam_key(), "experiment_kind": self.registry_name,
                 "negatives": negative_classes(spec.options), "hp_share": float(spec.options.get("hp_share", 0.5))}
 
-    def search_trainings(self, spec: RunSpec) -> int:
-        grid = len(spec.train["lr"]) * len(spec.train["weight_decay"])
-        return 0 if grid == 1 else grid * spec.train["hp_seeds"]
-
     def search(self, spec: RunSpec, inputs: RunInputs) -> dict[str, Any]:
         """lr × weight decay by the lowest mean validation loss at share ``hp_share`` (a 1 × 1 grid: no trials)."""
-        grid = [(lr, wd) for lr in spec.train["lr"] for wd in spec.train["weight_decay"]]
-        if len(grid) == 1:
-            return {"lr": grid[0][0], "weight_decay": grid[0][1], "val_loss": math.nan, "trials": [],
-                    "searched": False}
         dataset = inputs.dataset
         t1, t2 = parse_task(spec.task)
         hp_share = float(spec.options.get("hp_share", 0.5))
-        found = grid_search(spec, inputs, lambda seed: prepare_share_data(spec, dataset, share=hp_share, seed=seed),
-                            labels=labels_of(dataset, t1, t2))
-        return {**found, "searched": True}
+        return grid_search(spec, inputs, lambda seed: prepare_share_data(spec, dataset, share=hp_share, seed=seed),
+                           labels=labels_of(dataset, t1, t2))
 
     def run(self, spec: RunSpec, inputs: RunInputs) -> RunOutput:
         t0 = time.perf_counter()
