@@ -51,6 +51,9 @@ class TrainConfig(_Strict):
     flip: bool = True
     compile: bool = False  # torch.compile the forward pass (BENCHMARKS.md: ~1.06x per step here; off by default)
     precision: Literal["fp32", "bf16"] = "fp32"  # bf16 autocast: faster on CPUs with BF16, changes the numbers
+    # learning rate: constant (the paper's) or cosine-annealed per step to 0 over max_epochs (with patience ≥
+    # max_epochs: a fixed budget, the best epoch by validation loss kept)
+    schedule: Literal["constant", "cosine"] = "constant"
 
     @field_validator("lr", "weight_decay")
     @classmethod

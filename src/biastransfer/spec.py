@@ -42,6 +42,7 @@ ADDED_FIELDS: dict[tuple[str, ...], Any] = {
     ("intervention_options",): {},        # 0.2: typed options of the intervention (e.g. start_level)
     ("calibration",): "unweighted",       # 0.2: threshold 'val' reweighted to the test cells (see THRESHOLDS)
     ("base", "pool"): "pretrain",         # 0.2: the split a trained base trains on (config drops the default)
+    ("train", "schedule"): "constant",    # 0.2: cosine learning-rate annealing
 }
 """Fields added after key version 1 → the default at which they stay out of the payload."""
 

@@ -104,3 +104,30 @@ def test_split_validates_inputs():
         Split(torch.zeros(2, 3, 4, 4), torch.zeros(2))
     with pytest.raises(ValueError, match="2 images but 3 targets"):
         Split(torch.zeros(2, 3, 4, 4, dtype=torch.uint8), torch.zeros(3))
+
+
+@pytest.mark.parametrize("schedule", ["constant", "cosine"])
+def test_the_learning_rate_schedule_per_step(tiny_synthetic, monkeypatch, schedule):
+    """constant keeps lr; cosine gives lr_t = lr·(1 + cos(π·t/T))/2 at step t of T = epochs × steps per epoch."""
+    import math
+
+    seen: list[float] = []
+    step = torch.optim.SGD.step
+
+    def recording_step(self, *args, **kwargs):
+        seen.append(self.param_groups[0]["lr"])
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.SGD, "step", recording_step)
+    images, rows, y = _data(tiny_synthetic)
+    torch.manual_seed(0)
+    train, val = make_split(images, rows[:48], y[:48]), make_split(images, rows[48:], y[48:])
+    fit(build_model("small_resnet"), train, val,
+        FitConfig(lr=0.05, batch_size=16, max_epochs=2, patience=5, schedule=schedule), seed=0,
+        device=torch.device("cpu"))
+    total = 2 * 3
+    expected = [0.05 * (1 + math.cos(math.pi * t / total)) / 2 if schedule == "cosine" else 0.05
+                for t in range(total)]
+    assert seen == pytest.approx(expected, rel=1e-9)
+    with pytest.raises(ValueError, match="schedule must be one of constant, cosine"):
+        FitConfig(schedule="linear")

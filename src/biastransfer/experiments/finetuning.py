@@ -25,7 +25,8 @@ def fit_config(spec: RunSpec, lr: float, weight_decay: float) -> FitConfig:
     t = spec.train
     return FitConfig(lr=lr, weight_decay=weight_decay, momentum=t["momentum"], batch_size=t["batch_size"],
                      max_epochs=t["max_epochs"], patience=t["patience"], flip=t["flip"],
-                     compile=t.get("compile", False), precision=t.get("precision", "fp32"))
+                     compile=t.get("compile", False), precision=t.get("precision", "fp32"),
+                     schedule=t.get("schedule", "constant"))
 
 
 def score(spec: RunSpec, inputs: RunInputs, model: torch.nn.Module, rows: np.ndarray) -> np.ndarray:

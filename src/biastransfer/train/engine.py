@@ -51,6 +51,11 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
     return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
 
 
+SCHEDULES = ("constant", "cosine")
+"""Learning-rate schedules of :class:`FitConfig`: ``constant`` (the paper's), or ``cosine`` annealing to 0 over each
+phase's planned steps (``max_epochs`` × steps per epoch; early stopping, if it comes first, cuts it short)."""
+
+
 @dataclass(frozen=True)
 class FitConfig:
     """Optimisation settings of one training (all recorded with the run)."""
@@ -67,10 +72,13 @@ class FitConfig:
     compile: bool = False  # torch.compile the forward pass (numbers differ from eager by float rounding)
     precision: str = "fp32"  # "bf16": autocast the forward pass to bfloat16 (faster where the CPU has AVX512-BF16;
     #                          numbers differ from fp32 beyond rounding). The loss is always computed in fp32.
+    schedule: str = "constant"  # "cosine": lr_t = lr·(1 + cos(π·t/T))/2 per step over each phase's T steps
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
 
 
 @dataclass
@@ -192,6 +200,7 @@ def fit(model: nn.Module, train: Split, val: Split | None, config: FitConfig, *,
 
     ``phases`` are transfer-mode phases (see :mod:`biastransfer.models.transfer`); None trains every layer.
     Early stopping: stop after ``patience`` epochs without a lower validation loss, restore the best weights.
+    ``config.schedule`` ``cosine`` anneals the learning rate per step to 0 over each phase's planned steps.
     Without a validation split the model trains ``max_epochs`` and the final weights are kept.
     With ``config.compile`` full batches run through the compiled forward and the remainder batch eager.
     """
@@ -223,6 +232,10 @@ def fit(model: nn.Module, train: Split, val: Split | None, config: FitConfig, *,
         else:
             params = phase.trainable_parameters(model)
         opt = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+        sched = None
+        if config.schedule == "cosine":
+            steps = budget * sum(1 for start in range(0, n, config.batch_size) if n - start >= 2)
+            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(steps, 1))
         since_best = 0
         best_in_phase = math.inf
         for _ in range(budget):
@@ -248,6 +261,8 @@ def fit(model: nn.Module, train: Split, val: Split | None, config: FitConfig, *,
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
+                if sched is not None:
+                    sched.step()
                 total += loss.detach().double() * len(idx)
                 seen += len(idx)
             record = {"epoch": epoch, "train_loss": float(total) / max(seen, 1)}
