@@ -28,7 +28,7 @@ def _run(backend: str, out: Path, cache: Path, workers: int) -> pd.DataFrame:
                             cache_dir=cache, quiet=True, workers=workers, backend=backend)
     finally:
         torch.set_num_threads(threads)
-    assert summary.ran == 8 and summary.trainings == 8 + 1 + 1  # runs, one base, one search
+    assert summary.ran == 8 and summary.trainings == 8 + 1  # runs, one base (a 1 × 1 grid trains no search)
     store = ResultStore.open_existing(out)
     try:
         assert store.get_meta("last_run")["backend"] == backend
@@ -73,6 +73,7 @@ def test_a_failing_job_names_the_job_and_its_log(name: str, tmp_path: Path, cach
     study = kind_study_dict("correlation_sweep")
     (tmp_path / "corrupt.pt").write_bytes(b"not a checkpoint" * 10)
     study["bases"]["gendered"] = {"kind": "checkpoint", "format": "torchvision", "path": str(tmp_path / "corrupt.pt")}
+    study["train"]["lr"] = [0.05, 0.01]  # a 2-point grid: the search is the first job to build the base
     with pytest.raises(JobFailedError, match=r"^hyperparameter search for gendered → t3 \(N=32\) failed") as info:
         run_study(parse_study(study), tmp_path / "out", device=torch.device("cpu"), cache_dir=cache_dir,
                   quiet=True, workers=2 if name == "processes" else 1, backend=name)

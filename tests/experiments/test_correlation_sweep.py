@@ -180,7 +180,7 @@ def test_report_golden(kind_report) -> None:
                 "tables": [
                     [
                         ["base", "task", "n_train", "lr", "weight_decay", "val_loss", "trials"],
-                        ["gendered", "t3", "32", "0.05", "0.0005", "0.693", "1"],
+                        ["gendered", "t3", "32", "0.05", "0.0005", "—", "0"],
                     ]
                 ],
                 "figures": [],
