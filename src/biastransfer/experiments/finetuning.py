@@ -76,15 +76,14 @@ def grid_search(spec: RunSpec, inputs: RunInputs, prepare: Callable[[int], Any],
         return {"lr": grid[0][0], "weight_decay": grid[0][1], "val_loss": math.nan, "trials": [],
                 "searched": False}
     trials = []
-    for lr in spec.train["lr"]:
-        for wd in spec.train["weight_decay"]:
-            losses, epochs = [], 0
-            for k in range(spec.train["hp_seeds"]):
-                seed = derive_seed(10_000 + k, "hparam-search")
-                _, res = finetune(spec, inputs, prepare(seed), lr=lr, weight_decay=wd, seed=seed, labels=labels)
-                losses.append(res.best_val_loss)
-                epochs = res.epochs
-            trials.append({"lr": lr, "weight_decay": wd, "val_loss": float(np.mean(losses)), "epochs": epochs})
+    for lr, wd in grid:
+        losses, epochs = [], 0
+        for k in range(spec.train["hp_seeds"]):
+            seed = derive_seed(10_000 + k, "hparam-search")
+            _, res = finetune(spec, inputs, prepare(seed), lr=lr, weight_decay=wd, seed=seed, labels=labels)
+            losses.append(res.best_val_loss)
+            epochs = res.epochs
+        trials.append({"lr": lr, "weight_decay": wd, "val_loss": float(np.mean(losses)), "epochs": epochs})
     finite = [t for t in trials if np.isfinite(t["val_loss"])]
     if not finite:
         raise RuntimeError(f"every hyperparameter trial diverged for {spec.base_name} → {spec.task}; "
