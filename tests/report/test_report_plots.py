@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.text import Text
 
 from biastransfer.experiments.correlation_sweep import CorrelationSweep
 from biastransfer.experiments.correlation_sweep.plot import tradeoff_plot
@@ -25,6 +26,7 @@ from biastransfer.report.plots import (
     new_figure,
     role_order,
     role_styles,
+    wrap_text,
 )
 from biastransfer.roles import derive_role
 
@@ -98,8 +100,8 @@ def test_inheritance_chart_structure(runs: pd.DataFrame) -> None:
     fig = inheritance_chart(inh)
     axes = visible_axes(fig)
     assert len(axes) == 2
-    assert axes[0].get_title().endswith("finetuning level: natural")
-    assert axes[1].get_title().endswith("finetuning level: 0.8")
+    assert " ".join(axes[0].get_title().split()).endswith("finetuning level: natural")
+    assert " ".join(axes[1].get_title().split()).endswith("finetuning level: 0.8")
     assert axes[0].get_ylabel() == "|FPR difference| (Women − Men)"
     comp = inheritance_comparison(inh)
     for ax, label in zip(axes, ("natural", "0.8"), strict=True):
@@ -114,6 +116,51 @@ def test_inheritance_chart_structure(runs: pd.DataFrame) -> None:
     ]
     signed = inheritance_chart(agg, signed=True)
     assert visible_axes(signed)[0].get_ylabel() == "FPR difference (Women − Men)"
+
+
+def outside_texts(fig: Figure) -> list[str]:
+    """What of a drawn figure runs past its edges (it would be cut off in the PNG): each visible axes with its
+    title, labels and drawn tick labels, and each figure-level text (suptitle, caption, legend)."""
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    width, height = fig.bbox.width, fig.bbox.height
+
+    def outside(box) -> bool:
+        return box.x0 < -1 or box.y0 < -1 or box.x1 > width + 1 or box.y1 > height + 1
+
+    out = [f"axes {ax.get_title()!r}" for ax in visible_axes(fig) if outside(ax.get_tightbbox(renderer))]
+    texts = [*fig.texts, fig._suptitle, fig._supxlabel, fig._supylabel]  # no public getters
+    for legend in fig.legends:
+        texts += [*legend.get_texts(), legend.get_title()]
+    for text in texts:
+        shown = isinstance(text, Text) and text.get_visible() and text.get_text().strip()
+        if shown and outside(text.get_window_extent(renderer)):
+            out.append(text.get_text())
+    return out
+
+
+def test_no_title_caption_or_label_runs_past_the_figure(runs: pd.DataFrame) -> None:
+    """The direction-signed inheritance chart has the longest facet titles (the demo's); every chart is drawn
+    with every text inside the figure: constrained layout makes room but never breaks a line."""
+    inh = kind(runs, "inheritance")
+    signed = inh.assign(fpr_diff_signed=inh["fpr_diff"].abs())
+    sweep = CorrelationSweep().aggregate(kind(runs, "correlation_sweep"))
+    figures = {
+        "inheritance (signed)": inheritance_chart(signed),
+        "inheritance (one task)": inheritance_chart(signed[signed["task"] == signed["task"].iloc[0]]),
+        "tradeoff": tradeoff_plot(sweep),
+        "salience": salience_plot(salience_table(kind(runs, "salience"))),
+    }
+    assert "signed towards the correlation" in visible_axes(figures["inheritance (signed)"])[0].get_title()
+    for name, fig in figures.items():
+        assert outside_texts(fig) == [], name
+
+
+def test_wrap_text_fits_the_width() -> None:
+    text = "word " * 60
+    lines = wrap_text(text, 5.0, 10).splitlines()
+    assert len(lines) > 1 and all(len(line) <= int(72 * 5.0 / 6.0) for line in lines)
+    assert wrap_text("short", 5.0, 10) == "short"
 
 
 def test_salience_plot(runs: pd.DataFrame) -> None:

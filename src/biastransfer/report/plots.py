@@ -7,6 +7,7 @@ unclipped numbers."""
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 
 import numpy as np
@@ -18,7 +19,7 @@ from biastransfer.report.markup import DPI
 from biastransfer.roles import BASE_ROLES
 
 __all__ = ["METRIC_NAMES", "METRIC_RANGES", "PALETTE", "clip_to_range", "err", "gap_label", "new_figure",
-           "role_order", "role_styles"]
+           "role_order", "role_styles", "wrap_text"]
 
 #: Axis names of the metrics.
 METRIC_NAMES = {
@@ -40,6 +41,17 @@ METRIC_RANGES: dict[str, tuple[float, float]] = {
 
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#7f7f7f",
            "#bcbd22"]
+
+
+def wrap_text(text: str, width_in: float, fontsize: float) -> str:
+    """``text`` broken into lines that fit ``width_in`` inches at ``fontsize`` points.
+
+    Constrained layout makes room for titles and captions but never breaks them, so a long one runs past the
+    figure's edge and is cut off in the PNG. A line holds ``⌊72·width_in / (0.6·fontsize)⌋`` characters (the
+    average advance of DejaVu Sans, matplotlib's default font, is about 0.55 em; 0.6 leaves a margin).
+    """
+    chars = max(16, int(72.0 * width_in / (0.6 * fontsize)))
+    return textwrap.fill(text, width=chars, break_on_hyphens=False)
 
 
 def new_figure(width: float, height: float) -> Figure:

@@ -9,7 +9,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from biastransfer.experiments.correlation_sweep.analysis import is_test_level, split_lines
-from biastransfer.report.plots import METRIC_NAMES, PALETTE, err, gap_label, new_figure, role_order
+from biastransfer.report.plots import METRIC_NAMES, PALETTE, err, gap_label, new_figure, role_order, wrap_text
 
 _INTERVENTION_ORDER = {"collect": 0, "subselect": 1, "reweight": 2, "natural": 3}
 
@@ -153,10 +153,12 @@ def tradeoff_plot(agg_sweep: pd.DataFrame, *, metric: str = "fpr_diff", title: s
         title="Base" if multi_base else "Intervention",
         fontsize=9,
     )
-    fig.suptitle(title or f"AUC vs {name} across finetuning correlation levels", fontsize=13)
+    width_in = float(fig.get_figwidth())
+    fig.suptitle(wrap_text(title or f"AUC vs {name} across finetuning correlation levels", width_in - 0.4, 13),
+                 fontsize=13)
     fig.supxlabel(
-        "Points labelled with the finetuning correlation level; bars: 95% CI (Student-t over seeds), clipped to "
-        "the metric's range",
+        wrap_text("Points labelled with the finetuning correlation level; bars: 95% CI (Student-t over seeds), "
+                  "clipped to the metric's range", width_in - 0.4, 8),
         fontsize=8,
         color="0.35",
     )

@@ -12,7 +12,7 @@ from matplotlib.patches import Patch
 from biastransfer.analysis.aggregate import abs_interval, aggregate
 from biastransfer.experiments.inheritance.analysis import inheritance_comparison
 from biastransfer.experiments.spurious import FinetuneExperiment
-from biastransfer.report.plots import METRIC_NAMES, gap_label, new_figure, role_order, role_styles
+from biastransfer.report.plots import METRIC_NAMES, gap_label, new_figure, role_order, role_styles, wrap_text
 from biastransfer.report.plots import err as bar_err
 
 #: The footnote of the chart (the report's caption says the same).
@@ -122,11 +122,11 @@ def inheritance_chart(frame: pd.DataFrame, *, metric: str = "fpr_diff", signed: 
         facet_title = f"{short} per task and base · finetuning level: {fkey_t[0]}"
         for k, extra in zip(facet_keys[1:], fkey_t[1:], strict=True):
             facet_title += f" · {'N' if k == 'n_train' else k} = {extra}"
-        ax.set_title(facet_title, fontsize=11)
+        ax.set_title(wrap_text(facet_title, width_in - 2.6, 11), fontsize=11)
         ax.grid(True, axis="y", lw=0.4, alpha=0.5, zorder=0)
     if global_top > 0:
         axes[0].set_ylim(top=global_top * 1.15)
     handles = [Patch(label=b, **{k: v for k, v in style[b].items() if k != "linewidth"}) for b in bases]
     fig.legend(handles=handles, loc="outside right upper", title="Base", fontsize=9)
-    fig.supxlabel(CAPTION, fontsize=8, color="0.35")
+    fig.supxlabel(wrap_text(CAPTION, width_in - 0.4, 8), fontsize=8, color="0.35")
     return fig
