@@ -4,6 +4,7 @@ from constructed runs whose paired evidence is known."""
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pandas as pd
 from analysis_builders import inheritance_runs, sweep_runs
 
 from biastransfer import plugins  # noqa: F401
+from biastransfer.analysis.text import fmt, fmt_signed
 from biastransfer.experiments.base import Results
 from biastransfer.experiments.correlation_sweep import CorrelationSweep
 from biastransfer.experiments.inheritance import Inheritance
@@ -54,13 +56,27 @@ def test_sweep_verdict_gives_the_level_the_cut_and_the_auc_cost() -> None:
     [v] = CorrelationSweep().verdict(Results(_sweep(0.862, 0.30)))
     assert v.evidence == "tradeoff"
     assert v.text.startswith("Overwritten: finetuning Blond_Hair at level 0.6 (collect, base gendered) instead of "
-                             "the test-equal 0.8 cuts |FPR difference| from 0.600 to 0.300 at an AUC cost of -0.002")
-    assert "within the 0.01 tolerance" in v.text
+                             "the test-equal 0.8 cuts |FPR difference| from 0.600 to 0.300 at an AUC change of "
+                             "+0.002 [0.002, 0.002] (paired; within the 0.01 tolerance)")
 
 
-def test_sweep_verdict_when_no_level_keeps_auc() -> None:
-    [v] = CorrelationSweep().verdict(Results(_sweep(0.80, 0.30)))
-    assert v.text.startswith("Not overwritten: on none of 1 sweep line(s)")
+def test_sweep_verdict_when_no_level_keeps_auc_names_the_closest_and_claims_nothing() -> None:
+    """No level is shown to keep AUC: "not established" (never "not overwritten"), with the level whose paired
+    AUC lower bound is highest among those that lower |FPR difference|."""
+    runs = sweep_runs({("gendered", "collect"): [(0.5, 0.70, 0.05), (0.6, 0.80, 0.30), (0.7, 0.84, 0.70),
+                                                 (0.8, 0.86, 0.60)]})
+    [v] = CorrelationSweep().verdict(Results(runs))
+    assert v.text == ("Not established at 3 seeds: no finetuning level tried is shown to keep AUC (paired "
+                      "non-inferiority, tolerance 0.01). The closest, 0.6 for Blond_Hair (collect, base gendered), "
+                      "has |FPR difference| 0.300 against 0.600 at the test-equal level, and a paired AUC difference "
+                      "-0.060 [-0.060, -0.060] whose lower bound is below −0.01.")
+
+
+def test_sweep_verdict_not_overwritten_when_no_level_lowers_the_gap() -> None:
+    runs = sweep_runs({("gendered", "collect"): [(0.6, 0.80, 0.70), (0.8, 0.86, 0.60)]})
+    [v] = CorrelationSweep().verdict(Results(runs))
+    assert v.text.startswith("Not overwritten: on none of 1 sweep line(s) does a finetuning level tried have a "
+                             "smaller |FPR difference|")
 
 
 def test_the_page_opens_with_the_verdict_linked_to_existing_sections(tmp_path: Path) -> None:
@@ -73,3 +89,9 @@ def test_the_page_opens_with_the_verdict_linked_to_existing_sections(tmp_path: P
     assert links == ["inheritance", "inheritance", "tradeoff"]
     for target in set(links):
         assert f'<section id="{target}">' in html
+
+
+def test_numbers_that_round_to_zero_carry_no_sign() -> None:
+    assert (fmt(-0.0004), fmt(0.0004), fmt(-0.0006), fmt(math.nan)) == ("0.000", "0.000", "-0.001", "—")
+    assert (fmt_signed(0.0123), fmt_signed(-0.0004), fmt_signed(-0.02), fmt_signed(None)) == (
+        "+0.012", "0.000", "-0.020", "—")

@@ -6,14 +6,22 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["context_labels", "fmt", "fmt_ci", "level_text", "names"]
+__all__ = ["context_labels", "fmt", "fmt_ci", "fmt_signed", "level_text", "names"]
 
 
 def fmt(x: float | None, digits: int = 3) -> str:
-    """A number with ``digits`` decimals; NaN or None as an em dash."""
+    """A number with ``digits`` decimals; NaN or None as an em dash; a value that rounds to zero has no sign
+    (``-0.0004`` is ``0.000``, not ``-0.000``)."""
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "—"
-    return f"{x:.{digits}f}"
+    text = f"{x:.{digits}f}"
+    return text.lstrip("-") if float(text) == 0 else text
+
+
+def fmt_signed(x: float | None, digits: int = 3) -> str:
+    """:func:`fmt` with an explicit ``+`` on positive values (a difference): ``+0.012``, ``-0.004``, ``0.000``."""
+    text = fmt(x, digits)
+    return "+" + text if text not in ("—",) and float(text) > 0 else text
 
 
 def fmt_ci(mean: float, low: float, high: float, digits: int = 3) -> str:

@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from biastransfer.analysis.aggregate import aggregate, paired_interval
-from biastransfer.analysis.text import context_labels, fmt, fmt_ci, level_text
+from biastransfer.analysis.text import context_labels, fmt, fmt_ci, fmt_signed, level_text
 
 #: Default AUC tolerance of the sweep finding (``options.auc_tolerance``).
 AUC_TOLERANCE = 0.01
@@ -282,19 +282,30 @@ def verdict(sweep: dict[tuple[str, str, str], dict[str, Any]]) -> list[str]:
             parts.append(
                 f"finetuning {task} at level {level_text(f['best_level'], f['best_label'])} ({label}, base {base}) "
                 f"instead of the test-equal {level_text(f['reference_level'], f['reference_label'])} cuts |FPR "
-                f"difference| from {fmt(f['abs_fpr_ref'])} to {fmt(f['abs_fpr_best'])} at an AUC cost of "
-                f"{fmt(-f['auc_diff'][0])} (paired AUC difference {fmt_ci(*f['auc_diff'])}, within the "
-                f"{f['tolerance']:g} tolerance)")
+                f"difference| from {fmt(f['abs_fpr_ref'])} to {fmt(f['abs_fpr_best'])} at an AUC change of "
+                f"{fmt_signed(f['auc_diff'][0])} [{fmt(f['auc_diff'][1])}, {fmt(f['auc_diff'][2])}] (paired; "
+                f"within the {f['tolerance']:g} tolerance)")
         head = "Overwritten: " if len(done) == len(compared) else f"Overwritten on {len(done)} of {len(compared)} " \
                "sweep lines: "
         return [head + "; ".join(parts) + f" ({done[0][1]['n_seeds']} paired seeds, Bonferroni over the levels "
                 "tried)."]
     candidates = [(k, f) for k, f in compared.items() if f["improves"]]
-    if not candidates:
-        return [f"Not overwritten: on none of {len(compared)} sweep line(s) does a finetuning level keep AUC "
-                "(non-inferiority) with a smaller |FPR difference| than the test-equal level."]
-    (task, base, label), f = min(candidates, key=lambda kf: kf[1]["abs_fpr_paired"][2])
-    return [f"Not established: the most promising level, {level_text(f['best_level'], f['best_label'])} for "
-            f"{task} ({label}, base {base}), cuts |FPR difference| from {fmt(f['abs_fpr_ref'])} to "
-            f"{fmt(f['abs_fpr_best'])} but its paired interval {fmt_ci(*f['abs_fpr_paired'])} does not exclude 0 "
-            f"at {f['n_seeds']} seeds."]
+    if candidates:
+        (task, base, label), f = min(candidates, key=lambda kf: kf[1]["abs_fpr_paired"][2])
+        return [f"Not established: the most promising level, {level_text(f['best_level'], f['best_label'])} for "
+                f"{task} ({label}, base {base}), cuts |FPR difference| from {fmt(f['abs_fpr_ref'])} to "
+                f"{fmt(f['abs_fpr_best'])} but its paired interval {fmt_ci(*f['abs_fpr_paired'])} does not exclude "
+                f"0 at {f['n_seeds']} seeds."]
+    # No level keeps AUC: name the one closest to keeping it among the levels with a smaller |FPR difference|.
+    lower = [((k, f), lv) for k, f in compared.items() for lv in f["levels"]
+             if abs(lv["fpr"]) < f["abs_fpr_ref"] and not math.isnan(lv["auc_diff_low"])]
+    if not lower:
+        return [f"Not overwritten: on none of {len(compared)} sweep line(s) does a finetuning level tried have a "
+                "smaller |FPR difference| than the test-equal level."]
+    ((task, base, label), f), lv = max(lower, key=lambda item: item[1]["auc_diff_low"])
+    return [f"Not established at {lv['n_pairs']} seeds: no finetuning level tried is shown to keep AUC (paired "
+            f"non-inferiority, tolerance {f['tolerance']:g}). The closest, {level_text(lv['level'], lv['label'])} "
+            f"for {task} ({label}, base {base}), has |FPR difference| {fmt(abs(lv['fpr']))} against "
+            f"{fmt(f['abs_fpr_ref'])} at the test-equal level, and a paired AUC difference "
+            f"{fmt_ci(lv['auc_diff'], lv['auc_diff_low'], lv['auc_diff_high'])} whose lower bound is below "
+            f"−{f['tolerance']:g}."]
