@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 import yaml
 from typer.testing import CliRunner
 
@@ -205,3 +206,13 @@ def test_help_on_every_command():
         result = runner.invoke(app, [*cmd, "--help"])
         assert result.exit_code == 0, cmd
         assert "Usage" in result.output
+
+
+def test_every_run_records_what_decides_its_float_summation_order(finished):
+    """Bit-identical reruns need the same torch thread count and CPU instruction set (docs/demo-results.md):
+    every run records both."""
+    out, _ = finished
+    conn = sqlite3.connect(out / "results.db")
+    provs = [json.loads(p) for (p,) in conn.execute("SELECT provenance FROM runs")]
+    assert provs and all(isinstance(p["torch_threads"], int) and p["torch_threads"] >= 1 for p in provs)
+    assert {p["cpu_capability"] for p in provs} == {torch.backends.cpu.get_cpu_capability()}

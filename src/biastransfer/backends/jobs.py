@@ -81,9 +81,11 @@ def execute_job(job: Job, products: dict[str, Any], workspace: Workspace) -> Out
 
 
 def provenance(spec: Any, workspace: Workspace, base_info: dict[str, Any] | None) -> dict[str, Any]:
-    """What a run records about how it was computed: seed, versions, data hash, device, threads, machine."""
+    """What a run records about how it was computed: seed, versions, data hash, device, threads, the CPU
+    instruction set torch's kernels use (``cpu_capability``: e.g. AVX2 or AVX512; with the thread count it decides
+    the float summation order, so bit-identical reruns need both equal), machine."""
     dataset = workspace.dataset(spec)
     return {"seed": spec.seed, "versions": package_versions(), "data_hash": dataset.fingerprint,
             "device": str(workspace.resources.device), "torch_threads": torch.get_num_threads(),
-            "machine": platform.platform(), "spec": spec.to_dict(),
-            "bases": {spec.base_name: base_info} if base_info else {}}
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "machine": platform.platform(),
+            "spec": spec.to_dict(), "bases": {spec.base_name: base_info} if base_info else {}}
