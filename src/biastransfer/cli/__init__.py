@@ -140,8 +140,8 @@ def demo(
 
     The demo tests the paper's two findings on the synthetic benchmark, 5 seeds each, with paired intervals:
     does a biased ("gendered") base pass its bias to the finetuned model, and which finetuning correlation level
-    removes it without losing AUC (non-inferiority within 0.01)? The report opens with the verdict. An
-    estimated 7–9 minutes on 2 CPU cores; rerunning only runs what is missing.
+    removes it without losing AUC (non-inferiority within 0.01)? The report opens with the verdict. It takes
+    about 8 minutes on 2 CPU cores from an empty cache; rerunning only runs what is missing.
     """
     name = "demo_tiny.yaml" if tiny else "demo.yaml"
     with resources.as_file(resources.files("biastransfer.studies") / name) as path:
