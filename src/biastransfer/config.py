@@ -126,6 +126,9 @@ class ExperimentConfig(BaseModel):
 class StudyConfig(_Strict):
     name: str
     description: str = ""
+    estimated_minutes: Annotated[float, Field(gt=0)] | None = None
+    """Wall time of the whole study measured on 2 CPU cores from an empty cache (``biastransfer studies`` shows
+    it); informational, part of no run key."""
     dataset: DatasetConfig = Field(default_factory=DatasetConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)

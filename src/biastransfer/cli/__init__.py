@@ -37,24 +37,51 @@ BackendOpt = Annotated[str, typer.Option(
                       "processes.")]
 
 
+def bundled_studies():
+    from biastransfer.studies import bundled
+
+    return bundled()
+
+
 def _fail(message: str, code: int = 2) -> None:
     err.print(f"[red]error:[/] {message}")
     raise typer.Exit(code)
 
 
-def _load(study_path: Path):
-    from biastransfer.config import ConfigError
-    from biastransfer.plan import load_study
+def _study_file(study: str | Path) -> Path:
+    """A study argument as a file: a path, or the name of a bundled study; a clear error otherwise."""
+    from biastransfer.studies import bundled, resolve
+
+    path = resolve(study)
+    if path is None:
+        names = ", ".join(s.stem for s in bundled())
+        _fail(f"study file not found: {study}, and no bundled study has that name (bundled: {names}; see "
+              "'biastransfer studies')")
+    return path
+
+
+def _load(study_path: Path, tiny: bool = False):
+    from biastransfer.config import ConfigError, read_yaml
+    from biastransfer.plan import load_study, parse_study
+    from biastransfer.tiny import shrink_study
 
     try:
-        return load_study(study_path)
+        if not tiny:
+            return load_study(study_path)
+        data, _ = read_yaml(study_path)
+        if not isinstance(data, dict):
+            return parse_study(data, str(study_path))  # the usual error for a file that is not a mapping
+        small = shrink_study(data)
+        text = f"# --tiny version of {study_path.name} (biastransfer.tiny)\n" + yaml.safe_dump(
+            small, sort_keys=False, allow_unicode=True)
+        return parse_study(small, f"{study_path} (--tiny)", text)
     except ConfigError as exc:
         _fail(str(exc))
 
 
 def _run_and_report(study_path: Path, out_dir: Path, device: str, cache_dir: Path | None, quiet: bool,
                     max_runs: int | None = None, report: bool = True, workers: str = "auto",
-                    backend: str = "auto") -> None:
+                    backend: str = "auto", tiny: bool = False) -> None:
     from biastransfer.backends import JobFailedError
     from biastransfer.data.table import DataError
     from biastransfer.device import resolve_device
@@ -62,7 +89,7 @@ def _run_and_report(study_path: Path, out_dir: Path, device: str, cache_dir: Pat
     from biastransfer.registry import UnknownNameError
     from biastransfer.store.sqlite import StoreLayoutError
 
-    study = _load(study_path)
+    study = _load(study_path, tiny)
     try:
         dev = resolve_device(device)
     except ValueError as exc:
@@ -148,9 +175,15 @@ def demo(
         _run_and_report(path, out_dir, device, cache_dir, quiet, workers=workers, backend=backend)
 
 
+Tiny = Annotated[bool, typer.Option(
+    "--tiny", help="A smoke run of the study: every block at a few seconds' size (16×16 images, 2 seeds, N ≤ 64, "
+                   "2 epochs; about a minute or two on 2 CPU cores). Its numbers are not evidence of anything.")]
+
+
 @app.command()
 def run(
-    study: Annotated[Path, typer.Argument(help="A study YAML file (see docs/studies.md).")],
+    study: Annotated[str, typer.Argument(help="A study YAML file (see docs/studies.md), or the name of a bundled "
+                                              "study (see 'biastransfer studies').")],
     out_dir: OutDir,
     device: Device = "auto",
     cache_dir: CacheDir = None,
@@ -160,14 +193,34 @@ def run(
     no_report: Annotated[bool, typer.Option("--no-report", help="Do not write report.html at the end.")] = False,
     workers: Workers = "auto",
     backend: BackendOpt = "auto",
+    tiny: Tiny = False,
 ) -> None:
     """Run a study: every run missing from DIR/results.db is run, then the report is written.
 
     Each run is keyed by a hash of its full specification; a finished folder runs nothing, and a study
     stopped midway (even with SIGKILL) continues where it stopped without duplicating results.
     """
-    _run_and_report(study, out_dir, device, cache_dir, quiet, max_runs, report=not no_report, workers=workers,
-                    backend=backend)
+    _run_and_report(_study_file(study), out_dir, device, cache_dir, quiet, max_runs, report=not no_report,
+                    workers=workers, backend=backend, tiny=tiny)
+
+
+@app.command()
+def studies() -> None:
+    """List the bundled studies: name, estimated time on 2 CPU cores (from an empty cache), runs, and what each
+    studies. Run one with 'biastransfer run NAME --out DIR' (add --tiny for a smoke run)."""
+    from biastransfer.config import ConfigError
+    from biastransfer.plan import parse_study, planned_trainings
+
+    table = Table("name", "time (2 cores)", "runs", "what it studies")
+    for study in bundled_studies():
+        try:
+            runs = str(planned_trainings(parse_study(yaml.safe_load(study.text), study.filename))["runs"])
+        except ConfigError:
+            runs = "?"
+        minutes = study.estimated_minutes
+        when = "—" if minutes is None else (f"≈{minutes:g} min" if minutes < 90 else f"≈{minutes / 60:.1f} h")
+        table.add_row(study.stem, when, runs, study.description)
+    out.print(table)
 
 
 @app.command()

@@ -26,6 +26,12 @@ class DatasetSource:
     def load(self, *, root: Path | None, cache_dir: Path, resolution: int, **params: Any) -> LoadedDataset:
         raise NotImplementedError
 
+    def tiny_params(self, params: dict[str, Any]) -> dict[str, Any]:
+        """``params`` for a ``--tiny`` smoke run (:mod:`biastransfer.tiny`). The default keeps them: a dataset
+        read from files has the size it has (the tiny run's sizes and budgets keep its cost down); a generated
+        one overrides this to generate less."""
+        return dict(params)
+
 
 DATASETS: Registry[type[DatasetSource]] = Registry("dataset")
 

@@ -24,7 +24,7 @@ import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -241,6 +241,17 @@ class SyntheticDataset(DatasetSource):
     description = "built-in procedural benchmark: a=disc/square, targets t0…t5 of graded salience"
     needs_root = False
     carve_pretrain = "set dataset.params.pretrain (a number of examples, e.g. 12000)"
+
+    #: Pool sizes of a ``--tiny`` run (each pool at most this).
+    TINY_SIZES: ClassVar[dict[str, int]] = {"pretrain": 600, "train": 1200, "val": 600, "test": 800}
+
+    def tiny_params(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Every pool at most :attr:`TINY_SIZES` (other parameters, e.g. ``levels``, kept)."""
+        out = dict(params)
+        for split, cap in self.TINY_SIZES.items():
+            given = out.get(split)
+            out[split] = min(int(given), cap) if isinstance(given, int) and not isinstance(given, bool) else cap
+        return out
 
     def load(self, *, root: Path | None, cache_dir: Path, resolution: int = 32, **params: Any) -> LoadedDataset:
         unknown = sorted(set(params) - set(ALLOWED_PARAMS))

@@ -185,6 +185,30 @@ class Experiment:
         return aggregate(runs, self.metrics(), self.settings())
 
     # --------------------------------------------------------------------------------------- planning
+    @classmethod
+    def tiny_block(cls, block: dict[str, Any]) -> dict[str, Any]:
+        """This kind's block shrunk for ``--tiny`` (:mod:`biastransfer.tiny`; a copy, before validation).
+
+        The default keeps every task, base and intervention, and shrinks what multiplies runs or their cost:
+        the first 2 seeds; the first 2 finetuning sizes, capped at 32 and 64 (``full`` stays: the tiny pool is
+        small); ``n_val`` at most 64; at most 2 levels (the first and the test level, or the first and the last).
+        A kind whose block has other constraints overrides this (calling it first)."""
+        out = dict(block)
+        if isinstance(out.get("seeds"), list):
+            out["seeds"] = out["seeds"][:2]
+        sizes = out.get("n_train")
+        if isinstance(sizes, list):
+            out["n_train"] = [n if n == "full" else min(int(n), 32 * (i + 1)) for i, n in enumerate(sizes[:2])]
+        elif isinstance(sizes, int) and not isinstance(sizes, bool):
+            out["n_train"] = min(sizes, 32)
+        if isinstance(out.get("n_val"), int) and not isinstance(out.get("n_val"), bool):
+            out["n_val"] = min(out["n_val"], 64)
+        levels = out.get("levels")
+        if isinstance(levels, list) and len(levels) > 2:
+            test = out.get("test")
+            out["levels"] = [levels[0], test if test in levels[1:] else levels[-1]]
+        return out
+
     def expand(self, name: str, block: Any, study: StudyDefaults) -> list[RunSpec]:
         """The block's runs (``block`` is a validated :attr:`Block`)."""
         raise NotImplementedError

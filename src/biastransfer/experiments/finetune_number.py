@@ -119,6 +119,19 @@ class FinetuneNumber(FinetuneExperiment):
     }
     example_bases: ClassVar[dict[str, dict[str, Any]]] = {"control-t2": {"kind": "trained", "attribute": "t2"}}
 
+    @classmethod
+    def tiny_block(cls, block: dict[str, Any]) -> dict[str, Any]:
+        """The default shrink (the first 2 sizes, capped), with the control chosen at the largest number left
+        (``options.control_at`` must be one of the sizes)."""
+        out = super().tiny_block({**block, "n_train": block.get("n_train", list(DEFAULT_SIZES))})
+        numbers = [n for n in out["n_train"] if n != "full"]
+        if not numbers:
+            out["n_train"] = [32, *out["n_train"]]
+            numbers = [32]
+        options = block.get("options") if isinstance(block.get("options"), dict) else {}
+        out["options"] = {**options, "control_at": max(numbers)}
+        return out
+
     def expand(self, name: str, block: FinetuneNumberBlock, study: StudyDefaults) -> list[RunSpec]:
         options = block.options.model_dump(mode="json", exclude_unset=True)
         return [study.spec(experiment=name, kind=self.registry_name, base=base, task=task, seed=seed,
