@@ -1,4 +1,4 @@
-"""The two bundled Fashion-MNIST studies parse and expand to the documented grids (no data needed)."""
+"""The bundled Fashion-MNIST studies parse and expand to the documented grids (no data needed)."""
 
 from __future__ import annotations
 
@@ -30,3 +30,19 @@ def test_fashion_spurious_grid() -> None:
     assert kinds == {"inheritance": 3 * 2 * 3, "correlation_sweep": 5 * 5}
     assert study.config.bases["gendered"].options() == {"attribute": "second_bag"}
     assert {s.test for s in specs if s.kind == "correlation_sweep"} == {0.8}
+
+
+def test_fashion_underrep_pairs_grid() -> None:
+    """Four pairs in one block, each with its own two Pretrain bases and scratch (not the other pairs' bases)."""
+    specs = _study("fashion_underrep_pairs.yaml").expand()
+    assert len(specs) == 4 * 3 * 3 * 3  # pairs × (its 2 Pretrain bases + scratch) × shares × seeds
+    by_task: dict[str, set[str]] = {}
+    for s in specs:
+        by_task.setdefault(s.task, set()).add(s.base_name)
+    assert by_task == {
+        "pullover+coat": {"pretrain-pullover", "pretrain-coat", "scratch"},
+        "coat+pullover": {"pretrain-pullover", "pretrain-coat", "scratch"},
+        "t-shirt+shirt": {"pretrain-t-shirt", "pretrain-shirt", "scratch"},
+        "shirt+t-shirt": {"pretrain-t-shirt", "pretrain-shirt", "scratch"},
+    }
+    assert all(s.options["negatives"] == ["dress"] and s.n_train == 128 for s in specs)

@@ -20,6 +20,22 @@ sweep. For every share p, ``c_s = AUC_T2(Pretrain-T2, p0, s) − AUC_T2(Pretrain
 t interval). Pretrain-T1 *reaches* the reference at p when the mean of c is ≤ 0, and is *not distinguishable*
 from it when the interval of c contains 0. The paper asks the first share that reaches it (10% → 30% sufficed in
 6 of 12 CelebA pairs at N=128).
+
+Across pairs (paper §5.1, Table 1), per (N, share p), over the K pairs ``k`` (tasks, in any block of the kind)
+that have both bases:
+
+    gap_k = mean_s d_{k,s}   (the paired gap above),   across = mean_k gap_k  with a Student-t 95% CI over the K
+    pairs (n − 1 = K − 1 degrees of freedom; NaN bounds for one pair);
+
+``significant`` counts the pairs whose own seed-paired interval lies above 0, and ``match`` the pairs where
+Pretrain-T1 at p *matches* Pretrain-T2 at the smallest share p0: the lower bound of the remaining gap ``c``
+(correction, above) is ≤ 0, i.e. Pretrain-T1 is not shown to be worse (the paper: at p = 30% in 6 of 12 pairs
+at N = 128, 8 of 12 at N = 1024).
+
+Relative salience of a pair (the paper picks pairs where T1 is more, equally and less salient than T2), from a
+base that is neither Pretrain-T1 nor -T2 (e.g. ``scratch``) finetuned at the share closest to 0.5:
+``sal_s = AUC_T1(s) − AUC_T2(s)``, paired over seeds; T1 is *more salient* (easier to learn) when the interval
+lies above 0, *less* when below, *equally* (not distinguishable) otherwise.
 """
 
 from __future__ import annotations
@@ -29,11 +45,13 @@ import math
 import numpy as np
 import pandas as pd
 
-from biastransfer.analysis.aggregate import aggregate, paired_interval
+from biastransfer.analysis.aggregate import aggregate, interval, paired_interval
 
 __all__ = [
     "UNDERREP_METRICS",
     "correction_table",
+    "pair_salience_table",
+    "pairs_table",
     "split_task",
     "t2_gap_table",
     "underrep_reading",
@@ -173,6 +191,63 @@ def correction_table(runs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame.from_records(records, columns=cols)
 
 
+def pairs_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """The gap across pairs per (N, share): see the module docstring.
+
+    Columns: ``n_train, level, level_label, n_pairs`` (K), ``across_mean, across_low, across_high``,
+    ``significant`` (pairs whose gap interval lies above 0), ``matched`` (pairs where Pretrain-T1 at this share
+    matches Pretrain-T2 at the smallest share) and ``pairs`` (the tasks, comma-separated). Empty with fewer than
+    two pairs in the runs (one pair is read on its own)."""
+    cols = ["n_train", "level", "level_label", "n_pairs", "across_mean", "across_low", "across_high", "significant",
+            "matched", "pairs"]
+    gaps = t2_gap_table(runs)
+    if gaps.empty or gaps[["experiment", "task"]].drop_duplicates().shape[0] < 2:
+        return pd.DataFrame(columns=cols)
+    corr = correction_table(runs)
+    match = {} if corr.empty else {
+        (str(r["experiment"]), str(r["task"]), r["n_train"], round(float(r["level"]), 9)):
+            bool(not math.isnan(r["remaining_low"]) and r["remaining_low"] <= 0) or bool(r["reaches"])
+        for _, r in corr.iterrows()}
+    records = []
+    for (n, level, label), rows in gaps.groupby(["n_train", "level", "level_label"], sort=True):
+        mean, low, high = interval(rows["gap_mean"].to_numpy(dtype=float))
+        keys = [(str(e), str(t), n, round(float(level), 9)) for e, t in zip(rows["experiment"], rows["task"],
+                                                                              strict=True)]
+        records.append({"n_train": n, "level": level, "level_label": label, "n_pairs": len(rows),
+                        "across_mean": mean, "across_low": low, "across_high": high,
+                        "significant": int(rows["significant"].sum()),
+                        "matched": sum(match.get(k, False) for k in keys),
+                        "pairs": ", ".join(rows["task"].astype(str))})
+    return pd.DataFrame.from_records(records, columns=cols)
+
+
+def pair_salience_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """Relative salience of T1 and T2 per (experiment, task, N), from a base that is neither Pretrain-T1 nor -T2
+    at the share closest to 0.5 (module docstring). Columns: ``experiment, task, t1, t2, n_train, base, level,
+    sal_mean, sal_low, sal_high, n_seeds, relation`` (``T1 more salient``, ``T1 less salient``, ``equally
+    salient``, or ``one seed``)."""
+    cols = ["experiment", "task", "t1", "t2", "n_train", "base", "level", "sal_mean", "sal_low", "sal_high",
+            "n_seeds", "relation"]
+    ur = underrep_runs(runs)
+    records = []
+    if not ur.empty:
+        other = ur[ur["role"] == "other"]
+        for (exp, task, n), rows in other.groupby(_KEYS, sort=True):
+            level = float(rows["level"].iloc[(rows["level"] - 0.5).abs().argmin()])
+            rows = rows[np.isclose(rows["level"], level)]
+            base = sorted(rows["base"].astype(str).unique())[0]
+            rows = rows[rows["base"].astype(str) == base]
+            mean, low, high, k = paired_interval(rows.groupby("seed")["auc_t1"].mean(),
+                                                 rows.groupby("seed")["auc_t2"].mean())
+            relation = ("one seed" if k < 2 or math.isnan(low) else "T1 more salient" if low > 0
+                        else "T1 less salient" if high < 0 else "equally salient")
+            pair = split_task(task) or ("", "")
+            records.append({"experiment": exp, "task": task, "t1": pair[0], "t2": pair[1], "n_train": n,
+                            "base": base, "level": level, "sal_mean": mean, "sal_low": low, "sal_high": high,
+                            "n_seeds": k, "relation": relation})
+    return pd.DataFrame.from_records(records, columns=cols)
+
+
 def _f(x: float) -> str:
     return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3f}"
 
@@ -207,6 +282,13 @@ def underrep_reading(runs: pd.DataFrame) -> list[str]:
             f"finetuned Pretrain-{t2} minus finetuned Pretrain-{t1} (paired by seed, {int(rows['n_pairs'].max())} "
             f"seeds) — " + "; ".join(parts) + f". Pretrain-{t1} is significantly worse on {t2} at {n_sig} of "
             f"{len(rows)} share(s).")
+    across = pairs_table(runs)
+    for n, rows in across.groupby("n_train", sort=True):
+        parts = [f"share {r['level_label']}: {_ci(r['across_mean'], r['across_low'], r['across_high'])}, "
+                 f"{r['significant']} of {r['n_pairs']} pairs > 0, Pretrain-T1 matches the reference in "
+                 f"{r['matched']} of {r['n_pairs']}" for _, r in rows.iterrows()]
+        out.append(f"Across {int(rows['n_pairs'].max())} pairs at N={n} (mean of the pairs' paired T2 AUC "
+                   "differences, Student-t over pairs): " + "; ".join(parts) + ".")
     for (_exp, task, n), rows in corr.groupby(_KEYS, sort=True):
         pair = split_task(task) or ("T1", "T2")
         p0 = rows["reference_level"].iloc[0]

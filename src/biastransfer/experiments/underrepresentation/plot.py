@@ -47,7 +47,8 @@ def underrep_plot(table: pd.DataFrame, gaps: pd.DataFrame) -> Figure:
                 for metric, style, lab in (("auc_t2", "-o", f"{b}: AUC on {t2}"),
                                            ("auc_t1", ":s", f"{b}: AUC on {t1}")):
                     m = brows[f"{metric}_mean"].to_numpy(float)
-                    err = bar_err(m, brows[f"{metric}_low"].to_numpy(float), brows[f"{metric}_high"].to_numpy(float))
+                    err = bar_err(m, brows[f"{metric}_low"].to_numpy(float), brows[f"{metric}_high"].to_numpy(float),
+                                  metric="auc")
                     ax.errorbar(x, m, yerr=err, fmt=style, color=colors[b], ms=4.5 if style == "-o" else 3.5,
                                 lw=1.5 if style == "-o" else 1.0, alpha=1.0 if style == "-o" else 0.6,
                                 elinewidth=0.8, capsize=2, label=lab)
