@@ -38,16 +38,17 @@ def score(spec: RunSpec, inputs: RunInputs, model: torch.nn.Module, rows: np.nda
 
 
 def finetune(spec: RunSpec, inputs: RunInputs, data: Any, *, lr: float, weight_decay: float, seed: int,
-             labels: np.ndarray | None = None) -> tuple[torch.nn.Module, FitResult]:
+             labels: np.ndarray | None = None, num_outputs: int = 1) -> tuple[torch.nn.Module, FitResult]:
     """Finetune a fresh copy of the run's base on ``data`` (all layers unless the transfer mode says otherwise).
 
     ``data`` has ``train_rows`` and ``val_rows`` (rows of the store) and optionally ``train_weights`` and
-    ``val_weights``; ``labels`` (per store row) default to the run's task column.
+    ``val_weights``; ``labels`` (per store row) default to the run's task column. With ``num_outputs`` K > 1 the
+    head has K logits and ``labels`` has shape ``(n_rows, K)`` (binary cross-entropy on each).
     """
     dataset = inputs.dataset
     images = dataset.images.tensor()
     labels = dataset.table.column(spec.task) if labels is None else labels
-    model = inputs.new_model(spec)
+    model = inputs.new_model(spec, num_outputs) if num_outputs != 1 else inputs.new_model(spec)
     phases = None
     if spec.transfer != "full" or spec.transfer_options:
         mode = get_transfer_mode(spec.transfer, **spec.transfer_options)
