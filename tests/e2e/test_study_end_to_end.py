@@ -201,8 +201,8 @@ def test_missing_study_file(tmp_path):
 
 
 def test_help_on_every_command():
-    for cmd in ([], ["demo"], ["run"], ["report"], ["export"], ["upgrade"], ["evaluate"], ["list"], ["bases"],
-                ["datasets"]):
+    for cmd in ([], ["demo"], ["run"], ["studies"], ["report"], ["export"], ["upgrade"], ["evaluate"], ["list"],
+                ["bases"], ["datasets"]):
         result = runner.invoke(app, [*cmd, "--help"])
         assert result.exit_code == 0, cmd
         assert "Usage" in result.output

@@ -37,12 +37,6 @@ BackendOpt = Annotated[str, typer.Option(
                       "processes.")]
 
 
-def bundled_studies():
-    from biastransfer.studies import bundled
-
-    return bundled()
-
-
 def _fail(message: str, code: int = 2) -> None:
     err.print(f"[red]error:[/] {message}")
     raise typer.Exit(code)
@@ -210,9 +204,10 @@ def studies() -> None:
     studies. Run one with 'biastransfer run NAME --out DIR' (add --tiny for a smoke run)."""
     from biastransfer.config import ConfigError
     from biastransfer.plan import parse_study, planned_trainings
+    from biastransfer.studies import bundled
 
     table = Table("name", "time (2 cores)", "runs", "what it studies")
-    for study in bundled_studies():
+    for study in bundled():
         try:
             runs = str(planned_trainings(parse_study(yaml.safe_load(study.text), study.filename))["runs"])
         except ConfigError:

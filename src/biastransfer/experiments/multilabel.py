@@ -29,6 +29,7 @@ import itertools
 import json
 import math
 import time
+from types import SimpleNamespace
 from typing import Any, ClassVar
 
 import numpy as np
@@ -183,7 +184,7 @@ class Multilabel(Experiment):
         labels = label_matrix(dataset, objects)
         train, val, test = _sets(spec, dataset)
         lr, wd = float(spec.train["lr"][0]), float(spec.train["weight_decay"][0])
-        data = type("Sets", (), {"train_rows": train, "val_rows": val})()
+        data = SimpleNamespace(train_rows=train, val_rows=val)  # unweighted sets: no train/val weights
         model, res = finetune(spec, inputs, data, lr=lr, weight_decay=wd, seed=spec.seed, labels=labels,
                               num_outputs=len(objects) + 1)
         images = dataset.images.tensor()
