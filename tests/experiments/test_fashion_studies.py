@@ -35,7 +35,7 @@ def test_fashion_spurious_grid() -> None:
 def test_fashion_underrep_pairs_grid() -> None:
     """Four pairs in one block, each with its own two Pretrain bases and scratch (not the other pairs' bases)."""
     specs = _study("fashion_underrep_pairs.yaml").expand()
-    assert len(specs) == 4 * 3 * 3 * 3  # pairs × (its 2 Pretrain bases + scratch) × shares × seeds
+    assert len(specs) == 4 * 3 * 3 * 2 * 3  # pairs × (its 2 Pretrain bases + scratch) × shares × N × seeds
     by_task: dict[str, set[str]] = {}
     for s in specs:
         by_task.setdefault(s.task, set()).add(s.base_name)
@@ -45,4 +45,4 @@ def test_fashion_underrep_pairs_grid() -> None:
         "t-shirt+shirt": {"pretrain-t-shirt", "pretrain-shirt", "scratch"},
         "shirt+t-shirt": {"pretrain-t-shirt", "pretrain-shirt", "scratch"},
     }
-    assert all(s.options["negatives"] == ["dress"] and s.n_train == 128 for s in specs)
+    assert all(s.options["negatives"] == ["dress"] for s in specs) and {s.n_train for s in specs} == {128, 1024}
