@@ -13,7 +13,7 @@ import pkgutil
 
 from biastransfer import experiments
 from biastransfer.data import adapters, fashion_mnist, synthetic  # noqa: F401  (datasets)
-from biastransfer.interventions import correlation, share  # noqa: F401  (interventions)
+from biastransfer.interventions import correlation, domain, share  # noqa: F401  (interventions)
 from biastransfer.models import bases, checkpoints, transfer  # noqa: F401  (bases, formats, transfer modes)
 
 for _module in pkgutil.iter_modules(experiments.__path__):

@@ -13,12 +13,14 @@ from biastransfer.interventions import INTERVENTIONS, Intervention, Pool, Select
 
 Y = np.repeat([1, 1, 0, 0], [300, 100, 150, 250])
 A = np.repeat([1, 0, 1, 0], [300, 100, 150, 250])  # natural level (and subgroup share) 0.75
+DOMAIN = np.repeat([1, 0], [600, 200])  # natural domain share 0.75
 #: A pool with every column an intervention may declare (``subgroup`` takes the role of ``a``).
-POOL = Pool.of(y=Y, a=A, subgroup=A)
+POOL = Pool.of(y=Y, a=A, subgroup=A, domain=DOMAIN)
 
 
 def test_expected_names_are_registered() -> None:
-    assert {"collect", "subselect", "reweight", "natural", "subgroup_share"} <= set(INTERVENTIONS.names())
+    assert {"collect", "subselect", "reweight", "natural", "subgroup_share", "domain_share"} <= set(
+        INTERVENTIONS.names())
 
 
 @pytest.mark.parametrize("name", INTERVENTIONS.names())
@@ -47,7 +49,7 @@ def test_registered_intervention_contract(name: str) -> None:
 @pytest.mark.parametrize("name", INTERVENTIONS.names())
 def test_missing_column_is_named(name: str) -> None:
     needed = INTERVENTIONS.get(name).columns
-    partial = Pool.of(**{c: POOL.columns[c] for c in needed[1:]})
+    partial = Pool.of(**{c: POOL.columns[c] for c in needed[1:]}, other=Y)
     with pytest.raises(ValueError, match=f"no column '{needed[0]}'"):
         get_intervention(name).select(partial, level=None, n=64, rng=np.random.default_rng(0))
 

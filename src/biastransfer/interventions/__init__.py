@@ -25,6 +25,7 @@ from biastransfer.interventions.correlation import (
     subselect_cells,
     subselect_size,
 )
+from biastransfer.interventions.domain import DomainShare, domain_cells
 from biastransfer.interventions.share import (
     SubgroupShare,
     natural_share,
@@ -36,6 +37,7 @@ __all__ = [
     "CELLS",
     "INTERVENTIONS",
     "Collect",
+    "DomainShare",
     "InfeasibleSelectionError",
     "Intervention",
     "Natural",
@@ -45,6 +47,7 @@ __all__ = [
     "SubgroupShare",
     "Subselect",
     "correlation_cells",
+    "domain_cells",
     "get_intervention",
     "natural_level",
     "natural_share",

@@ -6,6 +6,7 @@ Every formula is in docs/metrics.md. Group gaps are always group a=1 minus group
 from biastransfer.metrics.audit import AuditError, audit_csv, evaluate_predictions, to_json
 from biastransfer.metrics.bias_amp import bias_amplification
 from biastransfer.metrics.intervals import Interval, t_interval
+from biastransfer.metrics.multiclass import top_k_accuracy
 from biastransfer.metrics.ranking import auc, average_precision, normalized_average_precision
 from biastransfer.metrics.rates import Gaps, GroupRates, UndefinedRateWarning, gaps, group_rates
 from biastransfer.metrics.threshold import (
@@ -40,5 +41,6 @@ __all__ = [
     "resolve_threshold",
     "t_interval",
     "to_json",
+    "top_k_accuracy",
     "weighted_calibrated_threshold",
 ]
