@@ -30,11 +30,13 @@ def fit_config(spec: RunSpec, lr: float, weight_decay: float) -> FitConfig:
 
 
 def score(spec: RunSpec, inputs: RunInputs, model: torch.nn.Module, rows: np.ndarray) -> np.ndarray:
-    """The model's logits on the given store rows (with the study's compile/precision settings)."""
+    """The model's logits on the given store rows (with the study's compile/precision settings): shape ``(n,)``
+    for a one-logit head, ``(n, K)`` for a head of K logits."""
     images = inputs.dataset.images.tensor()
     logits = predict_logits(model, images[torch.as_tensor(rows)], device=inputs.device,
                             compile=spec.train.get("compile", False), precision=spec.train.get("precision", "fp32"))
-    return logits.numpy().ravel()
+    out = logits.numpy().reshape(len(rows), -1)
+    return out[:, 0] if out.shape[1] == 1 else out
 
 
 def finetune(spec: RunSpec, inputs: RunInputs, data: Any, *, lr: float, weight_decay: float, seed: int,

@@ -34,7 +34,6 @@ from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
-import torch
 from matplotlib.figure import Figure
 from pydantic import field_validator
 
@@ -42,7 +41,7 @@ from biastransfer.analysis.aggregate import paired_interval
 from biastransfer.analysis.text import fmt, fmt_ci
 from biastransfer.data.table import LoadedDataset
 from biastransfer.experiments.base import EXPERIMENTS, Column, Experiment, Results, RunInputs, RunOutput
-from biastransfer.experiments.finetuning import finetune
+from biastransfer.experiments.finetuning import finetune, score
 from biastransfer.experiments.grid import NoOptions, Seeds, Sizes, TasksAndBases
 from biastransfer.interventions.base import InfeasibleSelectionError
 from biastransfer.metrics.bias_amp import bias_amplification
@@ -53,7 +52,6 @@ from biastransfer.report.plots import PALETTE, new_figure, wrap_text
 from biastransfer.report.plots import err as bar_err
 from biastransfer.seeding import rng
 from biastransfer.spec import RunSpec, StudyDefaults
-from biastransfer.train.engine import predict_logits
 
 SEPARATOR = ","
 
@@ -187,14 +185,7 @@ class Multilabel(Experiment):
         data = SimpleNamespace(train_rows=train, val_rows=val)  # unweighted sets: no train/val weights
         model, res = finetune(spec, inputs, data, lr=lr, weight_decay=wd, seed=spec.seed, labels=labels,
                               num_outputs=len(objects) + 1)
-        images = dataset.images.tensor()
-
-        def logits(rows: np.ndarray) -> np.ndarray:
-            return predict_logits(model, images[torch.as_tensor(rows)], device=inputs.device,
-                                  compile=spec.train.get("compile", False),
-                                  precision=spec.train.get("precision", "fp32")).numpy().reshape(len(rows), -1)
-
-        s_val, s_test = logits(val), logits(test)
+        s_val, s_test = score(spec, inputs, model, val), score(spec, inputs, model, test)
         a_val, a_test = labels[val, -1], labels[test, -1]
         policy = parse_threshold_policy(spec.threshold_policy)
         per_object: dict[str, dict[str, float]] = {}
@@ -261,7 +252,10 @@ class Multilabel(Experiment):
                             "Left: BiasAmp→ A→T and T→A per base and N, 95% CI over seeds (above 0: amplified). "
                             "Right: normalised AP of each object in each group of a (means over seeds).")
         body.append("<h3>Per object (mean over seeds)</h3>")
-        body += page.table(per_object_table(runs))
+        means = per_object_means(runs)
+        for m in ("auc", "nap_a0", "nap_a1", "nap_gap"):
+            means[m] = [fmt(v) for v in means[m]]
+        body += page.table(means)
         return [Section("multilabel", self.title, body)]
 
 
@@ -313,7 +307,7 @@ def multilabel_plot(agg: pd.DataFrame, runs: pd.DataFrame) -> Figure:
     left.set_xticks(xs, labels, fontsize=8)
     left.set_ylabel("BiasAmp→ (above 0: amplified)")
     left.legend(fontsize=8)
-    table = per_object_table(runs)
+    table = per_object_means(runs)
     if not table.empty:
         keys = list(dict.fromkeys(zip(table["base"], table["N"], strict=True)))
         objects = list(dict.fromkeys(table["object"]))
@@ -322,8 +316,7 @@ def multilabel_plot(agg: pd.DataFrame, runs: pd.DataFrame) -> Figure:
         for i, key in enumerate(keys):
             rows = table[(table["base"] == key[0]) & (table["N"] == key[1])].set_index("object")
             for g, hatch in ((0, ""), (1, "//")):
-                values = [float(rows.loc[o, f"nap_a{g}"]) if o in rows.index and rows.loc[o, f"nap_a{g}"] != "—"
-                          else np.nan for o in objects]
+                values = [float(rows.loc[o, f"nap_a{g}"]) if o in rows.index else np.nan for o in objects]
                 right.bar(ox - 0.4 + width * (i + 0.25 + 0.5 * g), np.nan_to_num(values), width * 0.48,
                           color=PALETTE[(i + 2) % len(PALETTE)], hatch=hatch, edgecolor="0.2", lw=0.4,
                           label=f"{key[0]}, N={key[1]}: a={g}")
@@ -336,8 +329,8 @@ def multilabel_plot(agg: pd.DataFrame, runs: pd.DataFrame) -> Figure:
     return fig
 
 
-def per_object_table(runs: pd.DataFrame) -> pd.DataFrame:
-    """Per (base, N, object): AUC, nAP(a=0), nAP(a=1) and their gap, means over the runs' seeds."""
+def per_object_means(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per (base, N, object): AUC, nAP(a=0), nAP(a=1) and their gap (floats), means over the runs' seeds."""
     records = []
     for (base, n), rows in runs.groupby(["base", "n_train"], sort=True):
         parsed = [json.loads(text) for text in rows["objects"] if isinstance(text, str) and text]
@@ -346,6 +339,6 @@ def per_object_table(runs: pd.DataFrame) -> pd.DataFrame:
             values = {m: float(np.nanmean([p[name][m] for p in parsed if name in p]))
                       for m in ("auc", "nap_a0", "nap_a1", "nap_gap")}
             records.append({"base": str(base), "N": str(n), "object": name, "seeds": len(parsed),
-                            **{k: fmt(v) for k, v in values.items()}})
+                            **values})
     return pd.DataFrame.from_records(records, columns=["base", "N", "object", "seeds", "auc", "nap_a0", "nap_a1",
                                                        "nap_gap"])
