@@ -54,5 +54,7 @@ def kind_study_dict(kind: str) -> dict:
     used = example.get("bases") or ["scratch"]
     bases = {**TINY_BASES, **plugin.example_bases}
     study = _base_study(f"tiny-{kind}", {k: v for k, v in bases.items() if k in used})
+    if getattr(plugin, "example_dataset", None):
+        study["dataset"] = copy.deepcopy(plugin.example_dataset)
     study["experiments"] = [{"name": kind, "kind": kind, **example}]
     return study

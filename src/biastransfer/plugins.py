@@ -12,7 +12,7 @@ import importlib
 import pkgutil
 
 from biastransfer import experiments
-from biastransfer.data import adapters, fashion_mnist, synthetic  # noqa: F401  (datasets)
+from biastransfer.data import adapters, fashion_mnist, synthetic, synthetic_objects  # noqa: F401  (datasets)
 from biastransfer.interventions import correlation, domain, share  # noqa: F401  (interventions)
 from biastransfer.models import bases, checkpoints, transfer  # noqa: F401  (bases, formats, transfer modes)
 

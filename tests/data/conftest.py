@@ -206,3 +206,11 @@ def image_files(tmp_path: Path) -> Callable[[int], list[Path]]:
                             size=sizes[i % len(sizes)]) for i in range(n)]
 
     return make
+
+
+@pytest.fixture
+def mixture_root(dollarstreet_root: Path, coco_root: Path, tmp_path: Path) -> Path:
+    """A folder whose relative source roots are the Dollar Street and COCO fixtures, with a 3-class mapping."""
+    (tmp_path / "mixture.csv").write_text("class,dollarstreet,coco\nseat,sofas,chair\ntable,books,dining table\n"
+                                          "brush,toothbrushes,\n")
+    return tmp_path

@@ -33,6 +33,7 @@ RESOLUTION = 16
 
 CARVED: dict[str, dict[str, Any]] = {
     "synthetic": {},                                       # has a pretrain pool of 200 in TINY
+    "synthetic-objects": {},                               # a uniform pretrain pool of 40 per class set in TINY
     "celeba": {"pretrain_share": 0.5},                     # 3 of the 6 official train rows
     "fairface": {"pretrain_share": 0.5},
     "coco": {"pretrain_share": 0.75, "val_share": 0.0},    # 4 official train rows keep a gender: 3 pretrain, 1 train
@@ -41,12 +42,15 @@ CARVED: dict[str, dict[str, Any]] = {
     "imagefolder": {"pretrain_share": 0.5},
     "manifest": {"pretrain_share": 0.75},                  # carved from the rows marked train in its split column
     "fashion-mnist": {},                                   # pretrain_share 0.4 by default
+    "mixture": {"sources": [{"name": "dollarstreet", "root": "dollarstreet", "params": {"pretrain_share": 0.5}},
+                            {"name": "coco", "root": "coco", "params": {"pretrain_share": 0.75, "val_share": 0.0}}]},
     "fashion-mnist-panels": {},
 }
 """Params (over TINY's) that give each dataset's tiny copy a pretrain pool of at least 3 labelled rows."""
 
 NO_POOL: dict[str, dict[str, Any]] = {
     "synthetic": {"pretrain": 0},
+    "synthetic-objects": {"pretrain": 0},
     "fashion-mnist": {"pretrain_share": 0.0},
     "fashion-mnist-panels": {"pretrain_share": 0.0},
 }

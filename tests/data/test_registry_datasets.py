@@ -20,7 +20,7 @@ import pytest
 import torch
 
 from biastransfer import plugins  # noqa: F401  (imports every module that registers a dataset)
-from biastransfer.data import fashion_mnist, synthetic
+from biastransfer.data import fashion_mnist, synthetic, synthetic_objects
 from biastransfer.data.registry import DATASETS, load_dataset
 from biastransfer.data.table import SPLITS, LoadedDataset
 from biastransfer.models.architectures import build_model
@@ -42,6 +42,7 @@ class Tiny(NamedTuple):
 DECODE = {"progress": False, "workers": 2}
 TINY: dict[str, Tiny] = {
     "synthetic": Tiny(None, {"pretrain": 200, "train": 400, "val": 200, "test": 200}),
+    "synthetic-objects": Tiny(None, {"classes": 4, "pretrain": 40, "train": 40, "val": 20, "test": 20}),
     "celeba": Tiny("celeba_root", DECODE),
     "fairface": Tiny("fairface_root", DECODE),
     "coco": Tiny("coco_root", {**DECODE, "val_share": 0.25}),  # the default carves no val row from 4 train rows
@@ -50,6 +51,8 @@ TINY: dict[str, Tiny] = {
     "imagefolder": Tiny("imagefolder_root", {**DECODE, "group_of_class": {"cat": 0, "dog": 1, "owl": 1}}),
     "manifest": Tiny("manifest_root", {**DECODE, "sensitive": "female"}),
     "fashion-mnist": Tiny("fmnist_root", {}),
+    "mixture": Tiny("mixture_root", {**DECODE, "mapping": "mixture.csv", "sources": [
+        {"name": "dollarstreet", "root": "dollarstreet"}, {"name": "coco", "root": "coco"}]}),
     "fashion-mnist-panels": Tiny("fmnist_root", {}),
 }
 
@@ -91,7 +94,9 @@ def validate(name: str, data: LoadedDataset) -> None:
         values = set(np.unique(t.frame[col]).tolist())
         assert values <= {-1, 0, 1}, f"column {col!r} of {name} holds {sorted(values)}; allowed: -1, 0, 1"
     present = set(t.frame["split"])
-    assert present <= set(SPLITS), f"{name}: splits {sorted(present - set(SPLITS))} are not among {SPLITS}"
+    own_pools = {s for s in present if s.startswith("pretrain_")}  # more pools for bases (pretrain_diverse …)
+    assert present - own_pools <= set(SPLITS), (f"{name}: splits {sorted(present - own_pools - set(SPLITS))} are "
+                                                f"not among {SPLITS} nor a 'pretrain_*' pool")
     absent = [s for s in REQUIRED_SPLITS if s not in present]
     assert not absent, f"the tiny copy of {name} has no {', '.join(absent)} split(s); splits: {sorted(present)}"
 
@@ -125,7 +130,8 @@ def test_tiny_copy_loads_validates_caches_and_trains(name: str, request: pytest.
     # decode once: the second load reads the cache (every known decoder blocked, no cache file rewritten)
     written = cache_files(cache)
     assert any(f.endswith(".npy") for f in written), f"{name} left no decoded .npy cache in {cache}: {written}"
-    for target, attr in ((PIL.Image, "open"), (fashion_mnist, "resize_batch"), (synthetic, "generate")):
+    for target, attr in ((PIL.Image, "open"), (fashion_mnist, "resize_batch"), (synthetic, "generate"),
+                         (synthetic_objects, "generate")):
         monkeypatch.setattr(target, attr, _no_decoding)
     again = load()
     monkeypatch.undo()

@@ -19,7 +19,7 @@ from rich.text import Text
 
 from biastransfer import plugins  # noqa: F401  (registers every dataset)
 from biastransfer.data.registry import DATASETS, load_dataset
-from biastransfer.data.table import SPLITS, DataError, LoadedDataset
+from biastransfer.data.table import LABEL, SPLITS, DataError, LoadedDataset
 from biastransfer.paths import data_cache_dir
 from biastransfer.registry import UnknownNameError
 
@@ -68,7 +68,8 @@ def report(data: LoadedDataset, console: Console, split: str | None = None) -> N
     """Print examples per split, attribute prevalence per split and the a×y cells of every task."""
     t = data.table
     frame = t.frame
-    splits = [s for s in SPLITS if t.has_split(s)]
+    splits = [*(s for s in SPLITS if t.has_split(s)),
+              *sorted(set(t.frame['split']) - set(SPLITS))]
     console.print(Text(f"{data.name}: {len(t)} examples, images {tuple(data.images.array.shape)} uint8, "
                        f"fingerprint {data.fingerprint}"))
     console.print(Text(f"sensitive attribute a = {t.sensitive} (a=0: {t.group_names[0]}, "
@@ -86,10 +87,21 @@ def report(data: LoadedDataset, console: Console, split: str | None = None) -> N
         prev.add_column(s, justify="right")
     masks = {s: (frame["split"] == s).to_numpy() for s in splits}
     for attr in t.attributes:
+        if t.is_multiclass(attr):
+            continue
         col = frame[attr].to_numpy()
         role = "a" if attr == t.sensitive else ("task" if attr in t.tasks else "")
         prev.add_row(Text(attr), role, *(_rate(col[masks[s]]) for s in splits))
     console.print(prev)
+    if t.classes:
+        per_class = Table(title=f"examples per class ({len(t.classes)} classes, column {LABEL!r})")
+        per_class.add_column("class")
+        for s in splits:
+            per_class.add_column(s, justify="right")
+        labels = frame[LABEL].to_numpy()
+        for k, name in enumerate(t.classes):
+            per_class.add_row(Text(name), *(str(int((labels[masks[s]] == k).sum())) for s in splits))
+        console.print(per_class)
 
     rows = np.ones(len(frame), dtype=bool) if split is None else (frame["split"] == split).to_numpy()
     where = "all splits" if split is None else f"split {split!r}"

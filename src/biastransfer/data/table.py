@@ -12,7 +12,11 @@ import pandas as pd
 import torch
 
 SPLITS = ("pretrain", "train", "val", "test")
-"""Pool names. ``pretrain`` (optional) trains bases; ``train`` is the finetuning pool; ``val``/``test`` evaluate."""
+"""Pool names. ``pretrain`` (optional) trains bases; ``train`` is the finetuning pool; ``val``/``test`` evaluate.
+A dataset may have more pools of its own for bases to train on (e.g. ``pretrain_diverse``)."""
+
+LABEL = "label"
+"""The column of a multi-class label (an integer class index, −1 where unknown) in a dataset with ``classes``."""
 
 
 class DataError(ValueError):
@@ -27,7 +31,8 @@ class ExampleTable:
     ``split`` (one of :data:`SPLITS`), binary attribute columns (int8, 0/1, or -1 where unknown) and
     optional ``subgroup`` and ``domain`` columns. ``sensitive`` names the column of the sensitive attribute
     ``a``; ``group_names`` are the names of groups a=0 and a=1 (e.g. ``("Men", "Women")``); ``tasks`` are the
-    binary target columns a study may finetune on.
+    binary target columns a study may finetune on. A multi-class dataset also names its ``classes``: its column
+    :data:`LABEL` holds the class index (0 … K−1, −1 where unknown).
     """
 
     frame: pd.DataFrame
@@ -35,6 +40,7 @@ class ExampleTable:
     group_names: tuple[str, str]
     tasks: tuple[str, ...]
     attributes: tuple[str, ...] = field(default=())
+    classes: tuple[str, ...] = field(default=())
 
     def __post_init__(self) -> None:
         if "split" not in self.frame.columns:
@@ -44,6 +50,21 @@ class ExampleTable:
                 raise DataError(f"example table has no column {col!r}; columns: {list(self.frame.columns)}")
         if not self.attributes:
             object.__setattr__(self, "attributes", tuple(dict.fromkeys((self.sensitive, *self.tasks))))
+        if self.classes:
+            if LABEL not in self.frame.columns:
+                raise DataError(f"a dataset with classes needs a {LABEL!r} column (the class index)")
+            labels = self.frame[LABEL].to_numpy()
+            bad = (labels < -1) | (labels >= len(self.classes))
+            if bad.any():
+                raise DataError(f"column {LABEL!r} has {int(bad.sum())} value(s) outside −1 … "
+                                f"{len(self.classes) - 1} (the {len(self.classes)} classes), e.g. "
+                                f"{labels[bad][0]}")
+            if LABEL not in self.attributes:
+                object.__setattr__(self, "attributes", (*self.attributes, LABEL))
+
+    def is_multiclass(self, column: str) -> bool:
+        """Whether ``column`` is the multi-class label (a base trained on it gets one logit per class)."""
+        return bool(self.classes) and column == LABEL
 
     def __len__(self) -> int:
         return len(self.frame)

@@ -164,6 +164,9 @@ class Experiment:
     """A tiny block of this kind for the test suite's tiny study (and the docs); the registry-wide tests run it."""
     example_bases: ClassVar[dict[str, dict[str, Any]]] = {}
     """Bases the example needs beyond the tiny study's own (``gendered`` on a, ``control-t0``, ``scratch``)."""
+    example_dataset: ClassVar[dict[str, Any]] = {}
+    """The dataset section the example runs on, when not the tiny study's ``synthetic`` benchmark (a kind that
+    needs other data, e.g. a multi-class dataset with domains)."""
 
     @classmethod
     def all_columns(cls) -> tuple[Column, ...]:

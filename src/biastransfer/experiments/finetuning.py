@@ -40,12 +40,14 @@ def score(spec: RunSpec, inputs: RunInputs, model: torch.nn.Module, rows: np.nda
 
 
 def finetune(spec: RunSpec, inputs: RunInputs, data: Any, *, lr: float, weight_decay: float, seed: int,
-             labels: np.ndarray | None = None, num_outputs: int = 1) -> tuple[torch.nn.Module, FitResult]:
+             labels: np.ndarray | None = None, num_outputs: int = 1,
+             classes: bool = False) -> tuple[torch.nn.Module, FitResult]:
     """Finetune a fresh copy of the run's base on ``data`` (all layers unless the transfer mode says otherwise).
 
     ``data`` has ``train_rows`` and ``val_rows`` (rows of the store) and optionally ``train_weights`` and
     ``val_weights``; ``labels`` (per store row) default to the run's task column. With ``num_outputs`` K > 1 the
-    head has K logits and ``labels`` has shape ``(n_rows, K)`` (binary cross-entropy on each).
+    head has K logits and ``labels`` has shape ``(n_rows, K)`` (binary cross-entropy on each), or, with ``classes``,
+    ``labels`` are class indices (K-way cross-entropy).
     """
     dataset = inputs.dataset
     images = dataset.images.tensor()
@@ -56,8 +58,10 @@ def finetune(spec: RunSpec, inputs: RunInputs, data: Any, *, lr: float, weight_d
         mode = get_transfer_mode(spec.transfer, **spec.transfer_options)
         mode.validate(model)
         phases = mode.phases()
-    train = make_split(images, data.train_rows, labels[data.train_rows], getattr(data, "train_weights", None))
-    val = make_split(images, data.val_rows, labels[data.val_rows], getattr(data, "val_weights", None))
+    train = make_split(images, data.train_rows, labels[data.train_rows], getattr(data, "train_weights", None),
+                       classes=classes)
+    val = make_split(images, data.val_rows, labels[data.val_rows], getattr(data, "val_weights", None),
+                     classes=classes)
     result = fit(model, train, val, fit_config(spec, lr, weight_decay), seed=derive_seed(seed, "fit"),
                  device=inputs.device, phases=phases,
                  on_epoch=lambda epoch, rec: log.info("epoch %d: %s", epoch, rec))
@@ -68,7 +72,7 @@ def finetune(spec: RunSpec, inputs: RunInputs, data: Any, *, lr: float, weight_d
 
 
 def grid_search(spec: RunSpec, inputs: RunInputs, prepare: Callable[[int], Any],
-                labels: np.ndarray | None = None) -> dict[str, Any]:
+                labels: np.ndarray | None = None, num_outputs: int = 1, classes: bool = False) -> dict[str, Any]:
     """lr × weight decay (``spec.train``) by the lowest mean validation loss over ``hp_seeds`` seeds.
 
     ``prepare(seed)`` draws the sets one trial trains on (see :func:`finetune` for what they hold). A 1 × 1 grid
@@ -83,7 +87,8 @@ def grid_search(spec: RunSpec, inputs: RunInputs, prepare: Callable[[int], Any],
         losses, epochs = [], 0
         for k in range(spec.train["hp_seeds"]):
             seed = derive_seed(10_000 + k, "hparam-search")
-            _, res = finetune(spec, inputs, prepare(seed), lr=lr, weight_decay=wd, seed=seed, labels=labels)
+            _, res = finetune(spec, inputs, prepare(seed), lr=lr, weight_decay=wd, seed=seed, labels=labels,
+                              num_outputs=num_outputs, classes=classes)
             losses.append(res.best_val_loss)
             epochs = res.epochs
         trials.append({"lr": lr, "weight_decay": wd, "val_loss": float(np.mean(losses)), "epochs": epochs})

@@ -1,4 +1,8 @@
-"""The training engine: SGD with momentum on weighted BCE, batches sliced from an in-memory uint8 store.
+"""The training engine: SGD with momentum on a weighted loss, batches sliced from an in-memory uint8 store.
+
+The loss follows the targets (:func:`weighted_loss`): binary cross-entropy on each logit for float targets of shape
+``(n,)`` or ``(n, k)`` (binary tasks, multi-label heads), K-way cross-entropy for integer class indices (a
+multi-class head of K logits, :func:`make_split` with ``classes=True``).
 
 No per-sample Python runs in the loop: a batch is one index into a uint8 NCHW (channels-last) tensor, converted
 to float and flipped as a whole tensor. Early stopping watches the validation loss; the best weights are
@@ -92,7 +96,10 @@ class FitResult:
 
 @dataclass
 class Split:
-    """Images (uint8 NCHW), targets (float, shape (n,) or (n, k)) and optional per-example weights."""
+    """Images (uint8 NCHW), targets and optional per-example weights.
+
+    Targets are either binary (float, shape (n,) or (n, k); stored as (n, k)) or class indices (int64, shape (n,);
+    stored as given), which makes the loss K-way cross-entropy."""
 
     images: torch.Tensor
     targets: torch.Tensor
@@ -103,9 +110,15 @@ class Split:
             raise TypeError("Split.images must be a uint8 tensor")
         if len(self.images) != len(self.targets):
             raise ValueError(f"{len(self.images)} images but {len(self.targets)} targets")
-        if self.targets.ndim == 1:
-            self.targets = self.targets[:, None]
-        self.targets = self.targets.float()
+        if self.targets.dtype == torch.int64:
+            if self.targets.ndim != 1:
+                raise ValueError(f"class-index targets must have shape (n,), got {tuple(self.targets.shape)}")
+            if (self.targets < 0).any():
+                raise ValueError("class-index targets must be >= 0 (drop examples with an unknown class)")
+        else:
+            if self.targets.ndim == 1:
+                self.targets = self.targets[:, None]
+            self.targets = self.targets.float()
         if self.weights is not None:
             self.weights = self.weights.float().reshape(-1, 1)
 
@@ -135,6 +148,22 @@ def weighted_bce(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Ten
     if weights is not None:
         loss = loss * weights
     return loss.mean()
+
+
+def weighted_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+    """mean_i w_i · (−log softmax(z_i)[y_i]) for class indices y_i; w = 1 when no weights are given."""
+    loss = F.cross_entropy(logits, targets, reduction="none")
+    if weights is not None:
+        loss = loss * weights.reshape(-1)
+    return loss.mean()
+
+
+def weighted_loss(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+    """The training loss for these targets: K-way cross-entropy for class indices (int64), else binary
+    cross-entropy on each logit."""
+    if targets.dtype == torch.int64:
+        return weighted_cross_entropy(logits, targets, weights)
+    return weighted_bce(logits, targets, weights)
 
 
 def eval_batch_size(device: torch.device, image_shape: tuple[int, ...]) -> int:
@@ -190,7 +219,7 @@ def evaluate_loss(model: nn.Module, split: Split, *, device: torch.device, batch
     logits = predict_logits(model, split.images, device=device, batch_size=batch_size, compile=compile,
                             precision=precision)
     w = None if split.weights is None else split.weights.cpu()
-    return float(weighted_bce(logits, split.targets.cpu(), w))
+    return float(weighted_loss(logits, split.targets.cpu(), w))
 
 
 def fit(model: nn.Module, train: Split, val: Split | None, config: FitConfig, *, seed: int,
@@ -257,7 +286,7 @@ def fit(model: nn.Module, train: Split, val: Split | None, config: FitConfig, *,
                 w = None if train_d.weights is None else train_d.weights[idx]
                 with autocast(device, config.precision):
                     logits = forward(model, x) if len(idx) == config.batch_size else model(x)
-                loss = weighted_bce(logits.float(), train_d.targets[idx], w)
+                loss = weighted_loss(logits.float(), train_d.targets[idx], w)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -297,8 +326,10 @@ def fit(model: nn.Module, train: Split, val: Split | None, config: FitConfig, *,
 
 
 def make_split(store_tensor: torch.Tensor, indices: np.ndarray, targets: np.ndarray,
-               weights: np.ndarray | None = None) -> Split:
-    """A Split of the given store rows (one gather, no per-sample Python)."""
+               weights: np.ndarray | None = None, *, classes: bool = False) -> Split:
+    """A Split of the given store rows (one gather, no per-sample Python); ``classes``: the targets are class
+    indices (K-way cross-entropy) instead of binary labels."""
     idx = torch.as_tensor(np.asarray(indices, dtype=np.int64))
     w = None if weights is None else torch.as_tensor(np.asarray(weights, dtype=np.float32))
-    return Split(store_tensor[idx], torch.as_tensor(np.asarray(targets, dtype=np.float32)), w)
+    dtype = np.int64 if classes else np.float32
+    return Split(store_tensor[idx], torch.as_tensor(np.asarray(targets, dtype=dtype)), w)

@@ -67,7 +67,9 @@ def pool_record(pool: str, fit_idx: np.ndarray, hold: np.ndarray) -> dict[str, A
 def train_attribute_base(dataset: LoadedDataset, *, arch: str, attribute: str, config: dict[str, Any],
                          cache_dir: Path, device: torch.device,
                          pool: str = DEFAULT_POOL) -> tuple[Classifier, dict[str, Any]]:
-    """Train (or read from cache) a classifier of ``attribute`` on the split ``pool`` (default ``pretrain``).
+    """Train (or read from cache) a classifier of ``attribute`` on the split ``pool`` (default ``pretrain``): one
+    logit and binary cross-entropy for a binary attribute, one logit per class and K-way cross-entropy for the
+    multi-class label of a dataset with ``classes``.
 
     The rows are :func:`base_rows`: never those of the finetuning, validation or test splits. Returns the model
     and a summary (key, validation loss and accuracy, epochs, cached?, and ``pool``: the split, its number of
@@ -76,10 +78,12 @@ def train_attribute_base(dataset: LoadedDataset, *, arch: str, attribute: str, c
     fit_idx, hold = base_rows(dataset, attribute, config, pool)
     record = pool_record(pool, fit_idx, hold)
     labels = dataset.table.column(attribute)
+    multiclass = dataset.table.is_multiclass(attribute)
+    outputs = len(dataset.table.classes) if multiclass else 1
     key = base_cache_key(dataset, arch, attribute, config, pool)
     folder = bases_cache_dir(cache_dir)
     weights_path, info_path = folder / f"{key}.pt", folder / f"{key}.json"
-    model = build_model(arch, num_outputs=1, in_channels=dataset.images.channels)
+    model = build_model(arch, num_outputs=outputs, in_channels=dataset.images.channels)
     if weights_path.exists() and info_path.exists():
         try:
             state = torch.load(weights_path, map_location="cpu", weights_only=True)
@@ -90,15 +94,17 @@ def train_attribute_base(dataset: LoadedDataset, *, arch: str, attribute: str, c
 
     images = dataset.images.tensor()
     torch.manual_seed(derive_seed(config.get("seed", 0), "base-init", attribute))
-    model = build_model(arch, num_outputs=1, in_channels=dataset.images.channels)
+    model = build_model(arch, num_outputs=outputs, in_channels=dataset.images.channels)
     fc = FitConfig(lr=config["lr"], weight_decay=config["weight_decay"], batch_size=config["batch_size"],
                    max_epochs=config["epochs"], patience=max(2, config["epochs"]), flip=True)
-    result = fit(model, make_split(images, fit_idx, labels[fit_idx]), make_split(images, hold, labels[hold]), fc,
+    result = fit(model, make_split(images, fit_idx, labels[fit_idx], classes=multiclass),
+                 make_split(images, hold, labels[hold], classes=multiclass), fc,
                  seed=derive_seed(config.get("seed", 0), "base-fit", attribute), device=device)
     from biastransfer.train.engine import predict_logits
 
-    logits = predict_logits(model, images[torch.as_tensor(hold)], device=device).numpy().ravel()
-    accuracy = float(((logits > 0).astype(int) == labels[hold]).mean())
+    logits = predict_logits(model, images[torch.as_tensor(hold)], device=device).numpy()
+    predicted = logits.argmax(axis=1) if multiclass else (logits.ravel() > 0).astype(int)
+    accuracy = float((predicted == labels[hold]).mean())
     info = {"key": key, "attribute": attribute, "arch": arch, "val_loss": result.best_val_loss,
             "val_accuracy": accuracy, "epochs": result.epochs, "n_train": len(fit_idx),
             "seconds": result.seconds, "pool": record}

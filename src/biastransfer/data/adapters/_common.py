@@ -180,7 +180,8 @@ def check_one_split_per_image(name: str, split: np.ndarray, paths: Sequence[Path
 
 def assemble(name: str, frame: pd.DataFrame, paths: Sequence[Path], *, sensitive: str,
              group_names: tuple[str, str], tasks: Sequence[str], cache_dir: Path, resolution: int,
-             opts: Mapping[str, Any], attributes: Sequence[str] | None = None) -> LoadedDataset:
+             opts: Mapping[str, Any], attributes: Sequence[str] | None = None,
+             classes: Sequence[str] = ()) -> LoadedDataset:
     """Decode ``paths`` through the image cache, drop the rows of bad images and build the LoadedDataset."""
     if len(frame) != len(paths):
         raise AssertionError("frame and paths differ in length")
@@ -203,7 +204,7 @@ def assemble(name: str, frame: pd.DataFrame, paths: Sequence[Path], *, sensitive
     tasks = tuple(t for t in dict.fromkeys(tasks) if t != sensitive)
     attrs = tuple(dict.fromkeys([sensitive, *tasks, *(attributes or ())]))
     table = ExampleTable(frame=frame, sensitive=sensitive, group_names=tuple(group_names),  # type: ignore[arg-type]
-                         tasks=tasks, attributes=attrs)
+                         tasks=tasks, attributes=attrs, classes=tuple(classes))
     fp = hashlib.sha256(f"{name}|{metadata_hash(frame)}|{store.fingerprint()}".encode()).hexdigest()[:16]
     return LoadedDataset(name=name, table=table, images=store, fingerprint=fp)
 
