@@ -117,6 +117,8 @@ class ExperimentConfig(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True)
     name: str
     kind: str
+    dataset: str | None = None
+    """The name of one of the study's ``datasets`` this block runs on (default: the study's ``dataset``)."""
 
     def fields(self) -> dict[str, Any]:
         """The kind-specific fields as written."""
@@ -130,6 +132,9 @@ class StudyConfig(_Strict):
     """Wall time of the whole study measured on 2 CPU cores from an empty cache (``biastransfer studies`` shows
     it); informational, part of no run key."""
     dataset: DatasetConfig = Field(default_factory=DatasetConfig)
+    datasets: dict[str, DatasetConfig] = Field(default_factory=dict)
+    """More datasets, by a name of the study's choosing; a block runs on one with ``dataset: NAME`` (a study
+    that reproduces protocols needing different data, e.g. the bundled ``paper``)."""
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     base_training: BaseTrainingConfig = Field(default_factory=BaseTrainingConfig)
@@ -142,7 +147,16 @@ class StudyConfig(_Strict):
         names = [e.name for e in self.experiments]
         if len(set(names)) != len(names):
             raise ValueError(f"experiment names must be unique, got {names}")
+        for e in self.experiments:
+            if e.dataset is not None and e.dataset not in self.datasets:
+                known = ", ".join(self.datasets) or "none (add a 'datasets' section)"
+                raise ValueError(f"experiment {e.name!r}: dataset {e.dataset!r} is not among the study's "
+                                 f"'datasets': {known}")
         return self
+
+    def dataset_of(self, experiment: ExperimentConfig) -> DatasetConfig:
+        """The dataset a block runs on: its named one, else the study's ``dataset``."""
+        return self.dataset if experiment.dataset is None else self.datasets[experiment.dataset]
 
 
 def format_validation_error(exc: ValidationError, source: str, prefix: str = "",

@@ -7,11 +7,13 @@ store has; a killed study loses at most the runs in flight.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from rich.console import Console
@@ -60,11 +62,11 @@ class DataChangedError(ValueError):
     """The folder's runs were computed on other data than the study's dataset now is."""
 
 
-def check_data(store: ResultStore, fingerprint: str) -> None:
+def check_data(store: ResultStore, fingerprint: str, dataset: dict[str, Any] | None = None) -> None:
     """Refuse to add runs to a folder whose runs were computed on data with another fingerprint (a changed
     dataset folder, other generation parameters under the same name …): their keys would match, their numbers
-    not."""
-    stored = store.data_hashes()
+    not. With ``dataset`` (a dataset section), only the runs on that section count."""
+    stored = store.data_hashes() if dataset is None else store.data_hashes_of(dataset)
     other = stored - {fingerprint}
     if other:
         raise DataChangedError(
@@ -74,15 +76,22 @@ def check_data(store: ResultStore, fingerprint: str) -> None:
 
 
 def record_roles(store: ResultStore, study: Study, workspace: Workspace, specs: list | None = None) -> dict[str, str]:
-    """Load the study's dataset, check it is the data of the folder's runs (:func:`check_data`), resolve the
-    bases' roles (the dataset's sensitive attribute decides derived ones) and keep them in the store, merged with
-    those of earlier studies run into the same folder."""
+    """Load the study's dataset(s), check each is the data of the folder's runs on it (:func:`check_data`),
+    resolve the bases' roles (the sensitive attribute of the dataset a base is used with decides derived ones)
+    and keep them in the store, merged with those of earlier studies run into the same folder."""
     specs = study.expand() if specs is None else specs
     if not specs:
         return {}
-    dataset = workspace.dataset(specs[0])
-    check_data(store, dataset.fingerprint)
-    sensitive = dataset.table.sensitive
+    first: dict[str, Any] = {}
+    sensitive: dict[str, str] = {}
+    several = len({json.dumps(s.dataset, sort_keys=True, default=str) for s in specs}) > 1
+    for spec in specs:
+        key = json.dumps(spec.dataset, sort_keys=True, default=str)
+        if key not in first:
+            first[key] = dataset = workspace.dataset(spec)
+            check_data(store, dataset.fingerprint, spec.dataset if several else None)
+        sensitive.setdefault(spec.base_name, first[key].table.sensitive)
+    sensitive[""] = next(iter(first.values())).table.sensitive
     roles = {**(store.get_meta("roles") or {}), **resolve_roles(study.config, sensitive)}
     store.set_meta("roles", roles)
     return roles

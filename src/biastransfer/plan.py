@@ -14,7 +14,7 @@ and the job graph.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,11 +37,13 @@ from biastransfer.spec import RunSpec, StudyDefaults, content_key
 
 @dataclass(frozen=True)
 class Block:
-    """One validated experiment block: its name, its plugin and its typed fields."""
+    """One validated experiment block: its name, its plugin, its typed fields and (when it names one of the
+    study's ``datasets``) the dataset section it runs on."""
 
     name: str
     plugin: Experiment
     fields: Any
+    dataset: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -61,7 +63,8 @@ class Study:
         """Every run of the study, in order, without duplicates."""
         specs: dict[str, RunSpec] = {}
         for block in self.blocks:
-            for spec in block.plugin.expand(block.name, block.fields, self.defaults):
+            defaults = self.defaults if block.dataset is None else replace(self.defaults, dataset=block.dataset)
+            for spec in block.plugin.expand(block.name, block.fields, defaults):
                 specs.setdefault(spec.key, spec)
         return list(specs.values())
 
@@ -75,7 +78,7 @@ def _check_block(i: int, block: Any, plugin: Experiment, bases: dict[str, Any], 
     try:
         fields = plugin.Block.model_validate(block.fields())
     except ValidationError as exc:
-        allowed = {f"experiments.{i}": ["name", "kind", *plugin.Block.model_fields]}
+        allowed = {f"experiments.{i}": ["name", "kind", "dataset", *plugin.Block.model_fields]}
         options = plugin.Block.model_fields.get("options")
         if options is not None and hasattr(options.annotation, "model_fields"):
             allowed[f"experiments.{i}.options"] = list(options.annotation.model_fields) or ["(none)"]
@@ -101,6 +104,9 @@ def validate(config: StudyConfig, source: str = "<study>", text: str | None = No
     problems = []
     if config.dataset.name not in DATASETS:
         problems.append(_unknown("dataset.name", config.dataset.name, DATASETS))
+    for dname, extra in config.datasets.items():
+        if extra.name not in DATASETS:
+            problems.append(_unknown(f"datasets.{dname}.name", extra.name, DATASETS))
     if config.model.arch not in ARCHITECTURES:
         problems.append(_unknown("model.arch", config.model.arch, ARCHITECTURES))
     try:
@@ -125,7 +131,8 @@ def validate(config: StudyConfig, source: str = "<study>", text: str | None = No
     if problems:
         raise ConfigError("\n".join([f"invalid study file {source}:", *problems]))
     blocks = tuple(Block(exp.name, plugin := EXPERIMENTS.get(exp.kind)(),
-                         _check_block(i, exp, plugin, config.bases, source))
+                         _check_block(i, exp, plugin, config.bases, source),
+                         None if exp.dataset is None else config.dataset_of(exp).model_dump(mode="json"))
                    for i, exp in enumerate(config.experiments))
     train = config.train.model_dump(mode="json")
     defaults = StudyDefaults(
@@ -181,9 +188,15 @@ def preflight(specs: list[RunSpec], dataset: Callable[[RunSpec], LoadedDataset])
             raise type(exc)(f"{spec.describe()}: {exc}") from None
 
 
-def resolve_roles(config: StudyConfig, sensitive: str) -> dict[str, str]:
-    """Each base's role: as declared in the study, else derived from what it is (:func:`derive_role`)."""
-    return {name: base.role or derive_role(base.spec(), sensitive) for name, base in config.bases.items()}
+def resolve_roles(config: StudyConfig, sensitive: str | dict[str, str]) -> dict[str, str]:
+    """Each base's role: as declared in the study, else derived from what it is (:func:`derive_role`), against the
+    sensitive attribute of the dataset it is used with. ``sensitive`` is that attribute, or a mapping from base
+    name to the sensitive attribute of its blocks' dataset (a study with several ``datasets``); a base absent
+    from the mapping takes the study dataset's (key ``""``)."""
+    def of(name: str) -> str:
+        return sensitive if isinstance(sensitive, str) else sensitive.get(name, sensitive.get("", ""))
+
+    return {name: base.role or derive_role(base.spec(), of(name)) for name, base in config.bases.items()}
 
 
 def hparam_key(spec: RunSpec) -> str | None:

@@ -30,7 +30,8 @@ def _first(values: Any) -> Any:
 def shrink_study(data: dict[str, Any]) -> dict[str, Any]:
     """The tiny version of a study mapping (a deep copy; ``data`` is not changed).
 
-    * name ``NAME-tiny``; images at most 16×16; the dataset's own :meth:`tiny_params`;
+    * name ``NAME-tiny``; images at most 16×16; each dataset's (``dataset`` and ``datasets``) own
+      :meth:`tiny_params`;
     * training: the first learning rate and weight decay only (a 1 × 1 grid trains no search), at most 2
       epochs, patience 1, one search seed;
     * bases: 1 epoch on at most 600 examples; test sets of at most 200 examples;
@@ -45,12 +46,13 @@ def shrink_study(data: dict[str, Any]) -> dict[str, Any]:
     out = copy.deepcopy(data)
     out["name"] = f"{out.get('name', 'study')}-tiny"
     out.pop("estimated_minutes", None)
-    dataset = out.setdefault("dataset", {})
-    if isinstance(dataset, dict):
-        dataset["resolution"] = min(int(dataset.get("resolution", 32)), TINY_RESOLUTION)
-        name = dataset.get("name", "synthetic")
-        if name in DATASETS:
-            dataset["params"] = DATASETS.get(name)().tiny_params(dict(dataset.get("params") or {}))
+    extra = out.get("datasets")
+    for dataset in [out.setdefault("dataset", {}), *(extra.values() if isinstance(extra, dict) else ())]:
+        if isinstance(dataset, dict):
+            dataset["resolution"] = min(int(dataset.get("resolution", 32)), TINY_RESOLUTION)
+            name = dataset.get("name", "synthetic")
+            if name in DATASETS:
+                dataset["params"] = DATASETS.get(name)().tiny_params(dict(dataset.get("params") or {}))
     train = out.setdefault("train", {})
     if isinstance(train, dict):
         for key in ("lr", "weight_decay"):

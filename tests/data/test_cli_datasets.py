@@ -117,3 +117,20 @@ def test_check_decodes_where_run_reads(celeba_root: Path, tmp_path: Path, monkey
                             "params": {"progress": False}})
     data = Workspace(Resources(torch.device("cpu"), cache, tmp_path)).dataset(spec)
     assert len(data.images) == len(data.table)
+
+
+def test_check_of_a_multiclass_dataset_counts_classes_per_split_and_takes_its_own_pools(tmp_path: Path) -> None:
+    args = ("check", "synthetic-objects", "--cache-dir", str(tmp_path / "c"), "--resolution", "8",
+            "-p", "classes=3", "-p", "pretrain=6", "-p", "pretrain_diverse=9", "-p", "train=6", "-p", "val=3",
+            "-p", "test=3")
+    result = run(*args, "--split", "pretrain_diverse")
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert "examples per class (3 classes, column 'label')" in out
+    ring = [[c.strip() for c in ln.split("│")[1:-1]] for ln in out.splitlines() if ln.startswith("│ ring ")]
+    # the per-class table: pretrain, train, val, test, then the dataset's own pool pretrain_diverse
+    assert ["ring", "2", "4", "2", "2", "3"] in ring
+    assert ["ring", "0", "0", "6", "3", "1.000"] in ring  # a × y cells of the pool given with --split
+    assert not any(ln.startswith("│ label ") for ln in out.splitlines())  # a class index has no prevalence
+    bad = run(*args, "--split", "nope")
+    assert bad.exit_code != 0 and "unknown split 'nope'" in bad.output

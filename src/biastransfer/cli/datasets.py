@@ -138,9 +138,9 @@ def check(
     params = dict(parse_param(p) for p in (param or []))
     if skip_bad:
         params["skip_bad"] = True
-    if split is not None and split not in SPLITS:
-        raise typer.BadParameter(f"unknown split {split!r}; allowed: {', '.join(SPLITS)}",
-                                 param_hint="--split")
+    if split is not None and split not in SPLITS and not split.startswith("pretrain"):
+        raise typer.BadParameter(f"unknown split {split!r}; allowed: {', '.join(SPLITS)} or a dataset's own "
+                                 f"pretraining pool (pretrain_…)", param_hint="--split")
     console = Console()
     err = Console(stderr=True)
     handler = RichHandler(console=err, show_path=False)

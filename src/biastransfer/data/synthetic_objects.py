@@ -251,7 +251,7 @@ class SyntheticObjects(DatasetSource):
                       "dataset.params.pretrain_diverse examples, default as many)")
 
     #: Pool sizes (per domain) of a ``--tiny`` run.
-    TINY_SIZES: ClassVar[dict[str, int]] = {"pretrain": 400, "pretrain_diverse": 400, "train": 300, "val": 100,
+    TINY_SIZES: ClassVar[dict[str, int]] = {"pretrain": 400, "pretrain_diverse": 400, "train": 300, "val": 200,
                                             "test": 200}
 
     def tiny_params(self, params: dict[str, Any]) -> dict[str, Any]:

@@ -152,6 +152,14 @@ class ResultStore:
         rows = self._conn.execute("SELECT DISTINCT json_extract(provenance, '$.data_hash') FROM runs").fetchall()
         return {r[0] for r in rows if r[0]}
 
+    def data_hashes_of(self, dataset: dict[str, Any]) -> set[str]:
+        """The fingerprints of the data that the stored runs on the dataset section ``dataset`` were computed on
+        (a study with several ``datasets`` keeps runs on each in one folder)."""
+        rows = self._conn.execute("SELECT DISTINCT json_extract(spec, '$.dataset'), "
+                                  "json_extract(provenance, '$.data_hash') FROM runs").fetchall()
+        want = json.dumps(dataset, sort_keys=True, default=str)
+        return {h for d, h in rows if h and json.dumps(json.loads(d), sort_keys=True, default=str) == want}
+
     def count(self) -> int:
         return int(self._conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0])
 
