@@ -276,3 +276,20 @@ def test_a_column_not_in_the_schema_never_splits_seeds() -> None:
     assert agg["auc_mean"].iloc[0] == pytest.approx(0.81)
     both = aggregate(runs, metrics=("auc", "new_metric"), by=Inheritance.settings())
     assert len(both) == 1 and both["new_metric_mean"].iloc[0] == pytest.approx(0.2)
+
+
+def test_subselect_lines_of_two_requested_sizes_stay_two_lines() -> None:
+    """The paper's constrained sweep at N = 128 and 1024: the sets shrink along each line (n_train varies), and the
+    requested N (n_requested) keeps the two lines apart instead of splitting them into single points."""
+    rows = []
+    for n in (128, 1024):
+        for level, share in ((0.5, 0.4), (0.6, 0.5), (0.8, 1.0)):
+            for seed in (0, 1):
+                rows.append(run_row(experiment_kind="correlation_sweep", intervention="subselect", level=level,
+                                    level_label=f"{level:g}", test_level=0.8, test_label="0.8",
+                                    n_train=int(n * share), n_requested=n, seed=seed))
+    lines = split_lines(CorrelationSweep().aggregate(pd.DataFrame(rows)))
+    assert sorted(int(k["n_requested"]) for k, _ in lines) == [128, 1024]
+    for key, line in lines:
+        assert "n_train" not in key and line["level"].tolist() == [0.5, 0.6, 0.8]
+        assert line["n_train"].tolist() == [int(key["n_requested"] * s) for s in (0.4, 0.5, 1.0)]

@@ -138,7 +138,7 @@ def test_a_one_point_grid_trains_nothing(monkeypatch: pytest.MonkeyPatch) -> Non
     class Fit:
         best_val_loss, epochs = 0.5, 1
 
-    def fake_finetune(spec, inputs, data, *, lr, weight_decay, seed, labels=None):
+    def fake_finetune(spec, inputs, data, *, lr, weight_decay, seed, labels=None, num_outputs=1, classes=False):
         calls.append(lr)
         return None, Fit()
 

@@ -61,5 +61,8 @@ def context_labels(records: Sequence[Mapping[str, Any]], ident: tuple[str, ...],
             if len({str(records[i].get(k)) for i in idxs}) > 1:
                 for i in idxs:
                     v = records[i].get(k)
-                    parts[i].append(f"N={v}" if k == "n_train" else f"{k}={v}")
+                    if k in ("n_train", "n_requested"):
+                        parts[i].append(f"N={int(v) if isinstance(v, float) and v.is_integer() else v}")
+                    else:
+                        parts[i].append(f"{k}={v}")
     return [f" ({', '.join(p)})" if p else "" for p in parts]

@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
@@ -112,6 +113,14 @@ def _verdict(verdicts: Sequence[Verdict]) -> list[str]:
     return ['<section id="verdict" class="verdict">', "<h2>Verdict</h2>", "<ul>", *items, "</ul>", "</section>"]
 
 
+def _setting_text(value: Any) -> str:
+    """A setting as a table cell: a whole float as an integer (a size that a mixed table made float), other
+    floats to 4 significant digits (a realised share 0.1015625 → 0.1016), the rest as text."""
+    if isinstance(value, float | np.floating) and np.isfinite(value):
+        return str(int(value)) if float(value).is_integer() else f"{float(value):.4g}"
+    return str(value)
+
+
 def _results_table(plugin: Experiment, agg: pd.DataFrame) -> pd.DataFrame:
     """Readable results of one kind: the settings that vary (task and base always), seeds, ``mean [low, high]``
     per metric."""
@@ -119,7 +128,7 @@ def _results_table(plugin: Experiment, agg: pd.DataFrame) -> pd.DataFrame:
             and (c in ("task", "base") or agg[c].astype(str).nunique() > 1)]
     sort_cols = [c for c in keep if c != "level_label"] + (["level"] if "level" in agg.columns else [])
     agg = agg.sort_values(sort_cols, kind="mergesort") if sort_cols else agg
-    out = pd.DataFrame({c: agg[c].astype(str).to_numpy() for c in keep})
+    out = pd.DataFrame({c: [_setting_text(v) for v in agg[c]] for c in keep})
     if "level_label" in out.columns:
         out["level_label"] = [level_text(float(lv), str(lb)) for lv, lb in zip(agg["level"], agg["level_label"],
                                                                                  strict=True)]

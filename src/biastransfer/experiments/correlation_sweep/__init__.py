@@ -57,6 +57,8 @@ class CorrelationSweep(FinetuneExperiment):
     report_order = 20
     Block = CorrelationSweepBlock
     columns = (*COLUMNS,
+               Column("n_requested", "int", "setting", "N asked for in the study; a subselect line keeps it while its "
+                      "sets shrink (their size is n_train)", get=lambda run: run["spec"]["n_train"]),
                Column("auc_tolerance", "float", "outcome", "options.auc_tolerance of the block (analysis only; not "
                       "in the run key)", get=_tolerance))
     example: ClassVar[dict[str, Any]] = {

@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from biastransfer.analysis.aggregate import aggregate, paired_interval
-from biastransfer.analysis.text import context_labels, fmt, fmt_ci, fmt_signed, level_text
+from biastransfer.analysis.text import CONTEXT_KEYS, context_labels, fmt, fmt_ci, fmt_signed, level_text
 
 #: Default AUC tolerance of the sweep finding (``options.auc_tolerance``).
 AUC_TOLERANCE = 0.01
@@ -68,7 +68,8 @@ def split_lines(agg: pd.DataFrame) -> list[tuple[dict[str, object], pd.DataFrame
     """Split aggregated sweep rows into lines (one per base × intervention × other fixed settings).
 
     A line collects the rows that share every setting column except ``level``, ``level_label`` and
-    ``n_train`` (the set size varies along a subselect line). If a line still holds more than one row for the
+    ``n_train`` (the set size varies along a subselect line; ``n_requested``, the N of the study, separates the
+    lines of several sizes). If a line still holds more than one row for the
     same level (several set sizes were swept), it is split further by ``n_train``; the returned key then holds
     ``n_train`` too. Rows inside a line are sorted by level. Returns ``(key, rows)`` pairs.
     """
@@ -165,14 +166,15 @@ def findings(runs: pd.DataFrame, settings: Sequence[str], auc_tolerance: float |
     agg = aggregate(runs, ["auc", "fpr_diff"], settings)
     lines = split_lines(agg)
     out: dict[tuple[str, str, str], dict[str, Any]] = {}
-    suffixes = context_labels([k for k, _ in lines], ("task", "base", "intervention"))
+    suffixes = context_labels([k for k, _ in lines], ("task", "base", "intervention"),
+                              (*CONTEXT_KEYS, "n_requested"))
     for (key, rows), suffix, line_runs in zip(lines, suffixes, _line_runs(runs, lines), strict=True):
         label = str(key.get("intervention", "")) + suffix
         fkey = (str(key.get("task", "")), str(key.get("base", "")), label)
         tol = _tolerance(line_runs) if auc_tolerance is None else float(auc_tolerance)
         entry: dict[str, Any] = {"intervention": key.get("intervention"), "test_label": key.get("test_label"),
-                                 "n_train": key.get("n_train"), "gap_label": str(key.get("gap_label", "")),
-                                 "n_levels": len(rows), "tolerance": tol}
+                                 "n_train": key.get("n_train", key.get("n_requested")),
+                                 "gap_label": str(key.get("gap_label", "")), "n_levels": len(rows), "tolerance": tol}
         test = is_test_level(rows)
         if not test.any():
             out[fkey] = {**entry, "reference_level": None, "reason": "no run at the test level"}

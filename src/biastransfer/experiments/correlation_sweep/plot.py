@@ -44,6 +44,8 @@ def tradeoff_plot(agg_sweep: pd.DataFrame, *, metric: str = "fpr_diff", title: s
         label = str(key.get("base", "")) if multi_base else str(key.get("intervention", ""))
         if "n_train" in key:
             label += f" (N={key['n_train']})"
+        elif "n_requested" in key and agg_sweep["n_requested"].nunique() > 1:
+            label += f" (N={int(float(key['n_requested']))})"
         panels.setdefault((row_key, col_key), []).append((label, rows))
         shown_ctx = [f"{k}={key.get(k)}" for k in ctx_keys if k != "test_label"]  # test shown separately
         titles[(row_key, col_key)] = " · ".join([str(key.get("task", "")), *shown_ctx, col_key]).strip(" ·")

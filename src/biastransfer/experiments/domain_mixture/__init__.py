@@ -265,7 +265,8 @@ class DomainMixture(Experiment):
                 b_rows = b_rows.sort_values("share")
                 parts.append(f"{base} " + ", ".join(f"{fmt(q, 2)}: {fmt(m)}" for q, m in
                                                      zip(b_rows["share"], b_rows["topk_diverse_mean"], strict=True)))
-            out.append(f"Domain mixture, N={n}: top-{k} accuracy on {domain} by share q — " + "; ".join(parts) + ".")
+            out.append(f"Domain mixture, N={n}: top-{int(k)} accuracy on {domain} by share q — "
+                       + "; ".join(parts) + ".")
         return out
 
     def verdict(self, results: Results) -> list[Verdict]:
@@ -277,7 +278,7 @@ class DomainMixture(Experiment):
         if runs.empty:
             return []
         agg = self.aggregate(runs)
-        k = int(agg["top_k"].iloc[0])
+        k = int(float(agg["top_k"].iloc[0]))
         domain = str(agg["diverse_domain"].iloc[0])
         body = [page.note(f"Each base is finetuned on N examples, a share q of them from the diverse domain "
                           f"({domain}) and the rest from the other domain; accuracy on each domain's whole test "

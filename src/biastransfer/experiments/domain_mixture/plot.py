@@ -20,7 +20,7 @@ def mixture_plot(agg: pd.DataFrame, crosses: list[CatchUp]) -> Figure:
     bases = role_order(sorted(agg["base"].astype(str).unique()), agg)
     sizes = sorted(agg["n_train"].unique())
     styles = ["-", "--", ":", "-."]
-    k = int(agg["top_k"].iloc[0])
+    k = int(float(agg["top_k"].iloc[0]))
     domain = str(agg["diverse_domain"].iloc[0])
     for ax, metric, where in ((left, "topk_diverse", domain), (right, "topk_other", "the other domain")):
         for i, base in enumerate(bases):
