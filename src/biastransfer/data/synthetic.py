@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -29,8 +28,9 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
+from biastransfer.data.generated import cap_sizes, generate_once
 from biastransfer.data.registry import DATASETS, DatasetSource
-from biastransfer.data.table import DataError, ExampleTable, ImageStore, LoadedDataset
+from biastransfer.data.table import DataError, ExampleTable, LoadedDataset
 
 GENERATOR_VERSION = 1
 
@@ -247,11 +247,7 @@ class SyntheticDataset(DatasetSource):
 
     def tiny_params(self, params: dict[str, Any]) -> dict[str, Any]:
         """Every pool at most :attr:`TINY_SIZES` (other parameters, e.g. ``levels``, kept)."""
-        out = dict(params)
-        for split, cap in self.TINY_SIZES.items():
-            given = out.get(split)
-            out[split] = min(int(given), cap) if isinstance(given, int) and not isinstance(given, bool) else cap
-        return out
+        return cap_sizes(params, self.TINY_SIZES)
 
     def load(self, *, root: Path | None, cache_dir: Path, resolution: int = 32, **params: Any) -> LoadedDataset:
         unknown = sorted(set(params) - set(ALLOWED_PARAMS))
@@ -262,21 +258,7 @@ class SyntheticDataset(DatasetSource):
             params["levels"] = tuple(float(v) for v in params["levels"])
         p = SyntheticParams(resolution=resolution, **params)
         folder = Path(cache_dir) / f"synthetic-{p.key()}"
-        table_path, images_path = folder / "table.csv", folder / "images.npy"
-        if table_path.exists() and images_path.exists():
-            frame = pd.read_csv(table_path)
-            store = ImageStore.open(images_path)
-        else:
-            t0 = time.perf_counter()
-            frame, array = generate(p)
-            folder.mkdir(parents=True, exist_ok=True)
-            store = ImageStore(array)
-            store.save(images_path)
-            tmp = table_path.with_suffix(".tmp")
-            frame.to_csv(tmp, index=False)
-            tmp.replace(table_path)
-            (folder / "params.json").write_text(json.dumps(
-                {**asdict(p), "version": GENERATOR_VERSION, "seconds": time.perf_counter() - t0}, indent=2))
+        frame, store = generate_once(folder, {**asdict(p), "version": GENERATOR_VERSION}, lambda: generate(p))
         for col in frame.columns:
             if col != "split":
                 frame[col] = frame[col].astype(np.int8)

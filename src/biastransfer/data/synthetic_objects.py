@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -38,8 +37,9 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
+from biastransfer.data.generated import cap_sizes, generate_once
 from biastransfer.data.registry import DATASETS, DatasetSource
-from biastransfer.data.table import LABEL, DataError, ExampleTable, ImageStore, LoadedDataset
+from biastransfer.data.table import LABEL, DataError, ExampleTable, LoadedDataset
 
 GENERATOR_VERSION = 2
 DOMAINS = ("uniform", "diverse")
@@ -255,11 +255,7 @@ class SyntheticObjects(DatasetSource):
                                             "test": 200}
 
     def tiny_params(self, params: dict[str, Any]) -> dict[str, Any]:
-        out = dict(params)
-        for split, cap in self.TINY_SIZES.items():
-            given = out.get(split)
-            out[split] = min(int(given), cap) if isinstance(given, int) and not isinstance(given, bool) else cap
-        return out
+        return cap_sizes(params, self.TINY_SIZES)
 
     def load(self, *, root: Path | None, cache_dir: Path, resolution: int = 32, **params: Any) -> LoadedDataset:
         unknown = sorted(set(params) - set(ALLOWED_PARAMS))
@@ -268,21 +264,7 @@ class SyntheticObjects(DatasetSource):
                             f"allowed: {', '.join(ALLOWED_PARAMS)}")
         p = ObjectsParams(resolution=resolution, **params)
         folder = Path(cache_dir) / f"synthetic-objects-{p.key()}"
-        table_path, images_path = folder / "table.csv", folder / "images.npy"
-        if table_path.exists() and images_path.exists():
-            frame = pd.read_csv(table_path)
-            store = ImageStore.open(images_path)
-        else:
-            t0 = time.perf_counter()
-            frame, array = generate(p)
-            folder.mkdir(parents=True, exist_ok=True)
-            store = ImageStore(array)
-            store.save(images_path)
-            tmp = table_path.with_suffix(".tmp")
-            frame.to_csv(tmp, index=False)
-            tmp.replace(table_path)
-            (folder / "params.json").write_text(json.dumps(
-                {**asdict(p), "version": GENERATOR_VERSION, "seconds": time.perf_counter() - t0}, indent=2))
+        frame, store = generate_once(folder, {**asdict(p), "version": GENERATOR_VERSION}, lambda: generate(p))
         classes = tuple(list(SHAPES)[: p.classes])
         frame[LABEL] = frame[LABEL].astype(np.int16)
         for col in (SENSITIVE, *classes):
