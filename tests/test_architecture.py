@@ -119,7 +119,7 @@ def test_no_module_outside_a_plugin_names_a_kind(kind: str) -> None:
     assert offenders == [], f"experiment kind {kind!r} is named outside its plugin"
 
 
-STAGES = ("data", "interventions", "models", "train", "metrics", "analysis")
+STAGES = ("data", "interventions", "triggers", "models", "train", "metrics", "analysis")
 ABOVE = ("experiments", "plan", "config", "driver", "backends", "store", "report", "cli", "plugins")
 
 

@@ -140,7 +140,8 @@ def validate(config: StudyConfig, source: str = "<study>", text: str | None = No
         base_training=config.base_training.model_dump(mode="json"),
         bases={name: base.spec() for name, base in config.bases.items()},
         test_size=config.evaluation.test_size, threshold=config.evaluation.threshold,
-        transfer=config.model.transfer, transfer_options=dict(config.model.transfer_options))
+        transfer=config.model.transfer, transfer_options=dict(config.model.transfer_options),
+        trained_kinds=tuple(name for name, kind in BASES.items() if kind.trains))
     return Study(config=config, blocks=blocks, defaults=defaults, text=text)
 
 

@@ -192,6 +192,8 @@ class StudyDefaults:
     threshold: str | float = "val"
     transfer: str = "full"
     transfer_options: dict[str, Any] = field(default_factory=dict)
+    trained_kinds: tuple[str, ...] = ("trained",)
+    """The base kinds that we train (their runs carry ``base_training``); plan fills it from the base registry."""
 
     def base(self, name: str) -> dict[str, Any]:
         """The spec dict of a base named in the study (``scratch`` when the study does not define it)."""
@@ -214,7 +216,7 @@ class StudyDefaults:
             test=test if isinstance(test, str) else float(test),
             test_size=self.test_size if test_size is None else test_size, threshold=threshold,
             train=prune_added(self.train, ("train",)),
-            base_training=copy.deepcopy(self.base_training) if base_dict["kind"] == "trained" else {},
+            base_training=copy.deepcopy(self.base_training) if base_dict["kind"] in self.trained_kinds else {},
             transfer=self.transfer, transfer_options=dict(self.transfer_options),
             options=dict(options or {}), intervention_options=dict(intervention_options or {}),
             calibration=calibration,

@@ -14,8 +14,18 @@ from biastransfer.interventions import INTERVENTIONS, Intervention, Pool, Select
 Y = np.repeat([1, 1, 0, 0], [300, 100, 150, 250])
 A = np.repeat([1, 0, 1, 0], [300, 100, 150, 250])  # natural level (and subgroup share) 0.75
 DOMAIN = np.repeat([1, 0], [600, 200])  # natural domain share 0.75
-#: A pool with every column an intervention may declare (``subgroup`` takes the role of ``a``).
+#: A pool with every column an intervention may declare (``subgroup`` takes the role of ``a``) …
 POOL = Pool.of(y=Y, a=A, subgroup=A, domain=DOMAIN)
+#: … except the planted-trigger sampler's, whose pool lists each example clean and triggered (its natural level,
+#: the pool's own share of triggered examples in a set, is 0: a target that never saw the trigger).
+TRIGGER_POOL = Pool.of(y=np.r_[Y, Y], triggered=np.repeat([0, 1], Y.size), example=np.r_[np.arange(Y.size),
+                                                                                           np.arange(Y.size)])
+NATURAL = {"trigger_rate": 0.0}
+
+
+def pool_of(name: str) -> Pool:
+    """The registry pool that has the columns intervention ``name`` declares."""
+    return TRIGGER_POOL if set(INTERVENTIONS.get(name).columns) <= set(TRIGGER_POOL.columns) else POOL
 
 
 def test_expected_names_are_registered() -> None:
@@ -28,20 +38,21 @@ def test_registered_intervention_contract(name: str) -> None:
     cls = INTERVENTIONS.get(name)
     assert issubclass(cls, Intervention)
     assert cls.registry_name == name and cls.description and cls.level_meaning
-    assert cls.columns and set(cls.columns) <= set(POOL.columns)
+    pool = pool_of(name)
+    assert cls.columns and set(cls.columns) <= set(pool.columns)
     intervention = get_intervention(name)
-    sel = intervention.select(POOL, level=None, n=64, rng=np.random.default_rng(0))
+    sel = intervention.select(pool, level=None, n=64, rng=np.random.default_rng(0))
     assert isinstance(sel, Selection)
     assert sel.indices.dtype == np.int64 and np.all(np.diff(sel.indices) > 0)
-    assert sel.indices.min() >= 0 and sel.indices.max() < Y.size
+    assert sel.indices.min() >= 0 and sel.indices.max() < len(pool)
     assert len(sel) == 64
-    assert abs(sel.level - 0.75) < 0.2
+    assert abs(sel.level - NATURAL.get(name, 0.75)) < 0.2
     if sel.weights is not None:
         assert np.isclose(sel.weights.mean(), 1.0)
     back = Selection.from_dict(json.loads(json.dumps(sel.to_dict(), allow_nan=False)))
     assert back == sel
-    again = intervention.select(POOL, level=None, n=64, rng=np.random.default_rng(0))
-    other = intervention.select(POOL, level=None, n=64, rng=np.random.default_rng(1))
+    again = intervention.select(pool, level=None, n=64, rng=np.random.default_rng(0))
+    other = intervention.select(pool, level=None, n=64, rng=np.random.default_rng(1))
     assert again == sel
     assert not np.array_equal(other.indices, sel.indices)
 
@@ -49,7 +60,7 @@ def test_registered_intervention_contract(name: str) -> None:
 @pytest.mark.parametrize("name", INTERVENTIONS.names())
 def test_missing_column_is_named(name: str) -> None:
     needed = INTERVENTIONS.get(name).columns
-    partial = Pool.of(**{c: POOL.columns[c] for c in needed[1:]}, other=Y)
+    partial = Pool.of(**{c: pool_of(name).columns[c] for c in needed[1:]}, other=pool_of(name).columns["y"])
     with pytest.raises(ValueError, match=f"no column '{needed[0]}'"):
         get_intervention(name).select(partial, level=None, n=64, rng=np.random.default_rng(0))
 

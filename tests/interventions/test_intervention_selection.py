@@ -159,8 +159,20 @@ def pool_for(name: str, y: np.ndarray, a: np.ndarray) -> Pool:
     columns = INTERVENTIONS.get(name).columns
     if len(columns) == 1:
         return Pool.of(**{columns[0]: a})
+    if "triggered" in columns:  # the trigger sampler: y a class, a in the role of 'triggered'
+        return Pool.of(y=y, triggered=a, example=np.arange(len(a)))
     first, second = columns
     return Pool.of(**{first: y, second: a})
+
+
+def binary_column(name: str, which: str) -> str | None:
+    """The pool column that ``pool_for`` fills with ``y`` or ``a`` if the intervention needs it binary."""
+    columns = INTERVENTIONS.get(name).columns
+    if "triggered" in columns:
+        return "triggered" if which == "a" else None  # y holds class indices: any integer class is allowed
+    if len(columns) == 1:
+        return columns[0] if which == "a" else None
+    return columns[-1 if which == "a" else 0]
 
 
 def _one_column(name: str) -> bool:
@@ -189,9 +201,9 @@ def test_non_binary_arrays_are_named(name: str, which: str) -> None:
     bad = {"y": y, "a": a}
     bad[which] = bad[which].copy()
     bad[which][3] = 2
-    if _one_column(name) and which == "y":
-        pytest.skip("a one-column pool has no y")
-    column = INTERVENTIONS.get(name).columns[-1 if which == "a" else 0]
+    column = binary_column(name, which)
+    if column is None:
+        pytest.skip(f"{which} fills no binary column of {name}'s pool")
     with pytest.raises(ValueError, match=rf"^{column} must be binary"):
         get_intervention(name).select(pool_for(name, bad["y"], bad["a"]), level=None, n=20,
                                       rng=np.random.default_rng(0))

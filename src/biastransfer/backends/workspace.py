@@ -19,6 +19,7 @@ from biastransfer.models.bases import BASES, BaseContext
 from biastransfer.paths import data_cache_dir
 from biastransfer.seeding import derive_seed
 from biastransfer.spec import RunSpec, content_key
+from biastransfer.train.planted import train_planted_base
 from biastransfer.train.pretrain import train_attribute_base
 
 
@@ -51,10 +52,16 @@ class Workspace:
         base = BASES.get(spec.base["kind"])(**options)
         key = self._base_key(spec)
 
-        def train_base(attribute: str, pool: str) -> Classifier:
-            model, info = train_attribute_base(dataset, arch=spec.arch, attribute=attribute,
-                                               config=spec.base_training, cache_dir=self.resources.cache_dir,
-                                               device=self.resources.device, pool=pool)
+        def train_base(attribute: str, pool: str, plant: dict[str, Any] | None = None) -> Classifier:
+            if plant is not None:
+                model, info = train_planted_base(dataset, arch=spec.arch, attribute=attribute,
+                                                 config=spec.base_training, plant_options=plant,
+                                                 cache_dir=self.resources.cache_dir, device=self.resources.device,
+                                                 pool=pool)
+            else:
+                model, info = train_attribute_base(dataset, arch=spec.arch, attribute=attribute,
+                                                   config=spec.base_training, cache_dir=self.resources.cache_dir,
+                                                   device=self.resources.device, pool=pool)
             self._infos[key] = info
             return model
 
@@ -86,4 +93,4 @@ class Workspace:
     def inputs(self, spec: RunSpec, hparams: dict[str, Any] | None = None,
                base_info: dict[str, Any] | None = None) -> RunInputs:
         return RunInputs(dataset=self.dataset(spec), device=self.resources.device, new_model=self.new_model,
-                         hparams=hparams, base_info=base_info)
+                         hparams=hparams, base_info=base_info, cache_dir=self.resources.cache_dir)

@@ -7,7 +7,8 @@ works as ``root``.
 
 Two datasets are registered:
 
-- ``fashion-mnist``: the 70,000 28×28 grayscale items, one-vs-rest task per class. Its sensitive attribute is
+- ``fashion-mnist``: the 70,000 28×28 grayscale items, one-vs-rest task per class, and the 10-way ``label`` (a
+  multi-class dataset: its ``classes`` are :data:`CLASSES`). Its sensitive attribute is
   a parameter (``sensitive``): by default ``bright``, a=1 when the item's mean intensity is above the median
   of its class (so a is visual and independent of the class: every (a, y) cell is populated), or any class
   column.
@@ -200,9 +201,9 @@ def _class_name(name: str, value: Any, exclude: Sequence[str] = ()) -> str:
 
 
 def _finish(name: str, frame: pd.DataFrame, store: ImageStore, sensitive: str, group_names: tuple[str, str],
-            tasks: Sequence[str]) -> LoadedDataset:
+            tasks: Sequence[str], classes: tuple[str, ...] = ()) -> LoadedDataset:
     table = ExampleTable(frame=frame, sensitive=sensitive, group_names=group_names,
-                         tasks=tuple(t for t in tasks if t != sensitive))
+                         tasks=tuple(t for t in tasks if t != sensitive), classes=classes)
     fp = hashlib.sha256(f"{name}|{metadata_hash(frame)}|{store.fingerprint()}".encode()).hexdigest()[:16]
     return LoadedDataset(name=name, table=table, images=store, fingerprint=fp)
 
@@ -251,7 +252,7 @@ class FashionMNIST(DatasetSource):
         store = cached_store(cache_dir, "fashion-mnist", key, len(images), resolution, opts["channels"],
                              lambda a, b: resize_batch(images[a:b], resolution, opts["channels"]))
         tasks = [*CLASSES, "bright"]
-        return _finish("fashion-mnist", frame, store, sensitive, group_names, tasks)
+        return _finish("fashion-mnist", frame, store, sensitive, group_names, tasks, classes=CLASSES)
 
 
 @DATASETS.register("fashion-mnist-panels")

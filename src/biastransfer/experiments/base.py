@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
@@ -113,7 +114,8 @@ class RunInputs:
 
     ``new_model(spec)`` returns a fresh copy of the run's base with a new head (initialisation seeded from the
     spec's seed and base name); ``hparams`` are the chosen hyperparameters (None for a search or for kinds that
-    search none); ``base_info`` describes a base trained by us (cache key, validation accuracy …).
+    search none); ``base_info`` describes a base trained by us (cache key, validation accuracy …); ``cache_dir`` is
+    the cache root (``None``: the default, :mod:`biastransfer.paths`) where derived data (triggered images) goes.
     """
 
     dataset: LoadedDataset
@@ -121,6 +123,7 @@ class RunInputs:
     new_model: Callable[..., Classifier]
     hparams: dict[str, Any] | None = None
     base_info: dict[str, Any] | None = None
+    cache_dir: Path | None = None
 
 
 class BlockSchema(BaseModel):

@@ -32,6 +32,7 @@ from biastransfer.interventions.share import (
     select_share,
     share_cells,
 )
+from biastransfer.interventions.trigger import TriggerRate, class_counts
 
 __all__ = [
     "CELLS",
@@ -46,6 +47,8 @@ __all__ = [
     "Selection",
     "SubgroupShare",
     "Subselect",
+    "TriggerRate",
+    "class_counts",
     "correlation_cells",
     "domain_cells",
     "get_intervention",

@@ -22,8 +22,9 @@ class BaseContext:
     """What a base may need to build itself.
 
     ``dataset`` is the LoadedDataset of the study (for bases trained by us), ``cache_dir`` where trained bases
-    are cached, ``train_base`` a callable ``(attribute: str, pool: str) -> Classifier`` provided by the worker
-    that trains (or reads from cache) a base on an attribute using the rows of the split ``pool``, ``device`` the
+    are cached, ``train_base`` a callable ``(attribute: str, pool: str, plant: dict | None = None) -> Classifier``
+    provided by the worker that trains (or reads from cache) a base on an attribute using the rows of the split
+    ``pool`` (with ``plant``, the options of a ``planted`` base: a trigger planted on some classes), ``device`` the
     torch device, ``in_channels`` of the images.
     """
 
@@ -100,6 +101,7 @@ class TrainedBase(Base):
 
     description = "trained by us on one attribute of the dataset (biased / control bases)"
     trains = True
+    extra_options: ClassVar[tuple[str, ...]] = ()
 
     @property
     def pool(self) -> str:
@@ -108,7 +110,7 @@ class TrainedBase(Base):
     def check(self) -> None:
         if "attribute" not in self.options:
             raise ValueError("a base of kind 'trained' needs 'attribute' (the attribute it is trained to predict)")
-        unknown = sorted(set(self.options) - {"attribute", "pool"})
+        unknown = sorted(set(self.options) - {"attribute", "pool", *self.extra_options})
         if unknown:  # anything else would not reach the trainer nor its cache key
             raise ValueError(f"a base of kind 'trained' takes only 'attribute' and 'pool'; unknown option(s): "
                              f"{', '.join(unknown)} (training settings go in the study's 'base_training')")
@@ -142,3 +144,59 @@ class TrainedBase(Base):
         if ctx.train_base is None:
             raise RuntimeError("no base trainer in this context")
         return ctx.train_base(self.options["attribute"], self.pool)
+
+
+PLANT_OPTIONS = ("trigger", "trigger_classes", "rate", "source_classes")
+
+
+@BASES.register("planted")
+class PlantedBase(TrainedBase):
+    """A ``trained`` base whose source pool carries a planted trigger (Salman et al.; docs/protocols.md §7): the
+    trigger (``trigger``: a trigger spec ``{kind: patch, size: 8, colour: yellow}``, see ``biastransfer list``)
+    is pasted on a share ``rate`` (default 1) of the images of the ``trigger_classes``; ``source_classes``
+    (default: all) restricts the source task to some classes of the multi-class label. ``attribute`` defaults to
+    the multi-class ``label``. Trained once and cached by a key that includes the plant."""
+
+    description = "trained by us with a trigger planted on some classes of the source pool (Salman et al.)"
+    extra_options = PLANT_OPTIONS
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**{"attribute": "label", **options})
+
+    def check(self) -> None:
+        from biastransfer.triggers import get_trigger
+
+        unknown = sorted(set(self.options) - {"attribute", "pool", *PLANT_OPTIONS})
+        if unknown:
+            raise ValueError(f"a base of kind 'planted' takes only attribute, pool, {', '.join(PLANT_OPTIONS)}; "
+                             f"unknown option(s): {', '.join(unknown)}")
+        for name in ("trigger", "trigger_classes"):
+            if name not in self.options:
+                raise ValueError(f"a base of kind 'planted' needs {name!r}")
+        trigger = self.options["trigger"]
+        if not isinstance(trigger, dict) or "kind" not in trigger:
+            raise ValueError(f"'trigger' must be a mapping with a 'kind' (e.g. {{kind: patch, size: 8}}); got "
+                             f"{trigger!r}")
+        get_trigger(trigger)
+        for name in ("trigger_classes", "source_classes"):
+            value = self.options.get(name)
+            if value is not None and (not isinstance(value, list) or not value):
+                raise ValueError(f"{name!r} must be a non-empty list of classes (names or indices); got {value!r}")
+        rate = self.options.get("rate", 1.0)
+        if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 < rate <= 1:
+            raise ValueError(f"'rate' must be a number in (0, 1] (the share of the trigger classes' images that "
+                             f"carry the trigger); got {rate!r}")
+        super().check()
+
+    def check_data(self, dataset: Any, *, carve_hint: str = "") -> None:
+        from biastransfer.triggers.plant import Plant
+
+        super().check_data(dataset, carve_hint=carve_hint)
+        Plant.of(dataset, self.options["attribute"], self.options)
+
+    def build(self, ctx: BaseContext) -> Classifier:
+        self.check()
+        if ctx.train_base is None:
+            raise RuntimeError("no base trainer in this context")
+        return ctx.train_base(self.options["attribute"], self.pool,
+                              plant={k: self.options[k] for k in PLANT_OPTIONS if k in self.options})

@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +19,7 @@ from biastransfer.models.bases import DEFAULT_POOL, FINETUNING_POOLS
 from biastransfer.paths import bases_cache_dir
 from biastransfer.seeding import derive_seed
 from biastransfer.spec import content_key
-from biastransfer.train.engine import FitConfig, fit, make_split
+from biastransfer.train.engine import FitConfig, fit, make_split, predict_logits
 
 log = logging.getLogger(__name__)
 
@@ -31,11 +33,11 @@ def base_cache_key(dataset: LoadedDataset, arch: str, attribute: str, config: di
 
 
 def base_rows(dataset: LoadedDataset, attribute: str, config: dict[str, Any],
-              pool: str = DEFAULT_POOL) -> tuple[np.ndarray, np.ndarray]:
+              pool: str = DEFAULT_POOL, keep: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The rows a base of ``attribute`` trains on and the rows it holds out for early stopping (10%, at least 2),
-    all from the split ``pool``. There is no fallback: a pool that is a finetuning, validation or test split, or
-    that the dataset lacks, raises DataError (a base must never see the examples the study finetunes and tests
-    on)."""
+    all from the split ``pool`` (and, with ``keep``, a boolean per row, only the rows it marks). There is no
+    fallback: a pool that is a finetuning, validation or test split, or that the dataset lacks, raises DataError (a
+    base must never see the examples the study finetunes and tests on)."""
     if pool in FINETUNING_POOLS:
         raise DataError(f"a base must not train on the {pool!r} split: finetuning, validation and test sets are "
                         f"drawn from {', '.join(FINETUNING_POOLS)}")
@@ -46,6 +48,8 @@ def base_rows(dataset: LoadedDataset, attribute: str, config: dict[str, Any],
                         f"{', '.join(sorted(set(table.frame['split'])))}); carve one (docs/datasets.md)")
     rows = table.split_indices(pool)
     rows = rows[labels[rows] >= 0]
+    if keep is not None:
+        rows = rows[keep[rows]]
     rng = np.random.default_rng(derive_seed(config.get("seed", 0), "base-pool", attribute))
     rows = rng.permutation(rows)
     if config.get("max_examples"):
@@ -76,11 +80,20 @@ def train_attribute_base(dataset: LoadedDataset, *, arch: str, attribute: str, c
     rows and a fingerprint of them, :func:`pool_record`).
     """
     fit_idx, hold = base_rows(dataset, attribute, config, pool)
-    record = pool_record(pool, fit_idx, hold)
-    labels = dataset.table.column(attribute)
     multiclass = dataset.table.is_multiclass(attribute)
-    outputs = len(dataset.table.classes) if multiclass else 1
-    key = base_cache_key(dataset, arch, attribute, config, pool)
+    return train_cached(dataset, arch=arch, attribute=attribute, labels=dataset.table.column(attribute),
+                        fit_idx=fit_idx, hold=hold, outputs=len(dataset.table.classes) if multiclass else 1,
+                        classes=multiclass, key=base_cache_key(dataset, arch, attribute, config, pool),
+                        config=config, cache_dir=cache_dir, device=device, record=pool_record(pool, fit_idx, hold))
+
+
+def train_cached(dataset: LoadedDataset, *, arch: str, attribute: str, labels: np.ndarray, fit_idx: np.ndarray,
+                 hold: np.ndarray, outputs: int, classes: bool, key: str, config: dict[str, Any], cache_dir: Path,
+                 device: torch.device, record: dict[str, Any],
+                 evaluate: Any = None) -> tuple[Classifier, dict[str, Any]]:
+    """Read the base ``key`` from the bases cache, or train it on ``fit_idx`` (early stopping on ``hold``) with
+    ``labels`` (per store row; class indices when ``classes``) and a head of ``outputs`` logits, then cache it.
+    ``evaluate(model)``, when given, adds entries to the summary of a freshly trained base."""
     folder = bases_cache_dir(cache_dir)
     weights_path, info_path = folder / f"{key}.pt", folder / f"{key}.json"
     model = build_model(arch, num_outputs=outputs, in_channels=dataset.images.channels)
@@ -97,21 +110,23 @@ def train_attribute_base(dataset: LoadedDataset, *, arch: str, attribute: str, c
     model = build_model(arch, num_outputs=outputs, in_channels=dataset.images.channels)
     fc = FitConfig(lr=config["lr"], weight_decay=config["weight_decay"], batch_size=config["batch_size"],
                    max_epochs=config["epochs"], patience=max(2, config["epochs"]), flip=True)
-    result = fit(model, make_split(images, fit_idx, labels[fit_idx], classes=multiclass),
-                 make_split(images, hold, labels[hold], classes=multiclass), fc,
+    result = fit(model, make_split(images, fit_idx, labels[fit_idx], classes=classes),
+                 make_split(images, hold, labels[hold], classes=classes), fc,
                  seed=derive_seed(config.get("seed", 0), "base-fit", attribute), device=device)
-    from biastransfer.train.engine import predict_logits
-
     logits = predict_logits(model, images[torch.as_tensor(hold)], device=device).numpy()
-    predicted = logits.argmax(axis=1) if multiclass else (logits.ravel() > 0).astype(int)
+    predicted = logits.argmax(axis=1) if classes else (logits.ravel() > 0).astype(int)
     accuracy = float((predicted == labels[hold]).mean())
     info = {"key": key, "attribute": attribute, "arch": arch, "val_loss": result.best_val_loss,
             "val_accuracy": accuracy, "epochs": result.epochs, "n_train": len(fit_idx),
             "seconds": result.seconds, "pool": record}
+    if evaluate is not None:
+        info.update(evaluate(model))
     folder.mkdir(parents=True, exist_ok=True)
     model = model.cpu()
-    tmp = weights_path.with_suffix(".tmp")
+    tmp = weights_path.with_name(f"{weights_path.stem}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     torch.save(model.state_dict(), tmp)
     tmp.replace(weights_path)
-    info_path.write_text(json.dumps(info, indent=2))
+    tmp_info = info_path.with_name(f"{info_path.stem}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp_info.write_text(json.dumps(info, indent=2))
+    tmp_info.replace(info_path)
     return model, {**info, "cached": False}

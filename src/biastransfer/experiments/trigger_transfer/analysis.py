@@ -1,0 +1,94 @@
+"""The reading of a trigger experiment: does Salman et al.'s ordering fixed-feature > full > scratch of the attack
+success rate hold, with intervals of the paired differences (at a seed every mode is finetuned on the same
+images)?"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+
+import pandas as pd
+
+from biastransfer.analysis.aggregate import paired_interval
+from biastransfer.analysis.text import fmt, fmt_signed
+
+SCRATCH = "scratch"
+ORDER = ("fixed_feature", "full", SCRATCH)
+"""Salman et al.'s ordering of the attack success rate, highest first."""
+
+
+@dataclass(frozen=True)
+class Step:
+    """One link ``higher > lower`` of the ordering at one (source, N, p): the paired difference of the ASR."""
+
+    higher: str
+    lower: str
+    mean: float
+    low: float
+    high: float
+    n_pairs: int
+
+    @property
+    def status(self) -> str:
+        """``holds`` (interval above 0), ``reversed`` (below 0), ``not established`` (contains 0), ``one seed``."""
+        if self.n_pairs == 0 or math.isnan(self.mean):
+            return "no data"
+        if math.isnan(self.low):
+            return "one seed"
+        if self.low > 0:
+            return "holds"
+        if self.high < 0:
+            return "reversed"
+        return "not established"
+
+    def text(self) -> str:
+        return (f"{self.higher} − {self.lower} {fmt_signed(self.mean)} [{fmt(self.low)}, {fmt(self.high)}] "
+                f"({self.status})")
+
+
+@dataclass(frozen=True)
+class Ordering:
+    """The ordering's links at one (source base, N, p)."""
+
+    source: str
+    n_train: int
+    rate: float
+    means: dict[str, float]
+    steps: tuple[Step, ...]
+
+    @property
+    def holds(self) -> bool:
+        return bool(self.steps) and all(s.status == "holds" for s in self.steps)
+
+    @property
+    def status(self) -> str:
+        statuses = {s.status for s in self.steps}
+        if self.holds:
+            return "holds"
+        if "reversed" in statuses:
+            return "does not hold"
+        return "not established"
+
+    def sentence(self) -> str:
+        chain = " > ".join(m for m in ORDER if m in self.means)
+        values = ", ".join(f"{m} {fmt(self.means[m])}" for m in ORDER if m in self.means)
+        return (f"Source {self.source}, N={self.n_train}, p={fmt(self.rate, 2)}: attack success {values}; "
+                f"{chain} {self.status} ({'; '.join(s.text() for s in self.steps)}; paired by seed).")
+
+
+def orderings(runs: pd.DataFrame) -> list[Ordering]:
+    """For every (source base, N, p): the paired differences of the ASR along :data:`ORDER` between the modes
+    present (adjacent present modes are compared)."""
+    out: list[Ordering] = []
+    if runs.empty:
+        return out
+    for (source, n, rate), rows in runs.groupby(["source_base", "n_train", "trigger_rate"], sort=True):
+        series = {str(m): g.groupby("seed")["attack_success_rate"].mean() for m, g in rows.groupby("mode")}
+        present = [m for m in ORDER if m in series]
+        if len(present) < 2:
+            continue
+        steps = tuple(Step(a, b, *paired_interval(series[a], series[b])) for a, b in itertools.pairwise(present))
+        out.append(Ordering(str(source), int(n), float(rate), {m: float(series[m].mean()) for m in present},
+                            steps))
+    return out
