@@ -35,6 +35,7 @@ from biastransfer.models.bases import BASES, BaseContext
 from biastransfer.models.checkpoints import CHECKPOINT_FORMATS, load_backbone
 from biastransfer.models.transfer import TRANSFER_MODES, get_transfer_mode
 from biastransfer.train.engine import FitConfig, Split, fit
+from biastransfer.triggers import TRIGGERS
 
 HERE = "tests/test_registries.py"
 CPU = torch.device("cpu")
@@ -161,6 +162,26 @@ def trained_case(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> BaseCase:
     return {"attribute": "a"}, BaseContext(arch="small_resnet", train_base=train_base), after
 
 
+def planted_case(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> BaseCase:
+    planted = build_model("small_resnet")
+    calls: list[Any] = []
+    trigger = {"kind": "patch", "size": 4, "colour": "yellow"}
+
+    def train_base(attribute: Any, pool: Any, plant: Any = None) -> Classifier:
+        calls.append((attribute, pool, plant))
+        return planted
+
+    def after(model: Classifier) -> None:
+        plant = {"trigger": trigger, "trigger_classes": [1], "rate": 0.5}
+        assert model is planted and calls == [("a", "pretrain", plant)], \
+            f"train_base was called with {calls}, not the attribute 'a' on 'pretrain' with the plant {plant}"
+        with pytest.raises(ValueError, match="needs 'trigger'"):
+            BASES.get("planted")(trigger_classes=[1]).check()
+
+    options = {"attribute": "a", "trigger": trigger, "trigger_classes": [1], "rate": 0.5}
+    return options, BaseContext(arch="small_resnet", train_base=train_base), after
+
+
 def checkpoint_case(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> BaseCase:
     backbone = random_backbone("small_resnet")
     path = tmp_path / "backbone.pth"
@@ -189,6 +210,7 @@ def torchvision_weights_case(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
 BASE_CASES: dict[str, Callable[[Path, pytest.MonkeyPatch], BaseCase]] = {
     "scratch": scratch_case,
     "trained": trained_case,
+    "planted": planted_case,
     "checkpoint": checkpoint_case,
     "torchvision_weights": torchvision_weights_case,
 }
@@ -284,7 +306,8 @@ def test_transfer_mode_freezes_what_its_phases_say(name: str) -> None:
 
 # ------------------------------------------------------------------------------------------------ biastransfer list
 
-REGISTRIES = {"experiment": EXPERIMENTS, "dataset": DATASETS, "intervention": INTERVENTIONS, "base kind": BASES,
+REGISTRIES = {"experiment": EXPERIMENTS, "dataset": DATASETS, "intervention": INTERVENTIONS, "trigger": TRIGGERS,
+              "base kind": BASES,
               "architecture": ARCHITECTURES, "transfer mode": TRANSFER_MODES,
               "checkpoint format": CHECKPOINT_FORMATS, "backend": BACKENDS}
 

@@ -27,6 +27,8 @@ from biastransfer.metrics.triggers import trigger_metrics
 from biastransfer.models.architectures import build_model
 from biastransfer.plan import parse_study, preflight
 from biastransfer.store.sqlite import ResultStore
+from biastransfer.triggers import get_trigger
+from biastransfer.triggers.store import triggered_dataset
 from report_snapshot import page_snapshot
 from tiny_study import kind_study_dict
 
@@ -93,6 +95,7 @@ def test_specs_cover_modes_rates_and_seeds_with_the_bases_trigger() -> None:
 
 def test_a_source_base_that_is_not_planted_needs_the_blocks_trigger(objects) -> None:
     study = _study(bases=["scratch"], modes=["scratch"])
+    study["bases"]["scratch"] = {"kind": "scratch"}
     specs = parse_study(study).expand()
     with pytest.raises(ValueError, match="is not of kind 'planted': give the block a 'trigger'"):
         preflight(specs, lambda spec: objects)
@@ -107,9 +110,9 @@ def test_every_mode_gets_the_same_sets_and_the_trigger_share_is_exact_per_class(
     specs = parse_study(_study(modes=["scratch", "fixed_feature", "full"], n_train=30, n_val=20)).expand()
     by = {}
     for spec in specs:
-        sets = draw_sets(spec, objects, spec.seed, tmp_path)
+        sets = draw_sets(spec, objects, spec.seed)
         by.setdefault((spec.level, spec.seed), []).append(sets)
-        n = sets.data.n_clean
+        n = sets.n_clean
         y = sets.labels[sets.train_rows]
         triggered = sets.train_rows >= n
         for c in np.unique(y):
@@ -167,8 +170,9 @@ def test_batchnorm_statistics_stay_frozen_under_fixed_feature_unless_update_bn(
         model.replace_head(num_outputs)
         return model
 
-    sets = draw_sets(spec, objects, 0, tmp_path)
-    inputs = RunInputs(dataset=sets.data.dataset, device=torch.device("cpu"), new_model=new_model)
+    sets = draw_sets(spec, objects, 0)
+    data = triggered_dataset(objects, get_trigger(spec.options["trigger"]), tmp_path)
+    inputs = RunInputs(dataset=data.dataset, device=torch.device("cpu"), new_model=new_model)
     model, _ = finetune(
         spec,
         inputs,
@@ -191,6 +195,7 @@ def _runs(asr: dict[str, list[float]], rate: float = 0.1) -> pd.DataFrame:
     return pd.DataFrame(
         [
             {
+                "experiment": "trigger",
                 "source_base": "src",
                 "n_train": 500,
                 "trigger_rate": rate,
@@ -221,6 +226,13 @@ def test_the_ordering_holds_only_when_every_paired_interval_is_above_zero() -> N
     (o,) = orderings(_runs({"full": [0.1, 0.3, 0.0], "scratch": [0.05, 0.1, 0.2]}))
     assert o.status == "not established"
     assert orderings(_runs({"full": [0.1, 0.3]})) == []
+    two_blocks = pd.concat(
+        [
+            _runs({"full": [0.3, 0.31, 0.32], "scratch": [0.0, 0.01, 0.0]}),
+            _runs({"full": [0.0, 0.01, 0.0], "scratch": [0.3, 0.31, 0.32]}).assign(experiment="b"),
+        ]
+    )
+    assert [(o.experiment, o.status) for o in orderings(two_blocks)] == [("b", "does not hold"), ("trigger", "holds")]
     (o,) = orderings(_runs({"full": [0.1], "scratch": [0.0]}))
     assert o.steps[0].status == "one seed"
 
@@ -244,6 +256,7 @@ def test_the_metrics_recompute_from_the_stored_scores(finished_dir: Path, cache_
         "synthetic-objects", cache_dir=cache_dir / "data", resolution=16, params=EXAMPLE["dataset"]["params"]
     )
     raw = data.table.frame[LABEL].to_numpy()
+    flipped = []
     for run in runs:
         res, art = run["result"], store.artifacts(run["key"])
         clean, trig = art["test_scores_clean"], art["test_scores_triggered"]
@@ -261,6 +274,8 @@ def test_the_metrics_recompute_from_the_stored_scores(finished_dir: Path, cache_
         triggered = art["train_rows"] >= n
         assert res["trigger_share"] == pytest.approx(triggered.mean())
         assert (triggered.any()) == (run["spec"]["level"] > 0)
+        flipped.append(bool((clean.argmax(1) != trig.argmax(1)).any()))
+    assert any(flipped), "the triggered copies were never scored (clean rows scored twice?)"
     store.close()
 
 
@@ -281,8 +296,19 @@ def test_report_golden(kind_report) -> None:
                 "headings": ["Planted trigger: does the source's bias survive transfer?"],
                 "tables": [
                     [
-                        ["source", "N", "p", "mode", "seeds", "attack success", "clean accuracy", "prediction shift"],
                         [
+                            "block",
+                            "source",
+                            "N",
+                            "p",
+                            "mode",
+                            "seeds",
+                            "attack success",
+                            "clean accuracy",
+                            "prediction shift",
+                        ],
+                        [
+                            "trigger_transfer",
                             "planted-pre",
                             "40",
                             "0.00",
@@ -293,6 +319,7 @@ def test_report_golden(kind_report) -> None:
                             "0.092 [-0.650, 0.833]",
                         ],
                         [
+                            "trigger_transfer",
                             "planted-pre",
                             "40",
                             "0.00",
@@ -303,6 +330,7 @@ def test_report_golden(kind_report) -> None:
                             "0.033 [0.033, 0.033]",
                         ],
                         [
+                            "trigger_transfer",
                             "planted-pre",
                             "40",
                             "0.00",
@@ -313,6 +341,7 @@ def test_report_golden(kind_report) -> None:
                             "0.058 [-0.153, 0.270]",
                         ],
                         [
+                            "trigger_transfer",
                             "planted-pre",
                             "40",
                             "0.50",
@@ -323,6 +352,7 @@ def test_report_golden(kind_report) -> None:
                             "0.071 [-0.406, 0.547]",
                         ],
                         [
+                            "trigger_transfer",
                             "planted-pre",
                             "40",
                             "0.50",
@@ -333,6 +363,7 @@ def test_report_golden(kind_report) -> None:
                             "0.012 [-0.040, 0.065]",
                         ],
                         [
+                            "trigger_transfer",
                             "planted-pre",
                             "40",
                             "0.50",

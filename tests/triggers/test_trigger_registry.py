@@ -144,7 +144,7 @@ def test_bad_seed_is_named(name: str, required: dict[str, dict[str, Any]]) -> No
 
 
 def test_unknown_kind_lists_the_allowed_ones() -> None:
-    with pytest.raises(KeyError, match=re.escape(f"unknown trigger 'sticker'; allowed: {', '.join(TRIGGERS)}")):
+    with pytest.raises(ValueError, match=re.escape(f"unknown trigger 'sticker'; allowed: {', '.join(TRIGGERS)}")):
         get_trigger({"kind": "sticker"})
     with pytest.raises(ValueError, match="'kind'"):
         get_trigger({"size": 3})

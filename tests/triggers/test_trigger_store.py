@@ -137,3 +137,18 @@ def test_a_planted_base_checks_its_classes_against_the_data(objects) -> None:
     with pytest.raises(DataError, match="must be among the source_classes"):
         base.check_data(objects)
     BASES.get("planted")(trigger=PATCH, trigger_classes=["cross"], source_classes=[0, 1]).check_data(objects)
+
+
+def test_a_planted_base_can_have_a_binary_source_task(objects, tmp_path: Path) -> None:
+    config = {"epochs": 1, "lr": 0.05, "weight_decay": 5e-4, "batch_size": 32, "seed": 0}
+    options = {"trigger": PATCH, "trigger_classes": [1], "rate": 0.5}
+    model, info = train_planted_base(objects, arch="small_resnet", attribute="ring", config=config,
+                                     plant_options=options, cache_dir=tmp_path, device=torch.device("cpu"))
+    assert model.head.out_features == 1
+    pool = objects.table.split_indices("pretrain")
+    rings = int(np.count_nonzero(objects.table.column("ring")[pool] == 1))
+    assert 0 < info["plant"]["n_planted"] <= rings // 2 + 2  # half of each part's rings, rounded per part
+    with pytest.raises(DataError, match=r"2 is not a class of 'ring'.*allowed: 0, 1"):
+        train_planted_base(objects, arch="small_resnet", attribute="ring", config=config,
+                           plant_options={**options, "trigger_classes": [2]}, cache_dir=tmp_path,
+                           device=torch.device("cpu"))

@@ -248,6 +248,6 @@ def test_a_changed_overlay_file_is_read_again(tmp_path: Path) -> None:
     trigger = get_trigger({"kind": "overlay", "path": str(path), "size": 4})
     _png(path, np.full((4, 4, 3), 100), 255)
     first, _ = trigger.apply(_black(1), np.arange(1))
-    _png(path, np.full((6, 6, 3), 180), 255)  # a new size, so the (mtime, size) stamp changes
+    _png(path, np.full((6, 6, 3), 180), 255)  # new content, so the content digest changes
     second, _ = trigger.apply(_black(1), np.arange(1))
     assert int(first[0, 0, 0, 0]) == 100 and int(second[0, 0, 0, 0]) == 180

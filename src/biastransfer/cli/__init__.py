@@ -286,8 +286,8 @@ def upgrade(
 
 @app.command("list")
 def list_registries() -> None:
-    """List every registry: experiments, datasets, interventions, base kinds, architectures, transfer modes,
-    checkpoint formats and backends."""
+    """List every registry: experiments, datasets, interventions, triggers, base kinds, architectures, transfer
+    modes, checkpoint formats and backends."""
     from biastransfer import plugins  # noqa: F401
     from biastransfer.backends import BACKENDS
     from biastransfer.data.registry import DATASETS
@@ -297,16 +297,20 @@ def list_registries() -> None:
     from biastransfer.models.bases import BASES
     from biastransfer.models.checkpoints import CHECKPOINT_FORMATS
     from biastransfer.models.transfer import TRANSFER_MODES
+    from biastransfer.triggers import TRIGGERS
 
     table = Table("registry", "name", "description")
-    for title, reg in (("experiment", EXPERIMENTS), ("dataset", DATASETS), ("intervention", INTERVENTIONS),
-                       ("base kind", BASES), ("architecture", ARCHITECTURES), ("transfer mode", TRANSFER_MODES),
-                       ("checkpoint format", CHECKPOINT_FORMATS), ("backend", BACKENDS)):
+    registries = (("experiment", EXPERIMENTS), ("dataset", DATASETS), ("intervention", INTERVENTIONS),
+                  ("trigger", TRIGGERS), ("base kind", BASES), ("architecture", ARCHITECTURES),
+                  ("transfer mode", TRANSFER_MODES), ("checkpoint format", CHECKPOINT_FORMATS), ("backend", BACKENDS))
+    for title, reg in registries:
         for name, obj in reg.items():
             doc = getattr(obj, "description", "") or (obj.__doc__ or "").strip().split("\n")[0]
             if title == "intervention":
                 options = ", ".join(obj.option_names())
                 doc += f" (pool columns: {', '.join(obj.columns)}" + (f"; options: {options})" if options else ")")
+            elif title == "trigger":
+                doc += f" (options: {', '.join(obj.option_names())})"
             table.add_row(title, name, doc)
     out.print(table)
 

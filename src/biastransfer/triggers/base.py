@@ -36,7 +36,7 @@ import torch
 from pydantic import BaseModel, BeforeValidator, ConfigDict
 
 from biastransfer.interventions.base import make_registered
-from biastransfer.registry import Registry
+from biastransfer.registry import Registry, UnknownNameError
 from biastransfer.seeding import derive_seed
 
 POSITIONS: tuple[str, ...] = ("top-left", "top-right", "bottom-left", "bottom-right", "centre", "random")
@@ -263,13 +263,16 @@ TRIGGERS: Registry[type[Trigger]] = Registry("trigger")
 
 
 def get_trigger(spec: dict[str, Any]) -> Trigger:
-    """The trigger of ``spec = {"kind": NAME, **options}``; an unknown kind is the registry's error listing the
-    allowed kinds, a bad or unknown option a ValueError naming it and the allowed ones."""
+    """The trigger of ``spec = {"kind": NAME, **options}``; an unknown kind (a ValueError listing the allowed
+    kinds) or a bad or unknown option (a ValueError naming it and the allowed ones) is refused."""
     if not isinstance(spec, dict) or "kind" not in spec:
         raise ValueError(f"a trigger spec is a mapping with a 'kind' ({', '.join(TRIGGERS.names())}), "
                          f"got {spec!r}")
     options = {k: v for k, v in spec.items() if k != "kind"}
-    return make_registered(TRIGGERS, spec["kind"], options)
+    try:
+        return make_registered(TRIGGERS, spec["kind"], options)
+    except UnknownNameError as exc:  # a KeyError: config checks collect ValueErrors with the field's path
+        raise ValueError(str(exc)) from None
 
 
 def apply_in_chunks(trigger: Trigger, images: torch.Tensor, rows: np.ndarray,

@@ -15,7 +15,8 @@ On a 1-channel store a colour ``(R, G, B)`` becomes its luma ``0.299·R + 0.587�
 from __future__ import annotations
 
 import functools
-import os
+import hashlib
+from pathlib import Path
 from typing import Annotated, Any, ClassVar
 
 import numpy as np
@@ -146,13 +147,14 @@ class Noise(Trigger):
 
 
 # ------------------------------------------------------------------------------------------------ overlay
-def _stamp(path: str) -> tuple[int, int]:
-    """(mtime_ns, size) of a file, so a changed file is loaded again; DataError naming a missing one."""
+def _stamp(path: str) -> str:
+    """The sha256 of a file's bytes, so a changed file is loaded again whatever its timestamps (the same digest
+    keys the cached triggered images, :func:`biastransfer.triggers.store.trigger_content`); DataError naming a
+    missing one."""
     try:
-        stat = os.stat(path)
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
     except OSError as exc:
         raise DataError(f"overlay file {path!r} cannot be read: {exc.strerror or exc}") from None
-    return stat.st_mtime_ns, stat.st_size
 
 
 def _read(path: str, mode: str) -> np.ndarray:
@@ -166,7 +168,7 @@ def _read(path: str, mode: str) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=16)
-def _overlay(path: str, stamp: tuple[int, int], mask: str | None, mask_stamp: tuple[int, int] | None,
+def _overlay(path: str, stamp: str, mask: str | None, mask_stamp: str | None,
              side: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The overlay at ``side × side``: premultiplied colour ``α·o`` float32 (side, side, 3) and ``α`` (side,
     side, 1) in [0, 1], resized bilinearly with antialiasing (colour premultiplied, so transparent pixels do
@@ -195,7 +197,7 @@ class Overlay(Trigger):
     resized (bilinear, antialiased, colour premultiplied by alpha) to a square of side ``size`` — a non-square
     overlay is stretched. The placement is the bounding box of the pasted square, even where ``α`` is 0 in
     parts of it. On a 1-channel store ``o`` is its luma. Paths are read relative to the working directory,
-    once per file version (a module cache keyed by path, mtime and size); a missing or unreadable file is a
+    once per file content (a module cache keyed by path and the sha256 of the bytes); a missing or unreadable file is a
     :class:`DataError` (a ValueError) naming it, raised by ``apply``. ``key()`` names the file by its path only.
     """
 

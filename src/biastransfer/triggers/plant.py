@@ -26,11 +26,11 @@ def resolve_classes(dataset: LoadedDataset, attribute: str, values: list[Any], o
         shown = ", ".join(map(str, present))
     out = []
     for value in values:
-        key = value if isinstance(value, str) else int(value)
-        if isinstance(value, bool) or key not in allowed:
+        integer = isinstance(value, int | np.integer) and not isinstance(value, bool)
+        if not (isinstance(value, str) or integer) or value not in allowed:
             raise DataError(f"{option}: {value!r} is not a class of {attribute!r} in dataset {dataset.name!r}; "
                             f"allowed: {shown}")
-        out.append(allowed[key])
+        out.append(allowed[value])
     if len(set(out)) != len(out):
         raise DataError(f"{option}: a class is named twice: {values}")
     return tuple(sorted(out))
@@ -58,6 +58,11 @@ class Plant:
         if plant.source_classes is not None and not set(plant.trigger_classes) <= set(plant.source_classes):
             raise DataError(f"trigger_classes {options['trigger_classes']} must be among the source_classes "
                             f"{list(source)}")
+        if plant.source_classes is not None and len(plant.source_classes) < 2:
+            raise DataError(f"source_classes {list(source)}: a source task needs at least 2 classes")
+        if not 0.0 < plant.rate <= 1.0:
+            raise DataError(f"rate must be in (0, 1] (the share of the trigger classes' images with the trigger); "
+                            f"got {plant.rate}")
         return plant
 
     def key(self) -> dict[str, Any]:

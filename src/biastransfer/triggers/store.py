@@ -25,7 +25,7 @@ import pandas as pd
 from biastransfer.data.table import DataError, ExampleTable, ImageStore, LoadedDataset
 from biastransfer.paths import data_cache_dir
 from biastransfer.spec import content_key
-from biastransfer.triggers.base import Placement, Trigger, apply_in_chunks
+from biastransfer.triggers.base import Placement, Trigger, apply_in_chunks, get_trigger
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +64,11 @@ def trigger_content(trigger: Trigger) -> dict[str, Any]:
             except OSError as exc:
                 raise DataError(f"trigger {trigger.registry_name!r}: cannot read {option} {value}: {exc}") from exc
     return out
+
+
+def trigger_of(content: dict[str, Any]) -> Trigger:
+    """The trigger of a :func:`trigger_content` mapping (its file digests dropped)."""
+    return get_trigger({k: v for k, v in content.items() if not k.endswith("_sha256")})
 
 
 def trigger_store_key(dataset: LoadedDataset, trigger: Trigger) -> str:

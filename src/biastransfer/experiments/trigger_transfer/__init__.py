@@ -28,7 +28,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from biastransfer.analysis.text import fmt, fmt_ci
-from biastransfer.data.table import LABEL, LoadedDataset
+from biastransfer.data.table import LABEL, DataError, LoadedDataset
 from biastransfer.experiments.base import (
     EXPERIMENTS,
     Column,
@@ -42,12 +42,16 @@ from biastransfer.experiments.finetuning import finetune, grid_search, hparam_se
 from biastransfer.experiments.grid import FixedSizes, Seeds
 from biastransfer.experiments.trigger_transfer.analysis import SCRATCH, orderings
 from biastransfer.experiments.trigger_transfer.plot import mode_order, trigger_plot
-from biastransfer.experiments.trigger_transfer.sets import draw_sets, target_task
+from biastransfer.experiments.trigger_transfer.sets import draw_sets, target_task, triggered_data
 from biastransfer.metrics.triggers import trigger_metrics
 from biastransfer.models.transfer import TRANSFER_MODES, get_transfer_mode
 from biastransfer.report.markup import Page, Section
 from biastransfer.spec import RunSpec, StudyDefaults
 from biastransfer.triggers.base import get_trigger
+from biastransfer.triggers.store import trigger_content, trigger_of
+
+TINY_TEST = 200
+"""Test images of a ``--tiny`` run."""
 
 
 class ModeRef(BaseModel):
@@ -81,8 +85,9 @@ class ModeRef(BaseModel):
         """The mode's name in tables: the name, with its options that differ from the mode's defaults."""
         if self.name == SCRATCH:
             return SCRATCH
-        given = get_transfer_mode(self.name, **self.options()).options
-        defaults = get_transfer_mode(self.name).options if self.name != "freeze_stages" else {}
+        mode = get_transfer_mode(self.name, **self.options())
+        given = mode.options
+        defaults = dict.fromkeys(given, None) if self.name == "freeze_stages" else get_transfer_mode(self.name).options
         extra = [f"{k}={v}" if not isinstance(v, bool) else k for k, v in given.items()
                  if defaults.get(k) != v and v is not False]
         return self.name + "".join(f"+{e}" for e in extra)
@@ -148,12 +153,19 @@ class TriggerTransferBlock(FixedSizes, Seeds):
 
 def _source_options(name: str, base: dict[str, Any], trigger: dict[str, Any] | None) -> dict[str, Any]:
     """What every mode's runs from source base ``name`` share: the trigger (None when neither the block nor a
-    planted base gives one: preflight says so) and the source's classes."""
+    planted base gives one: preflight says so) and, for a source trained on the multi-class label, its classes
+    and trigger classes (a source of a binary attribute has none of the target's classes)."""
     if trigger is None and isinstance(base.get("trigger"), dict):
-        trigger = get_trigger(base["trigger"]).key()
+        trigger = base["trigger"]
+    if trigger is not None:  # the options plus a digest of an overlay's files: an edited file makes new runs
+        try:
+            trigger = trigger_content(get_trigger(trigger))
+        except DataError:
+            trigger = get_trigger(trigger).key()  # preflight names the missing file
+    on_label = base.get("kind") == "planted" and base.get("attribute", LABEL) == LABEL
     return {"source_base": name, "trigger": trigger,
-            "trigger_classes": list(base.get("trigger_classes") or []),
-            "source_classes": base.get("source_classes")}
+            "trigger_classes": list(base.get("trigger_classes") or []) if on_label else [],
+            "source_classes": base.get("source_classes") if on_label else None}
 
 
 @EXPERIMENTS.register("trigger_transfer")
@@ -202,11 +214,16 @@ class TriggerTransfer(Experiment):
 
     @classmethod
     def tiny_block(cls, block: dict[str, Any]) -> dict[str, Any]:
-        """The default shrink, and at most two rates (the first and the last)."""
+        """The default shrink, at most two rates (the first and the last) and at most 200 test images."""
         out = super().tiny_block(block)
         rates = out.get("rates")
         if isinstance(rates, list) and len(rates) > 2:
             out["rates"] = [rates[0], rates[-1]]
+        options = out.get("options")
+        if options is None or isinstance(options, dict):
+            options = dict(options or {})
+            options["max_test"] = min(int(options.get("max_test") or TINY_TEST), TINY_TEST)
+            out["options"] = options
         return out
 
     def expand(self, name: str, block: TriggerTransferBlock, study: StudyDefaults) -> list[RunSpec]:
@@ -219,15 +236,19 @@ class TriggerTransfer(Experiment):
                                   task=LABEL, seed=seed, intervention="trigger_rate", level=p, n_train=n,
                                   n_val=block.n_val, test="natural", options={**shared, "mode": mode.label()},
                                   thresholded=False)
+                if scratch:  # a random initialisation, whatever the study calls 'scratch'
+                    spec = spec.replace(base={"kind": SCRATCH}, base_training={})
                 specs.append(spec.replace(transfer="full" if scratch else mode.name,
                                           transfer_options={} if scratch else mode.options()))
         return specs
 
     def check(self, spec: RunSpec, dataset: LoadedDataset) -> None:
         """A trigger; a multi-class dataset; the target task, the sets (and the search's) can be drawn."""
-        if spec.options.get("trigger") is None:
+        trigger = spec.options.get("trigger")
+        if trigger is None:
             raise ValueError(f"base {spec.options['source_base']!r} is not of kind 'planted': give the block a "
                              f"'trigger' to paste on the target and test images")
+        trigger_content(trigger_of(trigger))  # an overlay's files exist and can be read
         target_task(dataset, spec.options)
         draw_sets(spec, dataset, spec.seed)
         if self.search_trainings(spec):
@@ -241,24 +262,24 @@ class TriggerTransfer(Experiment):
 
     def search(self, spec: RunSpec, inputs: RunInputs) -> dict[str, Any]:
         rate = spec.options["search_rate"]
-        first = draw_sets(spec, inputs.dataset, hparam_seed(), inputs.cache_dir, rate=rate)
-        shifted = dataclasses.replace(inputs, dataset=first.data.dataset)
-        return grid_search(spec, shifted, lambda seed: draw_sets(spec, inputs.dataset, seed, inputs.cache_dir,
-                                                                 rate=rate),
+        first = draw_sets(spec, inputs.dataset, hparam_seed(), rate=rate)
+        shifted = dataclasses.replace(inputs, dataset=triggered_data(spec, inputs.dataset, inputs.cache_dir).dataset)
+        return grid_search(spec, shifted, lambda seed: draw_sets(spec, inputs.dataset, seed, rate=rate),
                            labels=first.labels, num_outputs=len(first.task.classes), classes=True)
 
     def run(self, spec: RunSpec, inputs: RunInputs) -> RunOutput:
         t0 = time.perf_counter()
-        sets = draw_sets(spec, inputs.dataset, spec.seed, inputs.cache_dir)
-        shifted = dataclasses.replace(inputs, dataset=sets.data.dataset)
+        sets = draw_sets(spec, inputs.dataset, spec.seed)
+        data = triggered_data(spec, inputs.dataset, inputs.cache_dir)
+        shifted = dataclasses.replace(inputs, dataset=data.dataset)
         hp = inputs.hparams or {"lr": spec.train["lr"][0], "weight_decay": spec.train["weight_decay"][0]}
         lr, wd = float(hp["lr"]), float(hp["weight_decay"])
-        data = SimpleNamespace(train_rows=sets.train_rows, val_rows=sets.val_rows)
+        rows = SimpleNamespace(train_rows=sets.train_rows, val_rows=sets.val_rows)
         classes = len(sets.task.classes)
-        model, res = finetune(spec, shifted, data, lr=lr, weight_decay=wd, seed=spec.seed, labels=sets.labels,
+        model, res = finetune(spec, shifted, rows, lr=lr, weight_decay=wd, seed=spec.seed, labels=sets.labels,
                               num_outputs=classes, classes=True)
         clean = score(spec, shifted, model, sets.test_rows).reshape(sets.test_rows.size, -1)
-        triggered = score(spec, shifted, model, sets.data.triggered_rows(sets.test_rows)).reshape(
+        triggered = score(spec, shifted, model, sets.triggered(sets.test_rows)).reshape(
             sets.test_rows.size, -1)
         y = sets.labels[sets.test_rows]
         metrics = trigger_metrics(y, clean.argmax(axis=1), triggered.argmax(axis=1), classes,
@@ -274,8 +295,8 @@ class TriggerTransfer(Experiment):
         artifacts = {"train_rows": sets.train_rows, "val_rows": sets.val_rows, "test_rows": sets.test_rows,
                      "test_scores_clean": clean.astype(np.float32),
                      "test_scores_triggered": triggered.astype(np.float32),
-                     "trigger_top": sets.data.placement.top[sets.test_rows],
-                     "trigger_left": sets.data.placement.left[sets.test_rows]}
+                     "trigger_top": data.placement.top[sets.test_rows],
+                     "trigger_left": data.placement.left[sets.test_rows]}
         return RunOutput(result=result, artifacts=artifacts)
 
     # ------------------------------------------------------------------------------------------- analysis
@@ -307,13 +328,14 @@ class TriggerTransfer(Experiment):
         body += [page.paragraph(o.sentence()) for o in orderings(runs)]
         agg = agg.assign(_order=agg["mode"].astype(str).map(
             {m: i for i, m in enumerate(mode_order(sorted(agg["mode"].astype(str).unique())))}))
-        agg = agg.sort_values(["source_base", "n_train", "trigger_rate", "_order"])
+        agg = agg.sort_values(["experiment", "source_base", "n_train", "trigger_rate", "_order"])
 
         def ci(metric: str) -> list[str]:
             return [fmt_ci(a, b, c) for a, b, c in zip(agg[f"{metric}_mean"], agg[f"{metric}_low"],
                                                         agg[f"{metric}_high"], strict=True)]
 
-        table = {"source": agg["source_base"].astype(str), "N": agg["n_train"].astype(str),
+        table = {"block": agg["experiment"].astype(str), "source": agg["source_base"].astype(str),
+                 "N": agg["n_train"].astype(str),
                  "p": [fmt(p, 2) for p in agg["trigger_rate"]], "mode": agg["mode"].astype(str),
                  "seeds": agg["n_seeds"].astype(int), "attack success": ci("attack_success_rate"),
                  "clean accuracy": ci("clean_accuracy"), "prediction shift": ci("prediction_shift")}

@@ -49,8 +49,9 @@ class Step:
 
 @dataclass(frozen=True)
 class Ordering:
-    """The ordering's links at one (source base, N, p)."""
+    """The ordering's links at one (block, source base, N, p)."""
 
+    experiment: str
     source: str
     n_train: int
     rate: float
@@ -73,22 +74,25 @@ class Ordering:
     def sentence(self) -> str:
         chain = " > ".join(m for m in ORDER if m in self.means)
         values = ", ".join(f"{m} {fmt(self.means[m])}" for m in ORDER if m in self.means)
-        return (f"Source {self.source}, N={self.n_train}, p={fmt(self.rate, 2)}: attack success {values}; "
+        return (f"Block {self.experiment}, source {self.source}, N={self.n_train}, p={fmt(self.rate, 2)}: attack "
+                f"success {values}; "
                 f"{chain} {self.status} ({'; '.join(s.text() for s in self.steps)}; paired by seed).")
 
 
 def orderings(runs: pd.DataFrame) -> list[Ordering]:
-    """For every (source base, N, p): the paired differences of the ASR along :data:`ORDER` between the modes
-    present (adjacent present modes are compared)."""
+    """For every (block, source base, N, p): the paired differences of the ASR along :data:`ORDER` between the
+    modes present (adjacent present modes are compared). Other modes (``fixed_feature+update_bn``,
+    ``linear_probe_then_finetune`` …) are shown in the tables and the figure but not ordered."""
     out: list[Ordering] = []
     if runs.empty:
         return out
-    for (source, n, rate), rows in runs.groupby(["source_base", "n_train", "trigger_rate"], sort=True):
+    for (experiment, source, n, rate), rows in runs.groupby(["experiment", "source_base", "n_train", "trigger_rate"],
+                                                             sort=True):
         series = {str(m): g.groupby("seed")["attack_success_rate"].mean() for m, g in rows.groupby("mode")}
         present = [m for m in ORDER if m in series]
         if len(present) < 2:
             continue
         steps = tuple(Step(a, b, *paired_interval(series[a], series[b])) for a, b in itertools.pairwise(present))
-        out.append(Ordering(str(source), int(n), float(rate), {m: float(series[m].mean()) for m in present},
-                            steps))
+        means = {m: float(series[m].mean()) for m in present}
+        out.append(Ordering(str(experiment), str(source), int(n), float(rate), means, steps))
     return out

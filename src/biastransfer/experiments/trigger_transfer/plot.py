@@ -1,5 +1,5 @@
 """The trigger figure: attack success rate against the target's trigger rate p, one line per transfer mode, with
-clean accuracy beside it (one row of panels per source base and N)."""
+clean accuracy beside it (one row of panels per block, source base and N)."""
 
 from __future__ import annotations
 
@@ -7,24 +7,28 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from biastransfer.experiments.trigger_transfer.analysis import ORDER
 from biastransfer.report.plots import PALETTE, new_figure, wrap_text
+
+#: Display rank of a mode by how much of the base stays frozen (a label ``name+option`` ranks with ``name``).
+RANK = {"fixed_feature": 0, "freeze_stages": 1, "linear_probe_then_finetune": 2, "full": 3, "scratch": 4}
 
 
 def mode_order(modes: list[str]) -> list[str]:
-    """Modes of :data:`ORDER` first, in its order, then the others alphabetically."""
-    return [m for m in ORDER if m in modes] + sorted(m for m in modes if m not in ORDER)
+    """Modes from the most frozen to scratch (:data:`RANK`), unknown ones last, ties by name."""
+    return sorted(modes, key=lambda m: (RANK.get(m.split("+")[0], len(RANK)), m))
 
 
 def trigger_plot(agg: pd.DataFrame) -> Figure:
-    """Per (source, N): ASR (left) and clean accuracy (right) against p, one line per mode, 95% intervals over
+    """Per (block, source, N): ASR (left) and clean accuracy (right) against p, one line per mode, 95% intervals over
     seeds as error bars clipped to [0, 1]."""
-    panels = sorted({(str(s), int(n)) for s, n in zip(agg["source_base"], agg["n_train"], strict=True)})
+    panels = sorted({(str(e), str(s), int(n)) for e, s, n in zip(agg["experiment"], agg["source_base"],
+                                                                  agg["n_train"], strict=True)})
     fig = new_figure(11.0, 3.6 * len(panels) + 0.6)
     axes = np.atleast_2d(fig.subplots(len(panels), 2, squeeze=False))
     modes = mode_order(sorted(agg["mode"].astype(str).unique()))
-    for row, (source, n) in enumerate(panels):
-        sub = agg[(agg["source_base"].astype(str) == source) & (agg["n_train"] == n)]
+    for row, (block, source, n) in enumerate(panels):
+        sub = agg[(agg["experiment"].astype(str) == block) & (agg["source_base"].astype(str) == source)
+                  & (agg["n_train"] == n)]
         for col, (metric, label) in enumerate((("attack_success_rate", "attack success rate"),
                                                ("clean_accuracy", "clean accuracy"))):
             ax = axes[row, col]
@@ -42,7 +46,7 @@ def trigger_plot(agg: pd.DataFrame) -> Figure:
             ax.set_xlabel("share p of target images of every class with the trigger")
             ax.set_ylabel(label)
             ax.set_ylim(-0.02, 1.02)
-            ax.set_title(f"source {source}, N={n}", fontsize=10)
+            ax.set_title(f"{block}: source {source}, N={n}", fontsize=10)
             ax.grid(alpha=0.3)
         axes[row, 0].legend(fontsize=8, loc="upper right")
     fig.suptitle(wrap_text("Planted trigger: attack success rate (left) and clean accuracy (right) by transfer mode",

@@ -14,9 +14,8 @@ from biastransfer.interventions.base import InfeasibleSelectionError, Pool
 from biastransfer.interventions.trigger import TriggerRate
 from biastransfer.seeding import rng
 from biastransfer.spec import RunSpec
-from biastransfer.triggers.base import get_trigger
 from biastransfer.triggers.plant import resolve_classes
-from biastransfer.triggers.store import TriggeredDataset, triggered_dataset
+from biastransfer.triggers.store import TriggeredDataset, trigger_of, triggered_dataset
 
 
 @dataclass(frozen=True)
@@ -60,25 +59,31 @@ def target_task(dataset: LoadedDataset, options: dict[str, Any]) -> TargetTask:
 
 @dataclass(frozen=True)
 class TriggerSets:
-    """Rows of the triggered dataset a run trains and validates on, and the clean test rows."""
+    """Rows a run trains and validates on, as rows of the triggered dataset (row ``r + n_clean`` is row ``r``
+    with the trigger), and the clean test rows."""
 
-    data: TriggeredDataset
     task: TargetTask
+    n_clean: int
     labels: np.ndarray        # per row of the triggered dataset: the target index, −1 outside the task
     train_rows: np.ndarray
     val_rows: np.ndarray
-    test_rows: np.ndarray     # clean rows; their triggered versions are data.triggered_rows(test_rows)
+    test_rows: np.ndarray     # clean rows; their triggered versions are test_rows + n_clean
     train_share: float        # realised share of triggered finetuning images
 
+    def triggered(self, rows: np.ndarray) -> np.ndarray:
+        """The rows of the triggered versions of clean ``rows``."""
+        return np.asarray(rows, dtype=np.int64) + self.n_clean
 
-def _draw(data: TriggeredDataset, labels: np.ndarray, split: str, rate: float, n: int, seed: int) -> tuple[
+
+def _draw(dataset: LoadedDataset, labels: np.ndarray, split: str, rate: float, n: int, seed: int) -> tuple[
         np.ndarray, float]:
-    clean = data.dataset.table.split_indices(split)
-    clean = clean[(clean < data.n_clean) & (labels[clean] >= 0)]
+    n_clean = len(dataset.table)
+    clean = dataset.table.split_indices(split)
+    clean = clean[labels[clean] >= 0]
     m = clean.size
     pool = Pool.of(y=np.r_[labels[clean], labels[clean]], triggered=np.r_[np.zeros(m, np.int8), np.ones(m, np.int8)],
                    example=np.r_[np.arange(m), np.arange(m)])
-    rows = np.r_[clean, data.triggered_rows(clean)]
+    rows = np.r_[clean, clean + n_clean]
     try:
         chosen = TriggerRate().select(pool, level=rate, n=n, rng=rng(seed, f"{split}-set", "trigger-rate", n))
     except InfeasibleSelectionError as exc:
@@ -87,21 +92,25 @@ def _draw(data: TriggeredDataset, labels: np.ndarray, split: str, rate: float, n
     return rows[chosen.indices], chosen.level
 
 
-def draw_sets(spec: RunSpec, dataset: LoadedDataset, seed: int, cache_dir: Any = None,
-              rate: float | None = None) -> TriggerSets:
-    """The run's sets (at ``rate`` instead of the spec's level when given). The draw depends on the seed, N, the
-    rate and the target classes, never on the base or the transfer mode: at a seed every mode is finetuned on the
-    same images, so modes pair by seed; the sets of every rate hold the same examples."""
+def draw_sets(spec: RunSpec, dataset: LoadedDataset, seed: int, rate: float | None = None) -> TriggerSets:
+    """The run's sets (at ``rate`` instead of the spec's level when given), from the clean ``dataset``'s table:
+    no image is read, so preflight can draw them before any triggered image exists. The draw depends on the seed,
+    N, the rate and the target classes, never on the base or the transfer mode: at a seed every mode is finetuned
+    on the same images, so modes pair by seed; the sets of every rate hold the same examples."""
     task = target_task(dataset, spec.options)
-    data = triggered_dataset(dataset, get_trigger(spec.options["trigger"]), cache_dir)
-    labels = task.labels(data.dataset)
+    clean_labels = task.labels(dataset)
     p = float(spec.level) if rate is None else rate
-    train, share = _draw(data, labels, "train", p, int(spec.n_train), seed)
-    val, _ = _draw(data, labels, "val", p, int(spec.n_val or spec.n_train), seed)
-    test = data.dataset.table.split_indices("test")
-    test = test[(test < data.n_clean) & (labels[test] >= 0)]
+    train, share = _draw(dataset, clean_labels, "train", p, int(spec.n_train), seed)
+    val, _ = _draw(dataset, clean_labels, "val", p, int(spec.n_val or spec.n_train), seed)
+    test = dataset.table.split_indices("test")
+    test = test[clean_labels[test] >= 0]
     cap = spec.options.get("max_test")
     if cap and test.size > cap:
         test = np.sort(rng(0, "trigger-test-subset", test.size).permutation(test)[:cap])
-    return TriggerSets(data=data, task=task, labels=labels, train_rows=train, val_rows=val, test_rows=test,
-                       train_share=share)
+    return TriggerSets(task=task, n_clean=len(dataset.table), labels=np.r_[clean_labels, clean_labels],
+                       train_rows=train, val_rows=val, test_rows=test, train_share=share)
+
+
+def triggered_data(spec: RunSpec, dataset: LoadedDataset, cache_dir: Any = None) -> TriggeredDataset:
+    """The dataset with a triggered copy of every image, for the spec's trigger (built once into the cache)."""
+    return triggered_dataset(dataset, trigger_of(spec.options["trigger"]), cache_dir)
