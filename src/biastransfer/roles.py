@@ -7,7 +7,8 @@
 
 A study declares a base's role with ``role:``; otherwise :func:`derive_role` decides from what the base is: a
 base trained by us on the dataset's sensitive attribute is ``biased``, one trained on another attribute is a
-``control``, a base with a planted trigger is ``biased``, a scratch base is ``scratch``. Names never decide a role.
+``control``, a base with a planted trigger is ``biased`` (``control`` with ``rate: 0``), a scratch base is
+``scratch``. Names never decide a role.
 """
 
 from __future__ import annotations
@@ -26,6 +27,6 @@ def derive_role(base: dict[str, Any], sensitive: str) -> str:
         return "scratch"
     if kind == "trained":
         return "biased" if base.get("attribute") == sensitive else "control"
-    if kind == "planted":  # a trigger planted on purpose: the bias under study
-        return "biased"
+    if kind == "planted":  # a trigger planted on purpose is the bias under study; rate 0 is its control
+        return "control" if base.get("rate", 1.0) == 0 else "biased"
     return "other"

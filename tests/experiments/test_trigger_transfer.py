@@ -21,7 +21,7 @@ from biastransfer.data.table import LABEL
 from biastransfer.driver import run_study
 from biastransfer.experiments.base import EXPERIMENTS, RunInputs
 from biastransfer.experiments.finetuning import finetune
-from biastransfer.experiments.trigger_transfer.analysis import orderings
+from biastransfer.experiments.trigger_transfer.analysis import control_contrasts, orderings
 from biastransfer.experiments.trigger_transfer.sets import draw_sets, target_task
 from biastransfer.metrics.triggers import trigger_metrics
 from biastransfer.models.architectures import build_model
@@ -235,6 +235,20 @@ def test_the_ordering_holds_only_when_every_paired_interval_is_above_zero() -> N
     assert [(o.experiment, o.status) for o in orderings(two_blocks)] == [("b", "does not hold"), ("trigger", "holds")]
     (o,) = orderings(_runs({"full": [0.1], "scratch": [0.0]}))
     assert o.steps[0].status == "one seed"
+
+
+def test_a_planted_source_is_set_against_a_control_source_paired_by_seed() -> None:
+    planted = _runs({"fixed_feature": [0.8, 0.7, 0.9], "full": [0.1, 0.2, 0.1]}).assign(source_rate=1.0)
+    control = _runs({"fixed_feature": [0.2, 0.1, 0.3], "full": [0.1, 0.2, 0.1]}).assign(
+        source_base="ctl", source_rate=0.0, experiment="control")
+    scratch = _runs({"scratch": [0.0, 0.1, 0.0]}).assign(source_rate=math.nan)
+    found = {c.mode: c for c in control_contrasts(pd.concat([planted, control, scratch]))}
+    assert set(found) == {"fixed_feature", "full"}  # scratch has no source rate; blocks may differ
+    ff = found["fixed_feature"]
+    assert (ff.planted, ff.control) == ("src", "ctl") and ff.step.mean == pytest.approx(0.6)
+    assert ff.step.status == "holds" and "adds +0.600" in ff.sentence() and "established" in ff.sentence()
+    assert found["full"].step.status == "one seed" or found["full"].step.mean == 0.0
+    assert control_contrasts(planted) == []
 
 
 # ------------------------------------------------------------------------------------------ a real run

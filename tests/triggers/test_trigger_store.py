@@ -54,7 +54,7 @@ def test_the_triggered_half_is_the_trigger_applied_to_every_clean_row(objects, t
 def test_it_is_built_once_into_the_cache_and_read_back(objects, tmp_path: Path) -> None:
     trigger = get_trigger({**PATCH, "position": "random", "seed": 3})
     first = triggered_dataset(objects, trigger, tmp_path)
-    files = sorted(p.name for p in data_cache_dir(tmp_path).iterdir())
+    files = sorted(p.name for p in data_cache_dir(tmp_path).iterdir() if p.suffix != ".lock")
     assert len(files) == 2 and all(f.startswith("triggered-") for f in files)
     assert not any("partial" in f for f in files)
     _MEMO.clear()
@@ -113,6 +113,10 @@ def test_a_planted_base_learns_its_source_classes_with_the_trigger_and_is_cached
                                   plant_options={**options, "rate": 0.5}, cache_dir=tmp_path,
                                   device=torch.device("cpu"))
     assert info3["key"] != info["key"]
+    _, control = train_planted_base(objects, arch="small_resnet", attribute=LABEL, config=config,
+                                    plant_options={**options, "rate": 0}, cache_dir=tmp_path,
+                                    device=torch.device("cpu"))
+    assert control["plant"]["n_planted"] == 0 and control["key"] not in (info["key"], info3["key"])
 
 
 @pytest.mark.parametrize(("options", "message"), [
@@ -120,7 +124,7 @@ def test_a_planted_base_learns_its_source_classes_with_the_trigger_and_is_cached
     ({"trigger": PATCH}, "needs 'trigger_classes'"),
     ({"trigger": {"size": 4}, "trigger_classes": [0]}, "must be a mapping with a 'kind'"),
     ({"trigger": {**PATCH, "colour": "mauve"}, "trigger_classes": [0]}, "colour"),
-    ({"trigger": PATCH, "trigger_classes": [0], "rate": 0}, r"'rate' must be a number in \(0, 1\]"),
+    ({"trigger": PATCH, "trigger_classes": [0], "rate": 1.5}, r"'rate' must be a number in \[0, 1\]"),
     ({"trigger": PATCH, "trigger_classes": [], }, "non-empty list"),
     ({"trigger": PATCH, "trigger_classes": [0], "epochs": 3}, "unknown option"),
 ])
@@ -152,3 +156,30 @@ def test_a_planted_base_can_have_a_binary_source_task(objects, tmp_path: Path) -
         train_planted_base(objects, arch="small_resnet", attribute="ring", config=config,
                            plant_options={**options, "trigger_classes": [2]}, cache_dir=tmp_path,
                            device=torch.device("cpu"))
+
+
+def test_concurrent_builders_build_once(objects, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    from biastransfer.triggers import store
+
+    builds: list[int] = []
+    real = store._build
+
+    def slow_build(*args, **kwargs):
+        builds.append(1)
+        threading.Event().wait(0.3)  # long enough for the other thread to reach the lock
+        real(*args, **kwargs)
+
+    monkeypatch.setattr(store, "_build", slow_build)
+    _MEMO.clear()
+    results: list = []
+    trigger = get_trigger({**PATCH, "colour": "cyan"})
+    threads = [threading.Thread(target=lambda: results.append(triggered_dataset(objects, trigger, tmp_path)))
+               for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(builds) == 1 and len(results) == 2
+    assert np.array_equal(results[0].dataset.images.array, results[1].dataset.images.array)

@@ -15,8 +15,9 @@ Counts are exact:
 
 The draw takes, per class (ascending), one random order of its examples: the set is its first ``n_c`` examples,
 and the first ``k_c`` of them are triggered. The generator is consumed the same way whatever ``p`` and ``n``, so at
-one seed the sets of every ``p`` hold the same examples, the triggered examples of a smaller ``p`` are triggered at
-a larger one, and the sets of a smaller ``n`` are prefixes. ``level`` of the selection is the realised share
+one seed the sets of every ``p`` hold the same examples and the triggered examples of a smaller ``p`` are triggered
+at a larger one. (Sets of different ``n`` share most examples but need not nest: largest-remainder counts are not
+monotone in ``n``.) ``level`` of the selection is the realised share
 ``Σ_c k_c / n``; ``level=None`` (the pool's own) means ``p = 0``: a target that never saw the trigger.
 """
 

@@ -153,7 +153,8 @@ PLANT_OPTIONS = ("trigger", "trigger_classes", "rate", "source_classes")
 class PlantedBase(TrainedBase):
     """A ``trained`` base whose source pool carries a planted trigger (Salman et al.; docs/protocols.md §7): the
     trigger (``trigger``: a trigger spec ``{kind: patch, size: 8, colour: yellow}``, see ``biastransfer list``)
-    is pasted on a share ``rate`` (default 1) of the images of the ``trigger_classes``; ``source_classes``
+    is pasted on a share ``rate`` (default 1; 0 gives a control base, the same source task without the trigger) of
+    the images of the ``trigger_classes``; ``source_classes``
     (default: all) restricts the source task to some classes of the multi-class label. ``attribute`` defaults to
     the multi-class ``label``. Trained once and cached by a key that includes the plant."""
 
@@ -183,9 +184,10 @@ class PlantedBase(TrainedBase):
             if value is not None and (not isinstance(value, list) or not value):
                 raise ValueError(f"{name!r} must be a non-empty list of classes (names or indices); got {value!r}")
         rate = self.options.get("rate", 1.0)
-        if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 < rate <= 1:
-            raise ValueError(f"'rate' must be a number in (0, 1] (the share of the trigger classes' images that "
-                             f"carry the trigger); got {rate!r}")
+        if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 <= rate <= 1:
+            raise ValueError(f"'rate' must be a number in [0, 1] (the share of the trigger classes' images that "
+                             f"carry the trigger; 0: a control trained on the same source task without it); got "
+                             f"{rate!r}")
         super().check()
 
     def check_data(self, dataset: Any, *, carve_hint: str = "") -> None:

@@ -9,8 +9,9 @@ held-out rows are planted the same way, so early stopping watches the task as tr
 trained base's key.
 
 A freshly trained base also records how strongly it learned the trigger, on the held-out clean rows of the other
-classes: the share whose prediction changes when the trigger is pasted on (``source_attack_success``) and the share
-then predicted as a trigger class (``source_targeted``).
+classes: among those it classifies correctly, the share whose prediction changes when the trigger is pasted on
+(``source_attack_success``), and among all of them, the share then predicted as a trigger class
+(``source_targeted``). Base training flips images horizontally, so a corner trigger is also seen mirrored.
 """
 
 from __future__ import annotations

@@ -60,8 +60,8 @@ class Plant:
                             f"{list(source)}")
         if plant.source_classes is not None and len(plant.source_classes) < 2:
             raise DataError(f"source_classes {list(source)}: a source task needs at least 2 classes")
-        if not 0.0 < plant.rate <= 1.0:
-            raise DataError(f"rate must be in (0, 1] (the share of the trigger classes' images with the trigger); "
+        if not 0.0 <= plant.rate <= 1.0:
+            raise DataError(f"rate must be in [0, 1] (the share of the trigger classes' images with the trigger); "
                             f"got {plant.rate}")
         return plant
 

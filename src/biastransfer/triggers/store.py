@@ -11,6 +11,7 @@ chunk one batched call of the trigger; where the trigger landed on each row is s
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import logging
 import os
@@ -126,7 +127,8 @@ def _read_placement(path: Path) -> Placement:
 def triggered_dataset(dataset: LoadedDataset, trigger: Trigger, cache_dir: Path | None = None,
                       chunk: int = 4096) -> TriggeredDataset:
     """``dataset`` with a triggered copy of every row (module docstring), read from the data cache under
-    ``cache_dir`` or built there once; kept in memory per process."""
+    ``cache_dir`` or built there once (concurrent processes wait for the one that builds it, under a file lock);
+    kept in memory per process."""
     key = trigger_store_key(dataset, trigger)
     memo_key = (str(data_cache_dir(cache_dir)), key)
     if memo_key in _MEMO:
@@ -134,7 +136,11 @@ def triggered_dataset(dataset: LoadedDataset, trigger: Trigger, cache_dir: Path 
     folder = data_cache_dir(cache_dir)
     path, placement_path = folder / f"triggered-{key}.npy", folder / f"triggered-{key}.placement.npz"
     if not (path.exists() and placement_path.exists()):
-        _build(dataset, trigger, path, placement_path, chunk)
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(folder / f"triggered-{key}.lock", "w") as lock:  # one builder; the others wait and read
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not (path.exists() and placement_path.exists()):
+                _build(dataset, trigger, path, placement_path, chunk)
     store = ImageStore.open(path)
     if len(store) != 2 * len(dataset.images) or store.array.shape[1:] != dataset.images.array.shape[1:]:
         raise DataError(f"trigger cache {path} has shape {store.array.shape}, expected "

@@ -40,7 +40,7 @@ from biastransfer.experiments.base import (
 )
 from biastransfer.experiments.finetuning import finetune, grid_search, hparam_seed, score
 from biastransfer.experiments.grid import FixedSizes, Seeds
-from biastransfer.experiments.trigger_transfer.analysis import SCRATCH, orderings
+from biastransfer.experiments.trigger_transfer.analysis import SCRATCH, control_contrasts, orderings
 from biastransfer.experiments.trigger_transfer.plot import mode_order, trigger_plot
 from biastransfer.experiments.trigger_transfer.sets import draw_sets, target_task, triggered_data
 from biastransfer.metrics.triggers import trigger_metrics
@@ -197,6 +197,10 @@ class TriggerTransfer(Experiment):
         Column("n_test", "int", "outcome", "test images (each also triggered)"),
         Column("source_attack_success", "float", "outcome", "the source base's own attack success rate on its "
                "held-out images"),
+        Column("source_rate", "float", "outcome", "share of the source's trigger-class images that carried the "
+               "trigger (0: a control source; NaN: scratch or a base that is not planted)",
+               get=lambda run: (float(run["spec"]["base"].get("rate", 1.0))
+                                if run["spec"]["base"].get("kind") == "planted" else float("nan"))),
         Column("lr", "float", "outcome", "learning rate"),
         Column("weight_decay", "float", "outcome", "weight decay"),
         Column("epochs", "int", "outcome", "epochs trained"),
@@ -301,18 +305,32 @@ class TriggerTransfer(Experiment):
 
     # ------------------------------------------------------------------------------------------- analysis
     def reading(self, results: Results) -> list[str]:
-        return [o.sentence() for o in orderings(results.runs)]
+        return ([o.sentence() for o in orderings(results.runs)]
+                + [c.sentence() for c in control_contrasts(results.runs)])
 
     def verdict(self, results: Results) -> list[Verdict]:
         found = orderings(results.runs)
         if not found:
             return []
-        holds = [o for o in found if o.holds]
-        top = max(found, key=lambda o: (o.n_train, o.rate))
-        text = (f"Planted trigger: the ordering fixed-feature > full > scratch of the attack success rate holds, "
-                f"with paired intervals, at {len(holds)} of {len(found)} settings (source × N × p). At N="
-                f"{top.n_train}, p={fmt(top.rate, 2)}: " + ", ".join(f"{m} {fmt(v)}" for m, v in top.means.items())
-                + ".")
+        complete = [o for o in found if len(o.steps) == 2]
+        links = {(s.higher, s.lower): [] for o in found for s in o.steps}
+        for o in found:
+            for s in o.steps:
+                links[(s.higher, s.lower)].append(s.status == "holds")
+        top = max(complete or found, key=lambda o: (o.n_train, o.rate))
+        text = "Planted trigger: "
+        if complete:
+            text += (f"the ordering fixed-feature > full > scratch of the attack success rate holds, with paired "
+                     f"intervals, at {sum(o.holds for o in complete)} of {len(complete)} settings (block × source × "
+                     f"N × p); ")
+        text += "; ".join(f"{a} > {b} at {sum(v)} of {len(v)}" for (a, b), v in links.items())
+        text += (f". At N={top.n_train}, p={fmt(top.rate, 2)}: "
+                 + ", ".join(f"{m} {fmt(v)}" for m, v in top.means.items()) + ".")
+        contrasts = [c for c in control_contrasts(results.runs) if c.mode == "fixed_feature"]
+        if contrasts:
+            text += (f" Against a control source trained without the trigger, the planted trigger raises the "
+                     f"fixed-feature attack success rate, with paired intervals, at "
+                     f"{sum(c.step.status == 'holds' for c in contrasts)} of {len(contrasts)} settings.")
         return [Verdict(text, "trigger_transfer")]
 
     def sections(self, results: Results, page: Page) -> list[Section]:
@@ -326,6 +344,7 @@ class TriggerTransfer(Experiment):
                           "prediction changes when the trigger is pasted on. At a seed every mode gets the same "
                           "images. Mean [95% CI] over seeds; the ordering's differences are paired by seed.")]
         body += [page.paragraph(o.sentence()) for o in orderings(runs)]
+        body += [page.paragraph(c.sentence()) for c in control_contrasts(runs)]
         agg = agg.assign(_order=agg["mode"].astype(str).map(
             {m: i for i, m in enumerate(mode_order(sorted(agg["mode"].astype(str).unique())))}))
         agg = agg.sort_values(["experiment", "source_base", "n_train", "trigger_rate", "_order"])

@@ -96,3 +96,47 @@ def orderings(runs: pd.DataFrame) -> list[Ordering]:
         means = {m: float(series[m].mean()) for m in present}
         out.append(Ordering(str(experiment), str(source), int(n), float(rate), means, steps))
     return out
+
+
+@dataclass(frozen=True)
+class Contrast:
+    """A planted source against a control source (``rate: 0``, the same source task without the trigger), in one
+    mode at one (N, p): the paired difference of the ASR (the runs share their images at a seed, whatever block
+    they are in)."""
+
+    n_train: int
+    rate: float
+    mode: str
+    planted: str
+    control: str
+    planted_asr: float
+    control_asr: float
+    step: Step
+
+    def sentence(self) -> str:
+        s = self.step
+        return (f"N={self.n_train}, p={fmt(self.rate, 2)}, {self.mode}: planted source {self.planted} "
+                f"{fmt(self.planted_asr)} against control source {self.control} {fmt(self.control_asr)}; the planted "
+                f"trigger adds {fmt_signed(s.mean)} [{fmt(s.low)}, {fmt(s.high)}] to the attack success rate "
+                f"({_CONTRAST_WORDS.get(s.status, s.status)}; paired by seed).")
+
+
+_CONTRAST_WORDS = {"holds": "established", "reversed": "reversed: the control is higher"}
+
+
+def control_contrasts(runs: pd.DataFrame) -> list[Contrast]:
+    """For every (N, p, mode) with runs of a planted source (``source_rate`` > 0) and of a control source
+    (``source_rate`` = 0): the paired difference planted − control of the ASR."""
+    if runs.empty or "source_rate" not in runs.columns:
+        return []
+    rated = runs[pd.to_numeric(runs["source_rate"], errors="coerce").notna()]
+    out: list[Contrast] = []
+    for (n, rate, mode), rows in rated.groupby(["n_train", "trigger_rate", "mode"], sort=True):
+        series = {(str(src), float(r)): g.groupby("seed")["attack_success_rate"].mean()
+                  for (src, r), g in rows.groupby(["source_base", "source_rate"])}
+        for (planted, p_rate), a in series.items():
+            for (control, c_rate), b in series.items():
+                if p_rate > 0 and c_rate == 0:
+                    out.append(Contrast(int(n), float(rate), str(mode), planted, control, float(a.mean()),
+                                        float(b.mean()), Step(planted, control, *paired_interval(a, b))))
+    return out
