@@ -23,6 +23,7 @@ from biastransfer.backends import BACKENDS, JOB_KINDS, Backend, Resources
 from biastransfer.backends.workspace import Workspace
 from biastransfer.paths import default_cache_dir
 from biastransfer.plan import Study, plan_jobs, preflight, resolve_roles, search_record
+from biastransfer.store.lock import folder_lock
 from biastransfer.store.sqlite import ResultStore
 
 log = logging.getLogger("biastransfer")
@@ -99,16 +100,26 @@ def record_roles(store: ResultStore, study: Study, workspace: Workspace, specs: 
 
 def run_study(study: Study, out_dir: Path, *, device: torch.device, cache_dir: Path | None = None,
               quiet: bool = False, console: Console | None = None, max_runs: int | None = None,
-              workers: int | str = 1, backend: str = "auto") -> StudySummary:
+              workers: int | str = 1, backend: str = "auto", wait: bool = False) -> StudySummary:
     """Run every missing run of ``study`` into ``out_dir/results.db``; return what was done.
 
     Every trained base is trained once and every hyperparameter search runs once, before the runs that need them
     (:func:`biastransfer.plan.plan_jobs`); ``backend`` runs the jobs (``auto``: ``processes`` when ``workers`` >
-    1). ``max_runs`` stops after that many new runs (for tests and partial runs); rerunning continues.
+    1). ``max_runs`` stops after that many new runs (for tests and partial runs); rerunning continues. The folder
+    is locked while the study runs (:mod:`biastransfer.store.lock`): another run on it raises
+    :class:`~biastransfer.store.lock.FolderBusyError`, or is waited for with ``wait``. The study is written to
+    the store only once preflight has passed, so a study that fails it leaves a finished folder as it was.
     """
     console = console or Console(stderr=True, quiet=quiet)
+    with folder_lock(Path(out_dir), wait=wait,
+                     on_wait=lambda holder: console.print(f"Waiting for {holder} to finish with {out_dir} …")):
+        return _run_study(study, Path(out_dir), device=device, cache_dir=cache_dir, quiet=quiet, console=console,
+                          max_runs=max_runs, workers=workers, backend=backend)
+
+
+def _run_study(study: Study, out_dir: Path, *, device: torch.device, cache_dir: Path | None, quiet: bool,
+               console: Console, max_runs: int | None, workers: int | str, backend: str) -> StudySummary:
     t0 = time.perf_counter()
-    out_dir = Path(out_dir)
     store = ResultStore(out_dir)
     try:
         store.upgrade()
@@ -116,17 +127,16 @@ def run_study(study: Study, out_dir: Path, *, device: torch.device, cache_dir: P
         local = Workspace(resources)  # the driver's own: preflight and roles (datasets only, no training)
         specs = study.expand()
         record_roles(store, study, local, specs)
-        store.set_meta("study", study.config.model_dump(mode="json"))
-        if study.text is not None:
-            store.set_meta("study_yaml", study.text)
         done = store.done_keys()
         todo = [s for s in specs if s.key not in done]
         if max_runs is not None:
             todo = todo[:max_runs]
         if not todo:
+            _record_study(store, study)
             console.print(f"[green]Nothing to run:[/] all {len(specs)} runs of {study.name!r} are in {store.path}")
             return StudySummary(len(specs), len(specs), 0, 0, time.perf_counter() - t0)
         preflight(todo, local.dataset)
+        _record_study(store, study)
         n_workers = resolve_workers(workers, device)
         jobs = plan_jobs(todo, store.get_hparams)
         runner = make_backend(backend, resources, n_workers)
@@ -140,6 +150,13 @@ def run_study(study: Study, out_dir: Path, *, device: torch.device, cache_dir: P
         return summary
     finally:
         store.close()
+
+
+def _record_study(store: ResultStore, study: Study) -> None:
+    """Keep the study (and its text) in the store: what ``report`` describes."""
+    store.set_meta("study", study.config.model_dump(mode="json"))
+    if study.text is not None:
+        store.set_meta("study_yaml", study.text)
 
 
 def _drive(store: ResultStore, runner: Backend, jobs: list, console: Console, quiet: bool) -> int:

@@ -75,7 +75,7 @@ def _load(study_path: Path, tiny: bool = False):
 
 def _run_and_report(study_path: Path, out_dir: Path, device: str, cache_dir: Path | None, quiet: bool,
                     max_runs: int | None = None, report: bool = True, workers: str = "auto",
-                    backend: str = "auto", tiny: bool = False) -> None:
+                    backend: str = "auto", tiny: bool = False, wait: bool = False) -> None:
     from biastransfer.backends import JobFailedError
     from biastransfer.data.table import DataError
     from biastransfer.device import resolve_device
@@ -90,7 +90,7 @@ def _run_and_report(study_path: Path, out_dir: Path, device: str, cache_dir: Pat
         _fail(str(exc))
     try:
         summary = run_study(study, out_dir, device=dev, cache_dir=cache_dir, quiet=quiet, max_runs=max_runs,
-                            workers=workers, backend=backend)
+                            workers=workers, backend=backend, wait=wait)
     except StoreLayoutError as exc:
         _fail(str(exc))
     except (DataError, JobFailedError, UnknownNameError, ValueError, FileNotFoundError) as exc:
@@ -169,6 +169,8 @@ def demo(
         _run_and_report(path, out_dir, device, cache_dir, quiet, workers=workers, backend=backend)
 
 
+Wait = Annotated[bool, typer.Option(
+    "--wait", help="If another run holds the output folder, wait for it to finish instead of stopping.")]
 Tiny = Annotated[bool, typer.Option(
     "--tiny", help="A smoke run of the study: every block at a few seconds' size (16×16 images, 2 seeds, N ≤ 64, "
                    "2 epochs; about a minute or two on 2 CPU cores). Its numbers are not evidence of anything.")]
@@ -188,14 +190,17 @@ def run(
     workers: Workers = "auto",
     backend: BackendOpt = "auto",
     tiny: Tiny = False,
+    wait: Wait = False,
 ) -> None:
     """Run a study: every run missing from DIR/results.db is run, then the report is written.
 
     Each run is keyed by a hash of its full specification; a finished folder runs nothing, and a study
-    stopped midway (even with SIGKILL) continues where it stopped without duplicating results.
+    stopped midway (even with SIGKILL) continues where it stopped without duplicating results. One study runs
+    into a folder at a time: another 'run' on it is refused, naming the process that holds it (or waits, with
+    --wait).
     """
     _run_and_report(_study_file(study), out_dir, device, cache_dir, quiet, max_runs, report=not no_report,
-                    workers=workers, backend=backend, tiny=tiny)
+                    workers=workers, backend=backend, tiny=tiny, wait=wait)
 
 
 @app.command()
