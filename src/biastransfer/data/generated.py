@@ -4,7 +4,9 @@ keyed by their parameters, and cap their pool sizes for ``--tiny``."""
 from __future__ import annotations
 
 import json
+import os
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -38,8 +40,18 @@ def generate_once(folder: Path, record: Mapping[str, Any],
     folder.mkdir(parents=True, exist_ok=True)
     store = ImageStore(array)
     store.save(images_path)
-    tmp = table_path.with_suffix(".tmp")
-    frame.to_csv(tmp, index=False)
-    tmp.replace(table_path)
-    (folder / "params.json").write_text(json.dumps({**record, "seconds": time.perf_counter() - t0}, indent=2))
+    _atomic_write(folder / "params.json",
+                  lambda tmp: tmp.write_text(json.dumps({**record, "seconds": time.perf_counter() - t0}, indent=2)))
+    _atomic_write(table_path, lambda tmp: frame.to_csv(tmp, index=False))  # last: its presence means complete
     return frame, store
+
+
+def _atomic_write(path: Path, write: Callable[[Path], Any]) -> None:
+    """``write(tmp)`` to a temporary name unique to this writer, then rename it to ``path`` (concurrent
+    generators of the same folder each write their own file; the last rename wins with identical content)."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.partial")
+    try:
+        write(tmp)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)

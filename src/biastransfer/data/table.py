@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import uuid
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -110,10 +112,15 @@ class ImageStore:
             raise DataError(f"cannot read image cache {path}: {exc}") from exc
 
     def save(self, path: Path) -> None:
+        """Write the array to ``path`` atomically: a temporary file of a name unique to this writer, renamed into
+        place, so concurrent writers of the same cache never see (or leave) a partial file."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp.npy")
-        np.save(tmp, np.ascontiguousarray(self.array))
-        tmp.replace(path)
+        tmp = path.with_name(f"{path.stem}.{os.getpid()}.{uuid.uuid4().hex[:8]}.partial.npy")
+        try:
+            np.save(tmp, np.ascontiguousarray(self.array))
+            tmp.replace(path)
+        finally:
+            tmp.unlink(missing_ok=True)
 
     def __len__(self) -> int:
         return self.array.shape[0]
