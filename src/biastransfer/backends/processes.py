@@ -5,13 +5,16 @@ exactly one job per worker in flight, so no worker waits at a phase boundary: wh
 other workers already search and run for the bases that are ready (and for scratch, which needs none). Every
 worker keeps its own :class:`~biastransfer.backends.workspace.Workspace` (datasets decoded once per process;
 trained bases reach it through the shared cache folder). Only the order of work changes; every job computes the
-same thing as in-process.
+same thing as in-process. A worker exits by itself when the main process dies, however it dies.
 """
 
 from __future__ import annotations
 
 import heapq
 import multiprocessing
+import os
+import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from typing import Any
@@ -25,7 +28,21 @@ from biastransfer.backends.workspace import Workspace
 _WORKER: dict[str, Workspace] = {}
 
 
-def _init(resources: Resources, threads: int) -> None:
+ORPHAN_POLL_SECONDS = 1.0
+"""How often a worker checks that the process that started it is still alive."""
+
+
+def _exit_with_parent(parent: int, poll: float = ORPHAN_POLL_SECONDS) -> None:
+    """Exit this worker as soon as its parent is gone (its parent pid changes when the parent dies): a main process
+    killed by SIGTERM or SIGKILL never leaves workers running with datasets in memory and the store's folder in
+    use. Runs in a daemon thread."""
+    while os.getppid() == parent:
+        time.sleep(poll)
+    os._exit(1)
+
+
+def _init(resources: Resources, threads: int, parent: int) -> None:
+    threading.Thread(target=_exit_with_parent, args=(parent,), name="exit-with-parent", daemon=True).start()
     torch.set_num_threads(threads)
     _WORKER["workspace"] = Workspace(resources)
 
@@ -86,7 +103,7 @@ class Processes(Backend):
         super().__init__(resources, workers)
         threads = max(1, torch.get_num_threads() // workers)
         self.pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                        initializer=_init, initargs=(resources, threads))
+                                        initializer=_init, initargs=(resources, threads, os.getpid()))
 
     def run(self, jobs: list[Job]) -> Iterator[tuple[Job, Outcome]]:
         products: dict[str, Any] = {}
