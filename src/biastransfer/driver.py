@@ -21,8 +21,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from biastransfer.backends import BACKENDS, JOB_KINDS, Backend, Resources
 from biastransfer.backends.workspace import Workspace
+from biastransfer.config import ConfigError
 from biastransfer.paths import default_cache_dir
-from biastransfer.plan import Study, plan_jobs, preflight, resolve_roles, search_record
+from biastransfer.plan import Study, parse_study, plan_jobs, preflight, resolve_roles, search_record
 from biastransfer.store.lock import folder_lock
 from biastransfer.store.sqlite import ResultStore
 
@@ -181,6 +182,23 @@ def _drive(store: ResultStore, runner: Backend, jobs: list, console: Console, qu
     finally:
         runner.close()
     return trainings
+
+
+def split_runs(store: ResultStore) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The folder's finished runs that belong to its current study (the one stored by the last ``run``: the keys
+    of its expansion), and the others: runs of an earlier version of the study (another lr grid, other epochs …)
+    that must not be pooled with the current ones as extra seeds. Without a stored study, or when it no longer
+    validates here (a checkpoint file moved …), every run counts as current."""
+    runs = store.runs()
+    stored = store.get_meta("study")
+    if not stored:
+        return runs, []
+    try:
+        keys = {spec.key for spec in parse_study(stored, "the stored study").expand()}
+    except (ConfigError, ValueError, KeyError, FileNotFoundError) as exc:
+        log.warning("cannot expand the stored study (%s); every run in %s is reported", exc, store.path)
+        return runs, []
+    return [r for r in runs if r["key"] in keys], [r for r in runs if r["key"] not in keys]
 
 
 def upgrade(out_dir: Path, study: Study, *, cache_dir: Path | None = None) -> int:

@@ -122,20 +122,33 @@ def _base_pools(stored: list[dict]) -> dict[str, dict]:
     return out
 
 
+def _left_out(others: list[dict], study: str) -> str:
+    """What a report or export says of the folder's runs that are not part of its current study."""
+    blocks = sorted({str(r["spec"].get("experiment", "?")) for r in others})
+    return (f"{len(others)} run(s) in this folder are not part of the current study {study!r} (an earlier version "
+            f"of it, blocks {', '.join(blocks)}): they are kept in results.db but left out, never pooled with the "
+            f"current runs (export --all includes them)")
+
+
 def _report(out_dir: Path, quiet: bool) -> Path:
+    from biastransfer.driver import split_runs
     from biastransfer.report.page import build_report
     from biastransfer.store.export import hparams_frame, runs_frame
     from biastransfer.versions import package_versions
 
     store = _open(out_dir)
-    runs, hparams = runs_frame(store), hparams_frame(store)
+    stored, others = split_runs(store)
+    runs, hparams = runs_frame(store, stored), hparams_frame(store)
     study = store.get_meta("study") or {}
     last = store.get_meta("last_run") or {}
-    stored = store.runs()
     provenance = {"versions": package_versions(), "study_yaml": store.get_meta("study_yaml", ""),
                   "data_hash": sorted({r["provenance"].get("data_hash", "") for r in stored}),
                   "seeds": sorted(set(runs["seed"].tolist())), "base_roles": store.get_meta("roles") or {},
                   "bases": _base_pools(stored), "last_run": last}
+    if others:
+        provenance["runs left out"] = _left_out(others, study.get("name", "?"))
+        if not quiet:
+            err.print(f"[yellow]note:[/] {provenance['runs left out']}")
     store.close()
     if runs.empty:
         _fail(f"no finished runs in {out_dir}; nothing to report")
@@ -238,14 +251,21 @@ def export(
     fmt: Annotated[str, typer.Option("--format", "-f", help="csv or parquet.")] = "csv",
     output: Annotated[Path | None, typer.Option("--output", "-o", help="File to write (default DIR/runs.FMT).")]
     = None,
+    all_runs: Annotated[bool, typer.Option("--all", help="Also the runs that are not part of the folder's current "
+                                                         "study (earlier versions of it).")] = False,
 ) -> None:
-    """Export one tidy row per run (experiment, task, base, intervention, level, seed, metrics, ...)."""
+    """Export one tidy row per run of the folder's current study (experiment, task, base, intervention, level,
+    seed, metrics, ...)."""
+    from biastransfer.driver import split_runs
     from biastransfer.store.export import runs_frame
 
     if fmt not in ("csv", "parquet"):
         _fail(f"--format must be 'csv' or 'parquet', got {fmt!r}")
     store = _open(out_dir)
-    frame = runs_frame(store)
+    current, others = split_runs(store)
+    frame = runs_frame(store, current + others if all_runs else current)
+    if others and not all_runs:
+        err.print(f"[yellow]note:[/] {_left_out(others, (store.get_meta('study') or {}).get('name', '?'))}")
     store.close()
     target = output or out_dir / f"runs.{fmt}"
     if fmt == "csv":

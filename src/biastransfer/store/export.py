@@ -63,11 +63,13 @@ def frame_of(runs: list[dict[str, Any]], study: str, roles: dict[str, str],
     return _typed(pd.DataFrame(rows, columns=[c.name for c in columns]), columns)
 
 
-def runs_frame(store: ResultStore) -> pd.DataFrame:
-    """One tidy row per finished run (see the module docstring for the columns)."""
+def runs_frame(store: ResultStore, runs: list[dict[str, Any]] | None = None) -> pd.DataFrame:
+    """One tidy row per finished run (see the module docstring for the columns); ``runs`` (stored runs) restricts
+    it to those (default: every run in the store)."""
     study = store.get_meta("study") or {}
     blocks = {str(b.get("name")): b for b in study.get("experiments", []) if isinstance(b, dict)}
-    return frame_of(store.runs(), study.get("name", ""), store.get_meta("roles") or {}, blocks)
+    return frame_of(store.runs() if runs is None else runs, study.get("name", ""), store.get_meta("roles") or {},
+                    blocks)
 
 
 def hparams_frame(store: ResultStore) -> pd.DataFrame:
