@@ -142,6 +142,13 @@ class StudyConfig(_Strict):
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     experiments: list[ExperimentConfig]
 
+    @field_validator("experiments")
+    @classmethod
+    def _some_experiments(cls, v: list[ExperimentConfig]) -> list[ExperimentConfig]:
+        if not v:
+            raise ValueError("a study needs at least one experiment block (an empty list runs nothing)")
+        return v
+
     @model_validator(mode="after")
     def _unique_names(self) -> StudyConfig:
         names = [e.name for e in self.experiments]
@@ -199,6 +206,22 @@ def read_yaml(path: Path) -> tuple[Any, str]:
         raise ConfigError(f"study file not found: {path}")
     text = path.read_text()
     try:
-        return yaml.safe_load(text), text
+        return yaml.load(text, Loader=_UniqueKeyLoader), text  # a SafeLoader that refuses duplicate keys
     except yaml.YAMLError as exc:
         raise ConfigError(f"study file {path} is not valid YAML: {exc}") from None
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """The safe loader, refusing a mapping that gives a key twice (plain YAML keeps the last one silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, Any] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    "while reading a mapping", node.start_mark,
+                    f"the key {key!r} is given twice (first at line {seen[key].line + 1}); keep one",
+                    key_node.start_mark)
+            seen[key] = key_node.start_mark
+        return super().construct_mapping(node, deep=deep)

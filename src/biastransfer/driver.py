@@ -111,6 +111,8 @@ def run_study(study: Study, out_dir: Path, *, device: torch.device, cache_dir: P
     :class:`~biastransfer.store.lock.FolderBusyError`, or is waited for with ``wait``. The study is written to
     the store only once preflight has passed, so a study that fails it leaves a finished folder as it was.
     """
+    if max_runs is not None and (isinstance(max_runs, bool) or max_runs < 1):
+        raise ValueError(f"max_runs must be a positive number of runs, got {max_runs} (leave it out to run them all)")
     console = console or Console(stderr=True, quiet=quiet)
     with folder_lock(Path(out_dir), wait=wait,
                      on_wait=lambda holder: console.print(f"Waiting for {holder} to finish with {out_dir} …")):

@@ -197,7 +197,7 @@ def run(
     device: Device = "auto",
     cache_dir: CacheDir = None,
     quiet: Quiet = False,
-    max_runs: Annotated[int | None, typer.Option(help="Stop after this many new runs (rerun to continue).")]
+    max_runs: Annotated[int | None, typer.Option(min=1, help="Stop after this many new runs (rerun to continue).")]
     = None,
     no_report: Annotated[bool, typer.Option("--no-report", help="Do not write report.html at the end.")] = False,
     workers: Workers = "auto",
