@@ -8,6 +8,7 @@ kinds) and validates each block against its experiment plugin's own schema.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -104,9 +105,12 @@ class EvaluationConfig(_Strict):
     def _policy(cls, v: str | float) -> str | float:
         if isinstance(v, str) and v not in ("val", "val-unweighted", "test"):
             try:
-                return float(v)
+                v = float(v)
             except ValueError:
                 raise ValueError("allowed: 'val', 'val-unweighted', 'test' or a number") from None
+        if isinstance(v, float) and not math.isfinite(v):
+            raise ValueError(f"a fixed threshold must be a finite number, got {v}; allowed: 'val', "
+                             f"'val-unweighted', 'test' or a number")
         return v
 
 
@@ -204,7 +208,13 @@ def read_yaml(path: Path) -> tuple[Any, str]:
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"study file not found: {path}")
-    text = path.read_text()
+    if path.is_dir():
+        raise ConfigError(f"{path} is a folder, not a study file: name a YAML file (or a bundled study by name)")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"study file {path} is not UTF-8 text ({exc.reason} at byte {exc.start}); save it as "
+                          f"UTF-8") from None
     try:
         return yaml.load(text, Loader=_UniqueKeyLoader), text  # a SafeLoader that refuses duplicate keys
     except yaml.YAMLError as exc:

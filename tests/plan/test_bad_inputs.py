@@ -49,3 +49,53 @@ def test_max_runs_must_be_positive(max_runs: int, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="max_runs must be a positive number"):
         run_study(parse_study(tiny_study_dict()), tmp_path / "out2", device=torch.device("cpu"), quiet=True,
                   max_runs=max_runs)
+
+
+@pytest.mark.parametrize("threshold", ["nan", "inf", float("nan")])
+def test_a_fixed_threshold_must_be_finite(threshold) -> None:
+    study = tiny_study_dict()
+    study["evaluation"]["threshold"] = threshold
+    with pytest.raises(ConfigError, match=r"evaluation\.threshold.*finite number"):
+        parse_study(study)
+
+
+STUDY_PATHS = {
+    "a folder": (lambda p: p.mkdir(), "is a folder, not a study file"),
+    "not UTF-8": (lambda p: p.write_bytes("name: caf\xe9\n".encode("latin-1")), "is not UTF-8 text"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(STUDY_PATHS))
+def test_study_paths_that_are_not_study_files(case: str, tmp_path: Path) -> None:
+    make, message = STUDY_PATHS[case]
+    path = tmp_path / "study.yaml"
+    make(path)
+    result = CliRunner().invoke(app, ["run", str(path), "--out", str(tmp_path / "out"), "--quiet"])
+    said = " ".join(result.output.split())
+    assert result.exit_code != 0 and message in said and "Traceback" not in said, said
+
+
+STORES = {
+    "empty (0 bytes)": (b"", "is empty (0 bytes), not a results store"),
+    "not sqlite": (b"this is not a database, just text\n" * 200, "is malformed"),
+}
+
+
+@pytest.mark.parametrize("command", ["report", "export"])
+@pytest.mark.parametrize("case", sorted(STORES))
+def test_report_and_export_name_a_broken_store_and_leave_it(command: str, case: str, tmp_path: Path) -> None:
+    content, message = STORES[case]
+    (tmp_path / "results.db").write_bytes(content)
+    result = CliRunner().invoke(app, [command, str(tmp_path)])
+    said = " ".join(result.output.split())
+    assert result.exit_code != 0 and message in said and "Traceback" not in said, said
+    assert (tmp_path / "results.db").read_bytes() == content  # not re-created or changed
+
+
+def test_export_to_a_folder_is_refused(tmp_path: Path, cache_dir: Path) -> None:
+    run_study(parse_study(tiny_study_dict()), tmp_path / "out", device=torch.device("cpu"), cache_dir=cache_dir,
+              quiet=True, max_runs=1)
+    (tmp_path / "folder").mkdir()
+    result = CliRunner().invoke(app, ["export", str(tmp_path / "out"), "-o", str(tmp_path / "folder")])
+    said = " ".join(result.output.split())
+    assert result.exit_code != 0 and "is a folder: give a file to write" in said and "Traceback" not in said

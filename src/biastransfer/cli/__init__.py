@@ -268,6 +268,8 @@ def export(
         err.print(f"[yellow]note:[/] {_left_out(others, (store.get_meta('study') or {}).get('name', '?'))}")
     store.close()
     target = output or out_dir / f"runs.{fmt}"
+    if target.is_dir():
+        _fail(f"-o {target} is a folder: give a file to write, e.g. {target / f'runs.{fmt}'}")
     if fmt == "csv":
         frame.to_csv(target, index=False)
     else:

@@ -95,12 +95,25 @@ class ResultStore:
 
     @classmethod
     def open_existing(cls, folder: Path, *, check: bool = True) -> ResultStore:
-        """An existing store; FileNotFoundError when absent and, with ``check``, StoreLayoutError when its
-        layout is not this version's (see :meth:`check_layout`)."""
-        if not (Path(folder) / cls.FILENAME).exists():
+        """An existing store; FileNotFoundError when absent, StoreLayoutError when it is empty (it is not
+        re-created), unreadable or fails sqlite's ``quick_check``, and, with ``check``, when its layout is not this
+        version's (see :meth:`check_layout`)."""
+        path = Path(folder) / cls.FILENAME
+        if not path.exists():
             raise FileNotFoundError(f"no results in {folder}: {cls.FILENAME} is missing (run a study first with "
                                     f"'biastransfer run STUDY.yaml --out {folder}')")
-        store = cls(folder)
+        if path.is_dir() or path.stat().st_size == 0:
+            raise StoreLayoutError(f"{path} is {'a folder' if path.is_dir() else 'empty (0 bytes)'}, not a results "
+                                   f"store: it is left as it is; rerun the study into this folder or another one")
+        try:
+            store = cls(folder)
+        except ValueError as exc:
+            raise StoreLayoutError(f"{path} is malformed: {exc.__cause__ or exc}") from None
+        problem = store._conn.execute("PRAGMA quick_check").fetchone()[0]
+        if problem != "ok":
+            store.close()
+            raise StoreLayoutError(f"{path} is malformed (sqlite quick_check: {problem}); restore it from a copy or "
+                                   f"rerun the study into a new folder")
         if check:
             try:
                 store.check_layout()
