@@ -99,3 +99,22 @@ def test_export_to_a_folder_is_refused(tmp_path: Path, cache_dir: Path) -> None:
     result = CliRunner().invoke(app, ["export", str(tmp_path / "out"), "-o", str(tmp_path / "folder")])
     said = " ".join(result.output.split())
     assert result.exit_code != 0 and "is a folder: give a file to write" in said and "Traceback" not in said
+
+
+PREDICTIONS = {
+    "empty file": ("", "is empty: it has no header and no rows"),
+    "header only": ("label,score,group\n", "has no rows (only its header: label, score, group)"),
+    "an infinite score": ("label,score,group\n1,0.9,0\n0,inf,1\n1,0.2,1\n0,0.1,0\n",
+                          "score column 'score' has 1 infinite value(s) (first at data row 2: inf)"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(PREDICTIONS))
+def test_evaluate_names_predictions_files_it_cannot_use(case: str, tmp_path: Path) -> None:
+    text, message = PREDICTIONS[case]
+    path = tmp_path / "predictions.csv"
+    path.write_text(text)
+    result = CliRunner().invoke(app, ["evaluate", str(path), "--label", "label", "--score", "score", "--group",
+                                      "group", "--threshold", "test"])
+    said = " ".join(result.output.split())
+    assert result.exit_code != 0 and message in said and "Traceback" not in said, said

@@ -131,9 +131,14 @@ def _read_csv(path: Path) -> pd.DataFrame:
     if not path.is_file():
         raise AuditError(f"predictions file not found: {path}")
     try:
-        return pd.read_csv(path)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        frame = pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        raise AuditError(f"{path} is empty: it has no header and no rows") from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise AuditError(f"cannot read {path} as CSV: {exc}") from None
+    if frame.empty:
+        raise AuditError(f"{path} has no rows (only its header: {', '.join(map(str, frame.columns))})")
+    return frame
 
 
 def _column(frame: pd.DataFrame, column: str, role: str, source: str) -> pd.Series:
@@ -164,7 +169,12 @@ def _scores(series: pd.Series, column: str) -> NDArray[np.float64]:
     if numeric.isna().any():
         bad = sorted({str(v) for v in series[numeric.isna()].unique()})
         raise AuditError(f"score column {column!r} must be numeric; found: {_shown(bad)}")
-    return numeric.to_numpy(dtype=float)
+    values = numeric.to_numpy(dtype=float)
+    infinite = np.flatnonzero(~np.isfinite(values))
+    if infinite.size:
+        raise AuditError(f"score column {column!r} has {infinite.size} infinite value(s) (first at data row "
+                         f"{infinite[0] + 1}: {values[infinite[0]]}); scores must be finite (clip or drop them)")
+    return values
 
 
 def _groups(series: pd.Series, column: str) -> tuple[NDArray[np.int64], tuple[str, str]]:
