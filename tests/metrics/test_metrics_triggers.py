@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from scipy.spatial.distance import cityblock
 
@@ -55,7 +55,9 @@ def test_prediction_shift_is_half_the_l1_distance_of_the_histograms() -> None:
         prediction_shift([0, 3], [0, 0], 3)
 
 
+@settings(deadline=None)
 @given(st.lists(st.tuples(st.integers(0, 4), st.integers(0, 4), st.integers(0, 4)), min_size=1, max_size=60))
+@example(rows=[(0, 1, 0), (0, 1, 3), (0, 2, 0), (0, 2, 0), (0, 2, 0)])  # float TV once came out 1 + 2e-16
 def test_metrics_match_their_definitions_on_random_predictions(rows: list[tuple[int, int, int]]) -> None:
     y, p, q = (np.array(c) for c in zip(*rows, strict=True))
     correct = p == y

@@ -85,9 +85,10 @@ def prediction_shift(clean: ArrayLike, triggered: ArrayLike, num_classes: int) -
         return _ratio(0, 0, "the prediction shift: no test images")
     if min(p.min(), q.min()) < 0 or max(p.max(), q.max()) >= num_classes:
         raise ValueError(f"predictions must be class indices in [0, {num_classes})")
-    hist_p = np.bincount(p, minlength=num_classes) / p.size
-    hist_q = np.bincount(q, minlength=num_classes) / q.size
-    return float(0.5 * np.abs(hist_p - hist_q).sum())
+    counts_p = np.bincount(p, minlength=num_classes)
+    counts_q = np.bincount(q, minlength=num_classes)
+    # integer counts: exact numerator, so the result never leaves [0, 1] by float rounding
+    return float(np.abs(counts_p - counts_q).sum() / (2 * p.size))
 
 
 def clean_accuracy(labels: ArrayLike, clean: ArrayLike) -> float:
