@@ -240,7 +240,8 @@ def test_the_ordering_holds_only_when_every_paired_interval_is_above_zero() -> N
 def test_a_planted_source_is_set_against_a_control_source_paired_by_seed() -> None:
     planted = _runs({"fixed_feature": [0.8, 0.7, 0.9], "full": [0.1, 0.2, 0.1]}).assign(source_rate=1.0)
     control = _runs({"fixed_feature": [0.2, 0.1, 0.3], "full": [0.1, 0.2, 0.1]}).assign(
-        source_base="ctl", source_rate=0.0, experiment="control")
+        source_base="ctl", source_rate=0.0, experiment="control"
+    )
     scratch = _runs({"scratch": [0.0, 0.1, 0.0]}).assign(source_rate=math.nan)
     found = {c.mode: c for c in control_contrasts(pd.concat([planted, control, scratch]))}
     assert set(found) == {"fixed_feature", "full"}  # scratch has no source rate; blocks may differ
@@ -374,7 +375,7 @@ def test_report_golden(kind_report) -> None:
                             "2",
                             "0.015 [-0.172, 0.202]",
                             "0.308 [-0.009, 0.626]",
-                            "0.012 [-0.040, 0.065]",
+                            "0.013 [-0.040, 0.065]",
                         ],
                         [
                             "trigger_transfer",
@@ -461,7 +462,7 @@ def test_report_golden(kind_report) -> None:
                             "2",
                             "0.015 [-0.172, 0.202]",
                             "—",
-                            "0.012 [-0.040, 0.065]",
+                            "0.013 [-0.040, 0.065]",
                             "0.308 [-0.009, 0.626]",
                             "0.304 [-0.066, 0.675]",
                         ],
