@@ -340,3 +340,25 @@ def test_seeded_split_helpers() -> None:
     carved = carve(np.array(["train"] * 10 + ["test"] * 5, dtype=object), "train", {"pretrain": 0.5},
                    seed=0, dataset="d")
     assert int((carved == "pretrain").sum()) == 5 and int((carved == "test").sum()) == 5
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("", "is empty: it has no header and no rows"),
+    ("path,split,female,smiling\n", r"has no rows \(only its header: path, split, female, smiling\)"),
+])
+def test_a_manifest_without_rows_is_named(text: str, message: str, tmp_path: Path) -> None:
+    root = tmp_path / "m"
+    root.mkdir()
+    (root / "manifest.csv").write_text(text)
+    with pytest.raises(DataError, match=message):
+        load("manifest", root, tmp_path, sensitive="female")
+
+
+def test_a_manifest_column_that_is_not_binary_is_not_a_task_and_is_named(
+        manifest_root: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    csv = manifest_root / "manifest.csv"
+    csv.write_text(csv.read_text().replace("imgs/2.png,train,1,0,", "imgs/2.png,train,1,0,maybe"))
+    with caplog.at_level("WARNING"):
+        data = load("manifest", manifest_root, tmp_path, sensitive="female")
+    assert data.table.tasks == ("smiling",)
+    assert "column(s) 'hat' hold values other than 0/1" in caplog.text

@@ -8,6 +8,7 @@ it the rows are split at random (seeded). ``pretrain_share`` moves a seeded shar
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -29,6 +30,8 @@ MANIFEST = "manifest.csv"
 _TRUE = {"1", "1.0", "true", "yes"}
 _FALSE = {"0", "0.0", "false", "no"}
 _UNKNOWN = {"", "-1", "-1.0", "nan", "none"}
+
+log = logging.getLogger(__name__)
 
 
 def binary_column(values: pd.Series, column: str, csv_path: Path) -> np.ndarray:
@@ -69,8 +72,15 @@ class Manifest(DatasetSource):
         csv_path = root if root.is_file() else root / str(opts["csv"])
         if not csv_path.is_file():
             raise DataError(f"dataset 'manifest': missing metadata file {csv_path}")
-        meta = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
+        try:
+            meta = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
+        except pd.errors.EmptyDataError:
+            raise DataError(f"dataset 'manifest': {csv_path} is empty: it has no header and no rows") from None
+        except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+            raise DataError(f"dataset 'manifest': cannot read {csv_path} as CSV: {exc}") from None
         available = ", ".join(map(str, meta.columns))
+        if meta.empty:
+            raise DataError(f"dataset 'manifest': {csv_path} has no rows (only its header: {available})")
 
         def need(column: str, param: str) -> str:
             if column not in meta.columns:
@@ -91,6 +101,11 @@ class Manifest(DatasetSource):
         reserved = {path_col, sens_col, *([split_col] if split_col else [])}
         if opts["labels"] is None:
             labels = [c for c in meta.columns if c not in reserved and _is_binary(meta[c])]
+            skipped = [c for c in meta.columns if c not in reserved and c not in labels]
+            if skipped:
+                log.warning("dataset 'manifest': %s: column(s) %s hold values other than 0/1 (or empty/-1) and are "
+                            "not used as tasks; name a column in the parameter 'labels' to see which value is "
+                            "wrong", csv_path, ", ".join(map(repr, skipped)))
         else:
             labels = [need(str(c), "labels") for c in as_list(opts["labels"])]
         if not labels:
