@@ -97,9 +97,17 @@ class Levels(BlockSchema):
         return _check_level(v, "the test level")
 
 
-class InterventionRef(BaseModel):
-    """An intervention of a block: its registered name and typed options (``collect`` or
-    ``{name: subselect, start_level: 0.8}`` in a study file)."""
+def keep_ends(block: dict[str, Any], field: str) -> dict[str, Any]:
+    """``block`` (a raw block mapping, for ``--tiny``) with the list ``field`` cut to its first and last entries."""
+    values = block.get(field)
+    if isinstance(values, list) and len(values) > 2:
+        block[field] = [values[0], values[-1]]
+    return block
+
+
+class NamedRef(BaseModel):
+    """A registered entry named in a block with its options: a bare name (``collect``) or a mapping
+    (``{name: subselect, start_level: 0.8}``); subclasses check the name and options against their registry."""
 
     model_config = ConfigDict(extra="allow", frozen=True)
     name: str
@@ -109,6 +117,14 @@ class InterventionRef(BaseModel):
     def _from_name(cls, v: Any) -> Any:
         return {"name": v} if isinstance(v, str) else v
 
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class InterventionRef(NamedRef):
+    """An intervention of a block: its registered name and typed options (``collect`` or
+    ``{name: subselect, start_level: 0.8}`` in a study file)."""
+
     @model_validator(mode="after")
     def _registered(self) -> InterventionRef:
         try:
@@ -116,9 +132,6 @@ class InterventionRef(BaseModel):
         except UnknownNameError as exc:
             raise ValueError(str(exc)) from None
         return self
-
-    def options(self) -> dict[str, Any]:
-        return dict(self.model_extra or {})
 
 
 class Interventions(BlockSchema):

@@ -45,7 +45,7 @@ from biastransfer.experiments.base import (
 from biastransfer.experiments.domain_mixture.analysis import catch_up
 from biastransfer.experiments.domain_mixture.plot import mixture_plot
 from biastransfer.experiments.finetuning import finetune, grid_search, hparam_seed, score
-from biastransfer.experiments.grid import FixedSizes, Seeds
+from biastransfer.experiments.grid import FixedSizes, Seeds, keep_ends
 from biastransfer.interventions.base import InfeasibleSelectionError, Pool
 from biastransfer.interventions.domain import DomainShare
 from biastransfer.metrics.multiclass import top_k_accuracy
@@ -188,11 +188,7 @@ class DomainMixture(Experiment):
     @classmethod
     def tiny_block(cls, block: dict[str, Any]) -> dict[str, Any]:
         """The default shrink, and at most two shares (the first and the last)."""
-        out = super().tiny_block(block)
-        shares = out.get("shares")
-        if isinstance(shares, list) and len(shares) > 2:
-            out["shares"] = [shares[0], shares[-1]]
-        return out
+        return keep_ends(super().tiny_block(block), "shares")
 
     def expand(self, name: str, block: DomainMixtureBlock, study: StudyDefaults) -> list[RunSpec]:
         options = block.options.model_dump()

@@ -39,7 +39,7 @@ from biastransfer.experiments.base import (
     Verdict,
 )
 from biastransfer.experiments.finetuning import finetune, grid_search, hparam_seed, score
-from biastransfer.experiments.grid import FixedSizes, Seeds
+from biastransfer.experiments.grid import FixedSizes, NamedRef, Seeds, keep_ends
 from biastransfer.experiments.trigger_transfer.analysis import SCRATCH, control_contrasts, orderings
 from biastransfer.experiments.trigger_transfer.plot import mode_order, trigger_plot
 from biastransfer.experiments.trigger_transfer.sets import draw_sets, target_task, triggered_data
@@ -54,17 +54,9 @@ TINY_TEST = 200
 """Test images of a ``--tiny`` run."""
 
 
-class ModeRef(BaseModel):
+class ModeRef(NamedRef):
     """A transfer mode of a block: ``scratch`` (a random initialisation trained on the same sets) or a registered
     transfer mode with its options (``full``, ``{name: fixed_feature, update_bn: true}``)."""
-
-    model_config = ConfigDict(extra="allow", frozen=True)
-    name: str
-
-    @model_validator(mode="before")
-    @classmethod
-    def _from_name(cls, v: Any) -> Any:
-        return {"name": v} if isinstance(v, str) else v
 
     @model_validator(mode="after")
     def _registered(self) -> ModeRef:
@@ -77,9 +69,6 @@ class ModeRef(BaseModel):
                              f"{', '.join(TRANSFER_MODES.names())}")
         get_transfer_mode(self.name, **self.options())
         return self
-
-    def options(self) -> dict[str, Any]:
-        return dict(self.model_extra or {})
 
     def label(self) -> str:
         """The mode's name in tables: the name, with its options that differ from the mode's defaults."""
@@ -219,10 +208,7 @@ class TriggerTransfer(Experiment):
     @classmethod
     def tiny_block(cls, block: dict[str, Any]) -> dict[str, Any]:
         """The default shrink, at most two rates (the first and the last) and at most 200 test images."""
-        out = super().tiny_block(block)
-        rates = out.get("rates")
-        if isinstance(rates, list) and len(rates) > 2:
-            out["rates"] = [rates[0], rates[-1]]
+        out = keep_ends(super().tiny_block(block), "rates")
         options = out.get("options")
         if options is None or isinstance(options, dict):
             options = dict(options or {})
