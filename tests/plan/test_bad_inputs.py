@@ -3,18 +3,49 @@ no traceback. One parametrised test per family, so the list only grows."""
 
 from __future__ import annotations
 
+import logging
+import os
+import shutil
+import sqlite3
+import tempfile
 from pathlib import Path
 
+import numpy as np
+import PIL.Image
 import pytest
 import torch
 import yaml
 from typer.testing import CliRunner
 
+import biastransfer.data.adapters  # noqa: F401  (registers the adapters)
 from biastransfer.cli import app
 from biastransfer.config import ConfigError, read_yaml
+from biastransfer.data.registry import load_dataset
+from biastransfer.data.table import DataError
 from biastransfer.driver import run_study
 from biastransfer.plan import parse_study
+from biastransfer.store.sqlite import ResultStore, StoreLayoutError
 from tiny_study import tiny_study_dict
+
+RELEASE_01 = Path(__file__).parents[1] / "store" / "fixtures" / "release-0.1"
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Path:
+    """A results folder with 2 finished runs of the tiny study (copy it before changing it)."""
+    out = tmp_path_factory.mktemp("finished") / "out"
+    run_study(parse_study(tiny_study_dict()), out, device=torch.device("cpu"), cache_dir=cache_dir, quiet=True,
+              max_runs=2)
+    return out
+
+
+def _sqlite_bytes(sql: str) -> bytes:
+    """The bytes of an SQLite file made by ``sql`` (a valid database that is not a results store)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        conn = sqlite3.connect(Path(tmp) / "x.db")
+        conn.executescript(sql)
+        conn.close()
+        return (Path(tmp) / "x.db").read_bytes()
 
 STUDY_FILES = {
     "no experiment blocks": ("name: x\nexperiments: []\n", "at least one experiment block"),
@@ -78,6 +109,11 @@ def test_study_paths_that_are_not_study_files(case: str, tmp_path: Path) -> None
 STORES = {
     "empty (0 bytes)": (b"", "is empty (0 bytes), not a results store"),
     "not sqlite": (b"this is not a database, just text\n" * 200, "is malformed"),
+    "an SQLite file of something else": (_sqlite_bytes("CREATE TABLE notes (x TEXT); INSERT INTO notes VALUES ('a');"),
+                                         "is an SQLite file but not a results store of biastransfer (no table runs, "
+                                         "artifacts, hparams, meta); it is left as it is"),
+    "a release-0.1 folder not upgraded": ((RELEASE_01 / "results.db").read_bytes(),
+                                          "was written by biastransfer 0.1: run 'biastransfer upgrade"),
 }
 
 
@@ -92,13 +128,173 @@ def test_report_and_export_name_a_broken_store_and_leave_it(command: str, case: 
     assert (tmp_path / "results.db").read_bytes() == content  # not re-created or changed
 
 
-def test_export_to_a_folder_is_refused(tmp_path: Path, cache_dir: Path) -> None:
-    run_study(parse_study(tiny_study_dict()), tmp_path / "out", device=torch.device("cpu"), cache_dir=cache_dir,
-              quiet=True, max_runs=1)
+def test_export_to_a_folder_is_refused(tmp_path: Path, finished: Path) -> None:
     (tmp_path / "folder").mkdir()
-    result = CliRunner().invoke(app, ["export", str(tmp_path / "out"), "-o", str(tmp_path / "folder")])
+    result = CliRunner().invoke(app, ["export", str(finished), "-o", str(tmp_path / "folder")])
     said = " ".join(result.output.split())
     assert result.exit_code != 0 and "is a folder: give a file to write" in said and "Traceback" not in said
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+def _pending_wal(finished: Path, folder: Path) -> None:
+    """``folder``: a copy of ``finished`` as a killed ``run`` leaves it: one run deleted in results.db-wal, not yet
+    checkpointed into results.db (copied while the writing connection is open)."""
+    shutil.copytree(finished, folder)
+    conn = sqlite3.connect(folder / "results.db", isolation_level=None)
+    conn.execute("PRAGMA wal_autocheckpoint=0")
+    key = conn.execute("SELECT key FROM runs ORDER BY rowid LIMIT 1").fetchone()[0]
+    conn.execute("DELETE FROM artifacts WHERE key = ?", (key,))
+    conn.execute("DELETE FROM runs WHERE key = ?", (key,))
+    snapshot = folder.with_name(folder.name + "-snapshot")
+    snapshot.mkdir()
+    for name in ("results.db", "results.db-wal", "results.db-shm"):
+        shutil.copy(folder / name, snapshot / name)
+    conn.close()
+    shutil.rmtree(folder)
+    snapshot.rename(folder)
+    assert (folder / "results.db-wal").stat().st_size > 0
+
+
+def _not_writable(monkeypatch: pytest.MonkeyPatch, folder: Path) -> None:
+    """``os.access`` says ``folder`` is not writable, as on read-only media (chmod blocks nothing for root)."""
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode, **kw: False if Path(path) == folder and mode & os.W_OK
+                        else real_access(path, mode, **kw))
+
+
+READ_ONLY = {  # how the folder is made -> runs export must find
+    "a finished folder": (lambda finished, folder: shutil.copytree(finished, folder), 2),
+    "a killed run's folder (pending -wal and -shm)": (_pending_wal, 1),
+}
+
+
+@pytest.mark.parametrize("case", sorted(READ_ONLY))
+def test_report_and_export_read_results_on_read_only_media(case: str, finished: Path, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """The folder and its files are made read-only (0o555/0o444). Running as root, chmod blocks nothing, so the
+    test also makes ``os.access`` say what read-only media would: the folder is not writable. Nothing in the
+    folder changes (no -shm or -wal created), and the runs of a pending write-ahead log are read."""
+    make, n_runs = READ_ONLY[case]
+    folder = tmp_path / "ro"
+    make(finished, folder)
+    before = _files(folder)
+    for p in folder.iterdir():
+        p.chmod(0o444)
+    folder.chmod(0o555)
+    _not_writable(monkeypatch, folder)
+    try:
+        result = CliRunner().invoke(app, ["export", str(folder), "-o", str(tmp_path / "runs.csv")])
+        assert result.exit_code == 0 and f"Wrote {n_runs} runs" in result.output, result.output
+        result = CliRunner().invoke(app, ["report", str(folder), "-o", str(tmp_path / "report"), "--quiet"])
+        assert result.exit_code == 0 and (tmp_path / "report" / "report.html").is_file(), result.output
+        store = ResultStore.open_existing(folder, read_only=True)
+        with pytest.raises(sqlite3.OperationalError, match="readonly"):
+            store.set_meta("x", 1)
+        store.close()
+        after = _files(folder)
+        if "results.db-shm" in before and os.geteuid() == 0:  # root writes sqlite's wal index despite 0o444
+            before.pop("results.db-shm"), after.pop("results.db-shm")
+        assert after == before  # nothing created, changed or removed
+    finally:
+        folder.chmod(0o755)
+
+
+def test_a_pending_log_without_its_shm_on_read_only_media_says_what_to_do(finished: Path, tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = tmp_path / "ro"
+    _pending_wal(finished, folder)
+    (folder / "results.db-shm").unlink()
+    _not_writable(monkeypatch, folder)
+    result = CliRunner().invoke(app, ["export", str(folder), "-o", str(tmp_path / "runs.csv")])
+    said = " ".join(result.output.split())
+    assert result.exit_code != 0 and "Traceback" not in said, said
+    assert "its latest runs are in results.db-wal" in said and "copy the folder to writable storage" in said
+
+
+def test_report_and_export_open_the_store_read_only(finished: Path, tmp_path: Path) -> None:
+    """In a writable folder too: a write through the store's connection fails (sqlite ``mode=ro``), and the
+    file's journal mode is left as it is (a 0.1 folder is not switched to WAL by reading it)."""
+    store = ResultStore.open_existing(finished, read_only=True)
+    with pytest.raises(sqlite3.OperationalError, match="readonly"):
+        store.set_meta("x", 1)
+    store.close()
+    folder = tmp_path / "release"
+    shutil.copytree(RELEASE_01, folder)
+    with pytest.raises(StoreLayoutError, match=r"written by biastransfer 0\.1"):
+        ResultStore.open_existing(folder, read_only=True)
+    conn = sqlite3.connect(folder / "results.db")
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+    conn.close()
+
+
+def test_report_to_a_file_is_refused(tmp_path: Path, finished: Path) -> None:
+    (tmp_path / "report.html").write_text("")
+    result = CliRunner().invoke(app, ["report", str(finished), "-o", str(tmp_path / "report.html")])
+    said = " ".join(result.output.split())
+    assert result.exit_code != 0 and "is a file: give a folder for report.html" in said and "Traceback" not in said
+
+
+def _images(root: Path, layout: dict[str, int | str]) -> None:
+    """``{folder: n}``: n small PNG images in root/folder; ``{folder: "name.txt"}``: one text file, no image."""
+    for folder, what in layout.items():
+        (root / folder).mkdir(parents=True, exist_ok=True)
+        if isinstance(what, str):
+            (root / folder / what).write_text("not an image")
+            continue
+        for i in range(what):
+            PIL.Image.fromarray(np.full((6, 6, 3), 30 * i, np.uint8)).save(root / folder / f"{i}.png")
+
+
+GROUPS = {"cat": 0, "dog": 1, "owl": 1}
+
+IMAGE_FOLDERS_WARNED = {  # layout -> (folders named in the warning, tasks that remain)
+    "an empty class folder": ({"cat": 3, "dog": 3, "owl": 0}, "owl/", ("cat", "dog")),
+    "a class folder without image files": ({"cat": 3, "dog": 3, "owl": "notes.txt"}, "owl/", ("cat", "dog")),
+    "an empty class folder in one split": ({"train/cat": 3, "train/dog": 3, "test/cat": 2, "test/dog": 0},
+                                           "test/dog/", ("cat", "dog")),
+    "an empty split folder": ({"train/cat": 3, "train/dog": 3, "test/cat": 2, "test/dog": 2, "val": 0}, "val/",
+                              ("cat", "dog")),
+}
+
+
+@pytest.mark.parametrize("case", sorted(IMAGE_FOLDERS_WARNED))
+def test_imagefolder_names_folders_without_images(case: str, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    layout, named, tasks = IMAGE_FOLDERS_WARNED[case]
+    _images(tmp_path / "root", layout)
+    with caplog.at_level(logging.WARNING, logger="biastransfer"):
+        data = load_dataset("imagefolder", root=tmp_path / "root", cache_dir=tmp_path / "cache", resolution=4,
+                            params={"progress": False, "workers": 1, "group_of_class": GROUPS})
+    assert data.table.tasks == tasks
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warned) == 1 and "have no image files (.jpg .jpeg .png" in warned[0], warned
+    assert warned[0].endswith(f"and are left out: {named}"), warned
+
+
+IMAGE_FOLDERS_REFUSED = {
+    "every class folder empty": ({"cat": 0, "dog": 0}, "these folders have none: cat/, dog/"),
+    "only one class with images": ({"cat": 3, "dog": 0}, "only the class 'cat' has images under"),
+    "one class folder only": ({"cat": 3}, "at least two classes need images"),
+    "the root is a file": ({}, "is a file; give the folder that holds the class folders"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(IMAGE_FOLDERS_REFUSED))
+def test_imagefolder_refuses_folders_that_leave_nothing_to_learn(case: str, tmp_path: Path) -> None:
+    layout, message = IMAGE_FOLDERS_REFUSED[case]
+    root = tmp_path / "root"
+    _images(root, layout)
+    if not layout:
+        root.write_text("not a folder")
+    with pytest.raises(DataError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        load_dataset("imagefolder", root=root, cache_dir=tmp_path / "cache", resolution=4,
+                     params={"progress": False, "group_of_class": GROUPS})
+    result = CliRunner().invoke(app, ["datasets", "check", "imagefolder", "--root", str(root), "--cache-dir",
+                                      str(tmp_path / "cache"), "-p", "group_of_class={cat: 0, dog: 1, owl: 1}"])
+    said = " ".join(result.output.split())
+    assert result.exit_code != 0 and "Traceback" not in said and message.split(";")[-1].strip() in said, said
 
 
 PREDICTIONS = {

@@ -102,15 +102,6 @@ def _run_and_report(study_path: Path, out_dir: Path, device: str, cache_dir: Pat
         _report(out_dir, quiet)
 
 
-def _open(out_dir: Path):
-    from biastransfer.store.sqlite import ResultStore, StoreLayoutError
-
-    try:
-        return ResultStore.open_existing(out_dir)
-    except (FileNotFoundError, StoreLayoutError) as exc:
-        _fail(str(exc))
-
-
 def _base_pools(stored: list[dict]) -> dict[str, dict]:
     """What the runs recorded of each trained base: its cache key and the pool it trained on (split, number of
     rows, fingerprint of the rows)."""
@@ -122,21 +113,14 @@ def _base_pools(stored: list[dict]) -> dict[str, dict]:
     return out
 
 
-def _left_out(others: list[dict], study: str) -> str:
-    """What a report or export says of the folder's runs that are not part of its current study."""
-    blocks = sorted({str(r["spec"].get("experiment", "?")) for r in others})
-    return (f"{len(others)} run(s) in this folder are not part of the current study {study!r} (an earlier version "
-            f"of it, blocks {', '.join(blocks)}): they are kept in results.db but left out, never pooled with the "
-            f"current runs (export --all includes them)")
-
-
-def _report(out_dir: Path, quiet: bool) -> Path:
+def _report(out_dir: Path, quiet: bool, target: Path | None = None) -> Path:
+    from biastransfer.cli.export import left_out, open_store
     from biastransfer.driver import split_runs
     from biastransfer.report.page import build_report
     from biastransfer.store.export import hparams_frame, runs_frame
     from biastransfer.versions import package_versions
 
-    store = _open(out_dir)
+    store = open_store(out_dir)
     stored, others = split_runs(store)
     runs, hparams = runs_frame(store, stored), hparams_frame(store)
     study = store.get_meta("study") or {}
@@ -146,14 +130,20 @@ def _report(out_dir: Path, quiet: bool) -> Path:
                   "seeds": sorted(set(runs["seed"].tolist())), "base_roles": store.get_meta("roles") or {},
                   "bases": _base_pools(stored), "last_run": last}
     if others:
-        provenance["runs left out"] = _left_out(others, study.get("name", "?"))
+        provenance["runs left out"] = left_out(others, study.get("name", "?"))
         if not quiet:
             err.print(f"[yellow]note:[/] {provenance['runs left out']}")
     store.close()
     if runs.empty:
         _fail(f"no finished runs in {out_dir}; nothing to report")
-    path = build_report(runs, out_dir, title=f"biastransfer report: {study.get('name', out_dir.name)}",
-                        hparams=hparams, provenance=provenance)
+    target = out_dir if target is None else target
+    if target.exists() and not target.is_dir():
+        _fail(f"-o {target} is a file: give a folder for report.html and plots/")
+    try:
+        path = build_report(runs, target, title=f"biastransfer report: {study.get('name', out_dir.name)}",
+                            hparams=hparams, provenance=provenance)
+    except OSError as exc:
+        _fail(f"cannot write the report into {target} ({exc.strerror or exc}): give a writable folder with -o DIR")
     if not quiet:
         err.print(f"Report: {path}")
     return path
@@ -240,41 +230,15 @@ def studies() -> None:
 def report(
     out_dir: Annotated[Path, typer.Argument(help="A study's output folder (with results.db).")],
     quiet: Quiet = False,
-) -> None:
-    """Write DIR/report.html (self-contained) and DIR/plots/*.png from the results in DIR."""
-    _report(out_dir, quiet)
-
-
-@app.command()
-def export(
-    out_dir: Annotated[Path, typer.Argument(help="A study's output folder (with results.db).")],
-    fmt: Annotated[str, typer.Option("--format", "-f", help="csv or parquet.")] = "csv",
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="File to write (default DIR/runs.FMT).")]
+    output: Annotated[Path | None, typer.Option(
+        "--output", "-o", help="Folder for report.html and plots/ (default DIR; for results on read-only media).")]
     = None,
-    all_runs: Annotated[bool, typer.Option("--all", help="Also the runs that are not part of the folder's current "
-                                                         "study (earlier versions of it).")] = False,
 ) -> None:
-    """Export one tidy row per run of the folder's current study (experiment, task, base, intervention, level,
-    seed, metrics, ...)."""
-    from biastransfer.driver import split_runs
-    from biastransfer.store.export import runs_frame
+    """Write DIR/report.html (self-contained) and DIR/plots/*.png from the results in DIR.
 
-    if fmt not in ("csv", "parquet"):
-        _fail(f"--format must be 'csv' or 'parquet', got {fmt!r}")
-    store = _open(out_dir)
-    current, others = split_runs(store)
-    frame = runs_frame(store, current + others if all_runs else current)
-    if others and not all_runs:
-        err.print(f"[yellow]note:[/] {_left_out(others, (store.get_meta('study') or {}).get('name', '?'))}")
-    store.close()
-    target = output or out_dir / f"runs.{fmt}"
-    if target.is_dir():
-        _fail(f"-o {target} is a folder: give a file to write, e.g. {target / f'runs.{fmt}'}")
-    if fmt == "csv":
-        frame.to_csv(target, index=False)
-    else:
-        frame.to_parquet(target, index=False)
-    err.print(f"Wrote {len(frame)} runs to {target}")
+    results.db is opened read-only: nothing in it changes, and results on read-only media can be read (write
+    the report elsewhere with -o)."""
+    _report(out_dir, quiet, output)
 
 
 @app.command()
@@ -345,7 +309,9 @@ def list_registries() -> None:
 def _mount_subcommands() -> None:
     from biastransfer.cli.bases import bases_app
     from biastransfer.cli.evaluate import evaluate
+    from biastransfer.cli.export import export
 
+    app.command("export")(export)
     app.command("evaluate")(evaluate)
     app.add_typer(bases_app, name="bases", help="Off-the-shelf bases: list kinds and formats, check a checkpoint.")
     from biastransfer.cli.datasets import datasets_app

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -60,6 +61,8 @@ CREATE TABLE IF NOT EXISTS meta (
     value TEXT NOT NULL
 );
 """
+TABLES = ("runs", "artifacts", "hparams", "meta")
+"""The tables of :data:`SCHEMA`; a file without one of them is not a results store."""
 
 
 def _json(obj: Any) -> str:
@@ -94,10 +97,16 @@ class ResultStore:
             raise ValueError(f"cannot open result store {self.path}: {exc}") from exc
 
     @classmethod
-    def open_existing(cls, folder: Path, *, check: bool = True) -> ResultStore:
+    def open_existing(cls, folder: Path, *, check: bool = True, read_only: bool = False) -> ResultStore:
         """An existing store; FileNotFoundError when absent, StoreLayoutError when it is empty (it is not
-        re-created), unreadable or fails sqlite's ``quick_check``, and, with ``check``, when its layout is not this
-        version's (see :meth:`check_layout`)."""
+        re-created), unreadable, not a results store or fails sqlite's ``quick_check``, and, with ``check``, when
+        its layout is not this version's (see :meth:`check_layout`).
+
+        ``read_only`` (``report``, ``export``) opens it with sqlite's ``mode=ro``: nothing is written to the file,
+        not even the journal mode or a missing table. In a folder this process cannot write (read-only media), a
+        store without a pending write-ahead log is opened ``immutable=1`` (sqlite cannot create ``results.db-shm``
+        there); one with a pending log is read through its ``-wal`` and ``-shm`` files, and refused with what to do
+        when ``-shm`` is missing."""
         path = Path(folder) / cls.FILENAME
         if not path.exists():
             raise FileNotFoundError(f"no results in {folder}: {cls.FILENAME} is missing (run a study first with "
@@ -105,21 +114,57 @@ class ResultStore:
         if path.is_dir() or path.stat().st_size == 0:
             raise StoreLayoutError(f"{path} is {'a folder' if path.is_dir() else 'empty (0 bytes)'}, not a results "
                                    f"store: it is left as it is; rerun the study into this folder or another one")
+        store = None
         try:
-            store = cls(folder)
-        except ValueError as exc:
+            store = cls._read_only(path) if read_only else cls(folder)
+            problem = store._conn.execute("PRAGMA quick_check").fetchone()[0]
+        except StoreLayoutError:
+            raise
+        except sqlite3.OperationalError as exc:  # no permission, or a hot journal a read-only connection cannot undo
+            if store is not None:
+                store.close()
+            raise StoreLayoutError(f"{path} cannot be read here (sqlite: {exc}); check its permissions, or copy the "
+                                   "folder to writable storage and read the copy") from None
+        except (ValueError, sqlite3.DatabaseError) as exc:
+            if store is not None:
+                store.close()
             raise StoreLayoutError(f"{path} is malformed: {exc.__cause__ or exc}") from None
-        problem = store._conn.execute("PRAGMA quick_check").fetchone()[0]
         if problem != "ok":
             store.close()
             raise StoreLayoutError(f"{path} is malformed (sqlite quick_check: {problem}); restore it from a copy or "
                                    f"rerun the study into a new folder")
+        tables = {row[0] for row in store._conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        missing = [t for t in TABLES if t not in tables]
+        if missing:
+            store.close()
+            raise StoreLayoutError(f"{path} is an SQLite file but not a results store of biastransfer (no table "
+                                   f"{', '.join(missing)}); it is left as it is")
         if check:
             try:
                 store.check_layout()
             except StoreLayoutError:
                 store.close()
                 raise
+        return store
+
+    @classmethod
+    def _read_only(cls, path: Path) -> ResultStore:
+        """A store whose connection cannot write (``mode=ro``, or ``immutable=1`` in a folder this process cannot
+        write and without a pending write-ahead log)."""
+        wal, shm = path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")
+        pending = wal.exists() and wal.stat().st_size > 0
+        mode = "mode=ro"
+        if not os.access(path.parent, os.W_OK):
+            if pending and not shm.exists():
+                raise StoreLayoutError(f"{path} cannot be read here: its latest runs are in {wal.name}, which "
+                                       f"sqlite reads only with {shm.name} or in a writable folder, and {path.parent} "
+                                       "is not writable: copy the folder to writable storage and read the copy")
+            if not pending:
+                mode = "mode=ro&immutable=1"
+        store = cls.__new__(cls)
+        store.folder, store.path = path.parent, path
+        uri = f"{path.absolute().as_uri()}?{mode}"
+        store._conn = sqlite3.connect(uri, uri=True, timeout=60, isolation_level=None)
         return store
 
     def close(self) -> None:

@@ -10,6 +10,7 @@ Tasks are one-vs-rest per class. The sensitive attribute comes from one of two p
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -17,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from biastransfer.data.adapters._common import (
+    IMAGE_EXTENSIONS,
     assemble,
     assign_splits,
     carve,
@@ -30,23 +32,51 @@ from biastransfer.data.table import SPLITS, DataError, LoadedDataset
 
 RESERVED = {"id", "split", "path", "label", "a"}
 
+log = logging.getLogger(__name__)
+
 
 def scan(root: Path) -> tuple[list[tuple[str | None, str, Path]], bool]:
-    """(split or None, class, file) for every image under root, and whether the layout has split folders."""
+    """(split or None, class, file) for every image under root, and whether the layout has split folders.
+
+    A class folder without images (or a split folder without class folders) is named in a warning and left
+    out; when no image or fewer than two classes remain, :class:`DataError` names the empty folders."""
+    if not root.is_dir():
+        raise DataError(f"dataset 'imagefolder': root {root} is a file; give the folder that holds the class folders")
     subdirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
     has_splits = any(d.name in SPLITS for d in subdirs)
     found: list[tuple[str | None, str, Path]] = []
+    empty: list[Path] = []
     if has_splits:
         others = [d.name for d in subdirs if d.name not in SPLITS]
         if others:
             raise DataError(f"dataset 'imagefolder': {root} mixes split folders with other folders "
                             f"{others[:5]}; split folders must be among {', '.join(SPLITS)}")
         for split_dir in subdirs:
-            for class_dir in sorted(d for d in split_dir.iterdir() if d.is_dir()):
-                found += [(split_dir.name, class_dir.name, f) for f in list_images(class_dir)]
+            class_dirs = sorted(d for d in split_dir.iterdir() if d.is_dir() and not d.name.startswith("."))
+            if not class_dirs:
+                empty.append(split_dir)
+            for class_dir in class_dirs:
+                images = list_images(class_dir)
+                empty += [] if images else [class_dir]
+                found += [(split_dir.name, class_dir.name, f) for f in images]
     else:
         for class_dir in subdirs:
-            found += [(None, class_dir.name, f) for f in list_images(class_dir)]
+            images = list_images(class_dir)
+            empty += [] if images else [class_dir]
+            found += [(None, class_dir.name, f) for f in images]
+    shown = ", ".join(f"{d.relative_to(root).as_posix()}/" for d in empty[:10]) + (" …" if len(empty) > 10 else "")
+    if not found:
+        also = f"; these folders have none: {shown}" if empty else ""
+        raise DataError(f"dataset 'imagefolder': no images under {root} (expected root/<class>/*.jpg or "
+                        f"root/<split>/<class>/*.jpg, extensions {' '.join(IMAGE_EXTENSIONS)}){also}")
+    classes = sorted({c for _, c, _ in found})
+    if len(classes) < 2:
+        also = f" (these folders have no images: {shown})" if empty else ""
+        raise DataError(f"dataset 'imagefolder': only the class {classes[0]!r} has images under {root}{also}; "
+                        "the tasks are one class against the rest, so at least two classes need images")
+    if empty:
+        log.warning("dataset 'imagefolder': %d folder(s) under %s have no image files (%s) and are left out: %s",
+                    len(empty), root, " ".join(IMAGE_EXTENSIONS), shown)
     return found, has_splits
 
 
@@ -66,9 +96,6 @@ class ImageFolder(DatasetSource):
         opts = parse_params("imagefolder", params, self.PARAMS)
         root = require_root("imagefolder", root)
         found, has_splits = scan(root)
-        if not found:
-            raise DataError(f"dataset 'imagefolder': no images under {root} (expected root/<class>/*.jpg or "
-                            f"root/<split>/<class>/*.jpg)")
         rel = [f.relative_to(root).as_posix() for _, _, f in found]
         labels = [c for _, c, _ in found]
         frame = pd.DataFrame({"id": rel, "label": labels})

@@ -1,0 +1,73 @@
+"""``biastransfer export`` (registered by cli/__init__.py), and reading a results folder for it and ``report``:
+the store opened read-only, the runs left out named."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+err = Console(stderr=True)
+
+
+def _fail(message: str, code: int = 2) -> None:
+    err.print(f"[red]error:[/] {message}")
+    raise typer.Exit(code)
+
+
+def open_store(out_dir: Path):
+    """The folder's store, read-only (report and export write nothing to it; results on read-only media can be
+    read)."""
+    from biastransfer.store.sqlite import ResultStore, StoreLayoutError
+
+    try:
+        return ResultStore.open_existing(out_dir, read_only=True)
+    except (FileNotFoundError, StoreLayoutError) as exc:
+        _fail(str(exc))
+
+
+def left_out(others: list[dict], study: str) -> str:
+    """What a report or export says of the folder's runs that are not part of its current study."""
+    blocks = sorted({str(r["spec"].get("experiment", "?")) for r in others})
+    return (f"{len(others)} run(s) in this folder are not part of the current study {study!r} (an earlier version "
+            f"of it, blocks {', '.join(blocks)}): they are kept in results.db but left out, never pooled with the "
+            f"current runs (export --all includes them)")
+
+
+def export(
+    out_dir: Annotated[Path, typer.Argument(help="A study's output folder (with results.db).")],
+    fmt: Annotated[str, typer.Option("--format", "-f", help="csv or parquet.")] = "csv",
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="File to write (default DIR/runs.FMT).")]
+    = None,
+    all_runs: Annotated[bool, typer.Option("--all", help="Also the runs that are not part of the folder's current "
+                                                         "study (earlier versions of it).")] = False,
+) -> None:
+    """Export one tidy row per run of the folder's current study (experiment, task, base, intervention, level,
+    seed, metrics, ...).
+
+    results.db is opened read-only: nothing in it changes, and results on read-only media can be read (write
+    the table elsewhere with -o)."""
+    from biastransfer.driver import split_runs
+    from biastransfer.store.export import runs_frame
+
+    if fmt not in ("csv", "parquet"):
+        _fail(f"--format must be 'csv' or 'parquet', got {fmt!r}")
+    store = open_store(out_dir)
+    current, others = split_runs(store)
+    frame = runs_frame(store, current + others if all_runs else current)
+    if others and not all_runs:
+        err.print(f"[yellow]note:[/] {left_out(others, (store.get_meta('study') or {}).get('name', '?'))}")
+    store.close()
+    target = output or out_dir / f"runs.{fmt}"
+    if target.is_dir():
+        _fail(f"-o {target} is a folder: give a file to write, e.g. {target / f'runs.{fmt}'}")
+    try:
+        if fmt == "csv":
+            frame.to_csv(target, index=False)
+        else:
+            frame.to_parquet(target, index=False)
+    except OSError as exc:
+        _fail(f"cannot write {target} ({exc.strerror or exc}): give a file in a writable folder with -o FILE")
+    err.print(f"Wrote {len(frame)} runs to {target}")
