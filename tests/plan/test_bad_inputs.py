@@ -47,12 +47,26 @@ def _sqlite_bytes(sql: str) -> bytes:
         conn.close()
         return (Path(tmp) / "x.db").read_bytes()
 
+def _tiny(where: list, value: object) -> dict:
+    """The tiny study with one field set (``where``: the keys and indices down to it)."""
+    study = tiny_study_dict()
+    node = study
+    for key in where[:-1]:
+        node = node[key]
+    node[where[-1]] = value
+    return study
+
+
 STUDY_FILES = {
     "no experiment blocks": ("name: x\nexperiments: []\n", "at least one experiment block"),
     "a key given twice": ("name: x\nname: y\nexperiments:\n  - {name: a, kind: salience, tasks: [t0]}\n",
                           "the key 'name' is given twice (first at line 1)"),
     "a nested key given twice": ("name: x\nexperiments:\n  - name: a\n    kind: salience\n    tasks: [t0]\n"
                                  "    tasks: [t1]\n", "the key 'tasks' is given twice"),
+    "a block with no tasks": (yaml.safe_dump(_tiny(["experiments", 0, "tasks"], [])),
+                              "experiments.0.tasks: needs at least one task"),
+    "an unknown model.transfer": (yaml.safe_dump(_tiny(["model", "transfer"], "bogus")),
+                                  "model.transfer: unknown transfer mode 'bogus'; allowed: fixed_feature"),
 }
 
 
@@ -80,6 +94,45 @@ def test_max_runs_must_be_positive(max_runs: int, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="max_runs must be a positive number"):
         run_study(parse_study(tiny_study_dict()), tmp_path / "out2", device=torch.device("cpu"), quiet=True,
                   max_runs=max_runs)
+
+
+RUN_ARGUMENTS = {  # extra arguments of 'run' -> what the error says
+    "--workers abc": (["--workers", "abc"], "workers must be 'auto' or a positive integer, got abc"),
+    "--workers 0": (["--workers", "0"], "workers must be 'auto' or a positive integer, got 0"),
+    "--out naming a file": (["--out", "{tmp}/a-file"], "is a file, not a folder: name a folder for the results"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(RUN_ARGUMENTS))
+def test_run_arguments_that_mean_nothing_are_refused(case: str, tmp_path: Path) -> None:
+    args, message = RUN_ARGUMENTS[case]
+    study = tmp_path / "study.yaml"
+    study.write_text(yaml.safe_dump(tiny_study_dict()))
+    (tmp_path / "a-file").write_text("")
+    result = CliRunner().invoke(app, ["run", str(study), "--out", str(tmp_path / "out"), "--quiet",
+                                      *(a.format(tmp=tmp_path) for a in args)])
+    said = " ".join(result.output.split())
+    assert result.exit_code != 0 and message in said and "Traceback" not in said, said
+    assert (tmp_path / "a-file").read_text() == ""
+    if (tmp_path / "out" / "results.db").exists():  # --workers is checked after the store is opened: no run in it
+        store = ResultStore.open_existing(tmp_path / "out", read_only=True)
+        assert store.count() == 0
+        store.close()
+
+
+@pytest.mark.xfail(strict=True, reason="driver._run_study stores the study (_record_study) before resolve_workers and "
+                   "make_backend refuse --workers/--backend; moving those two calls above _record_study fixes it "
+                   "(driver.py was not to be edited in this change)")
+def test_a_refused_workers_argument_leaves_the_stored_study(finished: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    shutil.copytree(finished, out)
+    study = tmp_path / "study.yaml"
+    study.write_text(yaml.safe_dump(tiny_study_dict(name="another")))
+    result = CliRunner().invoke(app, ["run", str(study), "--out", str(out), "--quiet", "--workers", "abc"])
+    assert result.exit_code != 0 and "workers must be" in result.output
+    store = ResultStore.open_existing(out, read_only=True)
+    assert store.get_meta("study")["name"] == "tiny"
+    store.close()
 
 
 @pytest.mark.parametrize("threshold", ["nan", "inf", float("nan")])
@@ -314,3 +367,74 @@ def test_evaluate_names_predictions_files_it_cannot_use(case: str, tmp_path: Pat
                                       "group", "--threshold", "test"])
     said = " ".join(result.output.split())
     assert result.exit_code != 0 and message in said and "Traceback" not in said, said
+
+
+METADATA_CSVS = {  # dataset, its metadata files (name -> text), parameters, what the error says
+    "manifest, 0 bytes": ("manifest", {"manifest.csv": ""}, {"sensitive": "female"},
+                          "manifest.csv is empty: it has no header and no rows"),
+    "manifest, header only": ("manifest", {"manifest.csv": "path,split,female,smiling\n"}, {"sensitive": "female"},
+                              "manifest.csv has no rows (only its header: path, split, female, smiling)"),
+    "geode, 0 bytes": ("geode", {"index.csv": ""}, {}, "index.csv is empty: it has no header and no rows"),
+    "geode, header only": ("geode", {"index.csv": "file_path,object,region\n"}, {},
+                           "index.csv has no rows (only its header: file_path, object, region)"),
+    "fairface, 0 bytes": ("fairface", {"fairface_label_train.csv": "", "fairface_label_val.csv": ""}, {},
+                          "fairface_label_train.csv is empty: it has no header and no rows"),
+    "fairface, header only": ("fairface", {"fairface_label_train.csv": "file,age,gender,race\n",
+                                           "fairface_label_val.csv": "file,age,gender,race\n"}, {},
+                              "fairface_label_train.csv has no rows (only its header: file, age, gender, race)"),
+    "dollarstreet, 0 bytes": ("dollarstreet", {"images_v2.csv": ""}, {},
+                              "images_v2.csv is empty: it has no header and no rows"),
+    "dollarstreet, header only": ("dollarstreet", {"images_v2.csv": "imageRelPath,topics,income\n"}, {},
+                                  "images_v2.csv has no rows (only its header: imageRelPath, topics, income)"),
+    "imagefolder sensitive_csv, 0 bytes": ("imagefolder", {"cat/0.png": 1, "dog/0.png": 1, "groups.csv": ""},
+                                           {"sensitive_csv": "groups.csv"},
+                                           "groups.csv is empty: it has no header and no rows"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(METADATA_CSVS))
+def test_metadata_csvs_without_rows_are_named(case: str, tmp_path: Path) -> None:
+    """A 0-byte or header-only metadata CSV names the file and says it has no rows (it was pandas' "No columns to
+    parse from file", naming no file, or "no examples found")."""
+    name, files, params, message = METADATA_CSVS[case]
+    root = tmp_path / "root"
+    for rel, text in files.items():
+        if isinstance(text, int):
+            _images(root, {str(Path(rel).parent): text})
+            continue
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+    with pytest.raises(DataError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        load_dataset(name, root=root, cache_dir=tmp_path / "cache", resolution=4,
+                     params={"progress": False, **params})
+    cli_params = [x for k, v in params.items() for x in ("-p", f"{k}={v}")]
+    result = CliRunner().invoke(app, ["datasets", "check", name, "--root", str(root), "--cache-dir",
+                                      str(tmp_path / "cache"), *cli_params])
+    said = " ".join(result.output.split())
+    tail = message.split(" ", 1)[1]  # the file's name may be cut by the terminal width
+    assert result.exit_code != 0 and tail in said and "Traceback" not in said, said
+
+
+MANIFEST_LABELS_WARNED = {  # a value put in the 'hat' column of one row
+    "a word": "maybe",
+    "a number other than 0/1": "2",
+}
+
+
+@pytest.mark.parametrize("case", sorted(MANIFEST_LABELS_WARNED))
+def test_manifest_label_columns_that_are_not_0_1_are_named(case: str, tmp_path: Path,
+                                                           caplog: pytest.LogCaptureFixture) -> None:
+    """Left out of the tasks (it used to be silent), with a warning that names the column."""
+    root = tmp_path / "root"
+    rows = ["path,split,female,smiling,hat"]
+    for i, (split, f, s, h) in enumerate([("train", 1, 1, 0), ("train", 0, 1, 1), ("train", 1, 0, 0),
+                                          ("train", 0, 0, 0), ("val", 1, 1, 0), ("test", 0, 1, 1)]):
+        _images(root, {"imgs": 0})
+        PIL.Image.fromarray(np.full((6, 6, 3), 30 * i, np.uint8)).save(root / "imgs" / f"{i}.png")
+        rows.append(f"imgs/{i}.png,{split},{f},{s},{MANIFEST_LABELS_WARNED[case] if i == 2 else h}")
+    (root / "manifest.csv").write_text("\n".join(rows) + "\n")
+    with caplog.at_level(logging.WARNING, logger="biastransfer"):
+        data = load_dataset("manifest", root=root, cache_dir=tmp_path / "cache", resolution=4,
+                            params={"progress": False, "workers": 1, "sensitive": "female"})
+    assert data.table.tasks == ("smiling",)
+    assert "column(s) 'hat' hold values other than 0/1" in caplog.text

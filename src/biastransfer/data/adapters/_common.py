@@ -73,6 +73,21 @@ def find_file(dataset: str, root: Path, name: str, subdirs: Sequence[str] = ("",
     raise DataError(f"dataset {dataset!r}: missing metadata file {root / name}{extra}")
 
 
+def read_csv(dataset: str, path: Path, *, rows_required: bool = True, **kwargs: Any) -> pd.DataFrame:
+    """``pd.read_csv(path, **kwargs)``; a 0-byte file, a file that is not CSV and (with ``rows_required``) one with
+    a header but no rows raise DataError naming the file."""
+    try:
+        frame = pd.read_csv(path, **kwargs)
+    except pd.errors.EmptyDataError:
+        raise DataError(f"dataset {dataset!r}: {path} is empty: it has no header and no rows") from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise DataError(f"dataset {dataset!r}: cannot read {path} as CSV: {exc}") from None
+    if rows_required and frame.empty:
+        raise DataError(f"dataset {dataset!r}: {path} has no rows (only its header: "
+                        f"{', '.join(map(str, frame.columns))})")
+    return frame
+
+
 def slug(text: str) -> str:
     """A column name from a label: lowercase, non-alphanumerics → ``_`` (``dining table``: dining_table)."""
     s = re.sub(r"[^0-9a-zA-Z]+", "_", str(text).strip()).strip("_").lower()

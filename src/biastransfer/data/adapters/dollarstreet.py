@@ -33,6 +33,7 @@ from biastransfer.data.adapters._common import (
     find_file,
     norm_value,
     parse_params,
+    read_csv,
     require_root,
     slug,
 )
@@ -89,7 +90,7 @@ class DollarStreet(DatasetSource):
         if not (root / opts["metadata"]).is_file() and (root / "dataset_dollarstreet").is_dir():
             root = root / "dataset_dollarstreet"
         meta_path = find_file("dollarstreet", root, str(opts["metadata"]))
-        meta = pd.read_csv(meta_path)
+        meta = read_csv("dollarstreet", meta_path)
         columns = {**DEFAULT_COLUMNS, **(opts["columns"] or {})}
         unknown_roles = set(columns) - set(DEFAULT_COLUMNS)
         if unknown_roles:

@@ -13,6 +13,7 @@ from biastransfer.data.adapters._common import (
     carve,
     find_file,
     parse_params,
+    read_csv,
     require_root,
     slug,
 )
@@ -53,7 +54,7 @@ class FairFace(DatasetSource):
         parts = []
         for source, fname in LABEL_FILES.items():
             path = find_file("fairface", root, fname)
-            df = pd.read_csv(path, dtype=str)
+            df = read_csv("fairface", path, dtype=str)
             for col in COLUMNS:
                 if col not in df.columns:
                     raise DataError(f"{path}: no column {col!r}; columns: {', '.join(df.columns)}")

@@ -19,6 +19,7 @@ from biastransfer.data.adapters._common import (
     find_file,
     one_hot,
     parse_params,
+    read_csv,
     require_root,
 )
 from biastransfer.data.registry import DATASETS, DatasetSource
@@ -44,7 +45,7 @@ class GeoDE(DatasetSource):
         opts = parse_params("geode", params, self.PARAMS)
         root = require_root("geode", root)
         index_path = find_file("geode", root, INDEX)
-        meta = pd.read_csv(index_path)
+        meta = read_csv("geode", index_path)
         sens_col = str(opts["sensitive_column"])
         for col in (*REQUIRED, sens_col):
             if col not in meta.columns:

@@ -24,6 +24,7 @@ from biastransfer.data.adapters._common import (
     carve,
     list_images,
     parse_params,
+    read_csv,
     require_root,
     slug,
 )
@@ -151,7 +152,7 @@ class ImageFolder(DatasetSource):
         csv_path = Path(csv) if Path(csv).is_absolute() else root / csv
         if not csv_path.is_file():
             raise DataError(f"dataset 'imagefolder': missing sensitive-attribute file {csv_path}")
-        table = pd.read_csv(csv_path, dtype={"path": str})
+        table = read_csv("imagefolder", csv_path, rows_required=False, dtype={"path": str})
         for col in ("path", "a"):
             if col not in table.columns:
                 raise DataError(f"{csv_path}: no column {col!r}; "

@@ -21,6 +21,7 @@ from biastransfer.data.adapters._common import (
     assign_splits,
     carve,
     parse_params,
+    read_csv,
     require_root,
 )
 from biastransfer.data.registry import DATASETS, DatasetSource
@@ -72,15 +73,8 @@ class Manifest(DatasetSource):
         csv_path = root if root.is_file() else root / str(opts["csv"])
         if not csv_path.is_file():
             raise DataError(f"dataset 'manifest': missing metadata file {csv_path}")
-        try:
-            meta = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
-        except pd.errors.EmptyDataError:
-            raise DataError(f"dataset 'manifest': {csv_path} is empty: it has no header and no rows") from None
-        except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-            raise DataError(f"dataset 'manifest': cannot read {csv_path} as CSV: {exc}") from None
+        meta = read_csv("manifest", csv_path, dtype=str, keep_default_na=False)
         available = ", ".join(map(str, meta.columns))
-        if meta.empty:
-            raise DataError(f"dataset 'manifest': {csv_path} has no rows (only its header: {available})")
 
         def need(column: str, param: str) -> str:
             if column not in meta.columns:
