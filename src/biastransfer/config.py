@@ -114,6 +114,19 @@ class EvaluationConfig(_Strict):
         return v
 
 
+class ExecutionConfig(_Strict):
+    """How a distributed backend (``--backend ray``) runs the study's jobs; the command line's ``--cpus-per-task``,
+    ``--gpus-per-task`` and ``--max-retries`` override it. Part of no run key: it changes where runs compute,
+    not what."""
+
+    cpus_per_task: Annotated[float, Field(gt=0)] = 1.0
+    """CPUs each job asks for (and the torch threads it uses)."""
+    gpus_per_task: Annotated[float, Field(ge=0)] | None = None
+    """The GPU share each job asks for; default a quarter of a GPU on CUDA, none on CPU."""
+    max_retries: Annotated[int, Field(ge=0, le=100)] = 2
+    """Tries after the first for a job that raises or whose worker dies."""
+
+
 class ExperimentConfig(BaseModel):
     """One block of experiments: ``name`` and ``kind`` (a registered experiment); every other field belongs to
     the kind and is validated by its plugin (:attr:`biastransfer.experiments.base.Experiment.Block`)."""
@@ -144,6 +157,7 @@ class StudyConfig(_Strict):
     base_training: BaseTrainingConfig = Field(default_factory=BaseTrainingConfig)
     bases: dict[str, BaseConfig] = Field(default_factory=lambda: {"scratch": BaseConfig(kind="scratch")})
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    execution: ExecutionConfig = Field(default_factory=ExecutionConfig)
     experiments: list[ExperimentConfig]
 
     @field_validator("experiments")

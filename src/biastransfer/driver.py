@@ -19,7 +19,7 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from biastransfer.backends import BACKENDS, JOB_KINDS, Backend, Resources
+from biastransfer.backends import BACKENDS, JOB_KINDS, Backend, BackendOptions, JobFailedError, Resources
 from biastransfer.backends.workspace import Workspace
 from biastransfer.config import ConfigError
 from biastransfer.paths import default_cache_dir
@@ -53,11 +53,26 @@ def resolve_workers(workers: int | str, device: torch.device) -> int:
     return n
 
 
-def make_backend(name: str, resources: Resources, workers: int) -> Backend:
-    """``auto``: ``processes`` with more than one worker, else ``inprocess``; or a registered backend by name."""
+def make_backend(name: str, resources: Resources, workers: int, options: BackendOptions | None = None) -> Backend:
+    """``auto``: ``ray`` when a cluster address is given, else ``processes`` with more than one worker, else
+    ``inprocess``; or a registered backend by name."""
+    options = options or BackendOptions()
     if name == "auto":
-        name = "processes" if workers > 1 else "inprocess"
-    return BACKENDS.get(name)(resources, workers)
+        name = "ray" if options.address else "processes" if workers > 1 else "inprocess"
+    elif options.address and name != "ray":
+        raise ValueError(f"--address {options.address} names a Ray cluster: it needs --backend ray (not {name})")
+    return BACKENDS.get(name)(resources, workers, options)
+
+
+def backend_options(study: Study, *, address: str | None = None, cpus_per_task: float | None = None,
+                    gpus_per_task: float | None = None, max_retries: int | None = None) -> BackendOptions:
+    """The study's ``execution`` section with what the command line gives (``None``: not given) on top."""
+    execution = study.config.execution
+    return BackendOptions(
+        address=address,
+        cpus_per_task=execution.cpus_per_task if cpus_per_task is None else float(cpus_per_task),
+        gpus_per_task=execution.gpus_per_task if gpus_per_task is None else float(gpus_per_task),
+        max_retries=execution.max_retries if max_retries is None else int(max_retries))
 
 
 class DataChangedError(ValueError):
@@ -101,12 +116,15 @@ def record_roles(store: ResultStore, study: Study, workspace: Workspace, specs: 
 
 def run_study(study: Study, out_dir: Path, *, device: torch.device, cache_dir: Path | None = None,
               quiet: bool = False, console: Console | None = None, max_runs: int | None = None,
-              workers: int | str = 1, backend: str = "auto", wait: bool = False) -> StudySummary:
+              workers: int | str = 1, backend: str = "auto", wait: bool = False,
+              options: BackendOptions | None = None) -> StudySummary:
     """Run every missing run of ``study`` into ``out_dir/results.db``; return what was done.
 
     Every trained base is trained once and every hyperparameter search runs once, before the runs that need them
     (:func:`biastransfer.plan.plan_jobs`); ``backend`` runs the jobs (``auto``: ``processes`` when ``workers`` >
-    1). ``max_runs`` stops after that many new runs (for tests and partial runs); rerunning continues. The folder
+    1; ``ray`` with a cluster ``options.address``); ``options`` are the backend's (default: the study's
+    ``execution`` section, :func:`backend_options`). ``max_runs`` stops after that many new runs (for tests and
+    partial runs); rerunning continues. The folder
     is locked while the study runs (:mod:`biastransfer.store.lock`): another run on it raises
     :class:`~biastransfer.store.lock.FolderBusyError`, or is waited for with ``wait``. The study is written to
     the store only once preflight has passed, so a study that fails it leaves a finished folder as it was.
@@ -117,16 +135,19 @@ def run_study(study: Study, out_dir: Path, *, device: torch.device, cache_dir: P
     with folder_lock(Path(out_dir), wait=wait,
                      on_wait=lambda holder: console.print(f"Waiting for {holder} to finish with {out_dir} …")):
         return _run_study(study, Path(out_dir), device=device, cache_dir=cache_dir, quiet=quiet, console=console,
-                          max_runs=max_runs, workers=workers, backend=backend)
+                          max_runs=max_runs, workers=workers, backend=backend,
+                          options=options or backend_options(study))
 
 
 def _run_study(study: Study, out_dir: Path, *, device: torch.device, cache_dir: Path | None, quiet: bool,
-               console: Console, max_runs: int | None, workers: int | str, backend: str) -> StudySummary:
+               console: Console, max_runs: int | None, workers: int | str, backend: str,
+               options: BackendOptions) -> StudySummary:
     t0 = time.perf_counter()
     store = ResultStore(out_dir)
     try:
         store.upgrade()
-        resources = Resources(device=device, cache_dir=Path(cache_dir or default_cache_dir()), out_dir=out_dir)
+        resources = Resources(device=device, cache_dir=Path(cache_dir or default_cache_dir()).absolute(),
+                              out_dir=out_dir.absolute())
         local = Workspace(resources)  # the driver's own: preflight and roles (datasets only, no training)
         specs = study.expand()
         record_roles(store, study, local, specs)
@@ -142,7 +163,7 @@ def _run_study(study: Study, out_dir: Path, *, device: torch.device, cache_dir: 
         _record_study(store, study)
         n_workers = resolve_workers(workers, device)
         jobs = plan_jobs(todo, store.get_hparams)
-        runner = make_backend(backend, resources, n_workers)
+        runner = make_backend(backend, resources, n_workers, options)
         console.print(f"Study {study.name!r}: {len(specs)} runs, {len(specs) - len(todo)} already done, "
                       f"{len(todo)} to run on {device} ({runner.workers} worker{'s' if runner.workers > 1 else ''}, "
                       f"backend {runner.registry_name})")
@@ -163,18 +184,24 @@ def _record_study(store: ResultStore, study: Study) -> None:
 
 
 def _drive(store: ResultStore, runner: Backend, jobs: list, console: Console, quiet: bool) -> int:
-    """Run ``jobs`` on ``runner`` with a progress bar per job kind; write searches and runs as they finish."""
+    """Run ``jobs`` on ``runner`` with a progress bar per job kind; write searches and runs as they finish. A job
+    that failed (on a backend that goes on after failures) is named at the end, after every other job finished,
+    in one :class:`JobFailedError`."""
     columns = (TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
     labels = {"base": "training bases", "hparams": "hyperparameter search", "run": "runs"}
     trainings = 0
+    failures: list[str] = []
     try:
         with Progress(*columns, console=console, disable=quiet, transient=False) as progress:
             bars = {kind: progress.add_task(labels[kind], total=count)
                     for kind in JOB_KINDS if (count := sum(job.kind == kind for job in jobs))}
             for job, outcome in runner.run(jobs):
                 trainings += outcome.trainings
-                if job.kind == "hparams":
+                if outcome.error is not None:
+                    failures.append(outcome.error)
+                    console.print(f"[red]failed:[/] {outcome.error}", highlight=False)
+                elif job.kind == "hparams":
                     store.put_hparams(job.key.removeprefix("hparams:"), search_record(job.spec), outcome.product)
                 elif job.kind == "run":
                     p = outcome.product
@@ -183,6 +210,9 @@ def _drive(store: ResultStore, runner: Backend, jobs: list, console: Console, qu
                 progress.advance(bars[job.kind])
     finally:
         runner.close()
+    if failures:
+        more = f" ({len(failures) - 1} more job(s) failed or were not run; the other jobs finished and are stored)"
+        raise JobFailedError(failures[0] + (more if len(failures) > 1 else ""))
     return trainings
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from biastransfer.backends.base import BACKENDS, Backend, Job, Outcome, Resources
+from biastransfer.backends.base import BACKENDS, Backend, BackendOptions, Job, Outcome, Resources
 from biastransfer.backends.jobs import execute_job
 from biastransfer.backends.workspace import Workspace
 
@@ -16,8 +16,8 @@ class InProcess(Backend):
 
     description = "every job in this process, one after the other"
 
-    def __init__(self, resources: Resources, workers: int = 1) -> None:
-        super().__init__(resources, 1)
+    def __init__(self, resources: Resources, workers: int = 1, options: BackendOptions | None = None) -> None:
+        super().__init__(resources, 1, options)
         self.workspace = Workspace(resources)
 
     def run(self, jobs: list[Job]) -> Iterator[tuple[Job, Outcome]]:

@@ -29,7 +29,7 @@ def job_log(path: Path) -> Iterator[logging.Handler]:
     """Send this process's log records (INFO and up) to ``path`` while the job runs."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(path, mode="w")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(logging.Formatter("%(asctime)s pid %(process)d %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.addHandler(handler)
     old_level = root.level
@@ -42,7 +42,8 @@ def job_log(path: Path) -> Iterator[logging.Handler]:
         handler.close()
 
 
-def _describe(job: Job) -> str:
+def describe(job: Job) -> str:
+    """What a job is, in words (its log's first line and its error messages)."""
     spec = job.spec
     if job.kind == "base":
         return f"training base {spec.base_name!r} ({spec.base})"
@@ -61,7 +62,7 @@ def execute_job(job: Job, products: dict[str, Any], workspace: Workspace) -> Out
     log_path = workspace.resources.out_dir / "logs" / (
         f"{spec.key}.log" if job.kind == "run" else f"{job.kind}-{job.key.split(':', 1)[1]}.log")
     with job_log(log_path):
-        log.info("%s", _describe(job))
+        log.info("%s", describe(job))
         try:
             if job.kind == "base":
                 product: Any = workspace.base_info(spec)
@@ -75,7 +76,7 @@ def execute_job(job: Job, products: dict[str, Any], workspace: Workspace) -> Out
                            "provenance": provenance(spec, workspace, base_info)}
         except Exception as exc:
             log.error("failed:\n%s", traceback.format_exc())
-            raise JobFailedError(f"{_describe(job)} failed: {exc} (log: {log_path})") from exc
+            raise JobFailedError(f"{describe(job)} failed: {exc} (log: {log_path})") from exc
     return Outcome(product=product, seconds=time.perf_counter() - started,
                    trainings=engine.TRAININGS.count - before)
 

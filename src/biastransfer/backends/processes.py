@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from biastransfer.backends.base import BACKENDS, Backend, Job, Outcome, Resources
+from biastransfer.backends.base import BACKENDS, Backend, BackendOptions, Job, Outcome, Resources
 from biastransfer.backends.jobs import execute_job
 from biastransfer.backends.workspace import Workspace
 
@@ -99,8 +99,8 @@ class Processes(Backend):
 
     description = "a pool of worker processes on this machine, jobs scheduled by dependency"
 
-    def __init__(self, resources: Resources, workers: int = 2) -> None:
-        super().__init__(resources, workers)
+    def __init__(self, resources: Resources, workers: int = 2, options: BackendOptions | None = None) -> None:
+        super().__init__(resources, workers, options)
         threads = max(1, torch.get_num_threads() // workers)
         self.pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                                         initializer=_init, initargs=(resources, threads, os.getpid()))

@@ -33,8 +33,18 @@ Workers = Annotated[str, typer.Option(
     help="Parallel worker processes: 'auto' (one single-threaded worker per CPU core, 1 on CUDA) or a number; "
          "1 runs everything in this process.")]
 BackendOpt = Annotated[str, typer.Option(
-    "--backend", help="Execution backend: auto (processes with several workers, else inprocess), inprocess or "
-                      "processes.")]
+    "--backend", help="Execution backend: auto (ray with --address, else processes with several workers, else "
+                      "inprocess), inprocess, processes or ray (a local Ray instance of --workers CPUs, or the "
+                      "cluster at --address; needs pip install 'biastransfer[ray]'; see docs/scaling.md).")]
+Address = Annotated[str | None, typer.Option(
+    "--address", help="Address of a running Ray cluster (e.g. ray://head:10001 or head:6379); implies --backend ray.")]
+CpusPerTask = Annotated[float | None, typer.Option(
+    "--cpus-per-task", min=0.01, help="Ray: CPUs each job asks for (default: the study's execution.cpus_per_task, 1).")]
+GpusPerTask = Annotated[float | None, typer.Option(
+    "--gpus-per-task", min=0.0,
+    help="Ray: GPU share each job asks for (default: the study's execution.gpus_per_task; 0.25 on CUDA, 0 on CPU).")]
+MaxRetries = Annotated[int | None, typer.Option(
+    "--max-retries", min=0, help="Ray: tries after the first for a job that fails or whose worker dies (default 2).")]
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -75,11 +85,12 @@ def _load(study_path: Path, tiny: bool = False):
 
 def _run_and_report(study_path: Path, out_dir: Path, device: str, cache_dir: Path | None, quiet: bool,
                     max_runs: int | None = None, report: bool = True, workers: str = "auto",
-                    backend: str = "auto", tiny: bool = False, wait: bool = False) -> None:
-    from biastransfer.backends import JobFailedError
+                    backend: str = "auto", tiny: bool = False, wait: bool = False,
+                    execution: dict | None = None) -> None:
+    from biastransfer.backends import BackendUnavailableError, JobFailedError
     from biastransfer.data.table import DataError
     from biastransfer.device import resolve_device
-    from biastransfer.driver import run_study
+    from biastransfer.driver import backend_options, run_study
     from biastransfer.registry import UnknownNameError
     from biastransfer.store.sqlite import StoreLayoutError
 
@@ -89,17 +100,24 @@ def _run_and_report(study_path: Path, out_dir: Path, device: str, cache_dir: Pat
     except ValueError as exc:
         _fail(str(exc))
     try:
+        options = backend_options(study, **(execution or {}))
         summary = run_study(study, out_dir, device=dev, cache_dir=cache_dir, quiet=quiet, max_runs=max_runs,
-                            workers=workers, backend=backend, wait=wait)
+                            workers=workers, backend=backend, wait=wait, options=options)
     except StoreLayoutError as exc:
         _fail(str(exc))
-    except (DataError, JobFailedError, UnknownNameError, ValueError, FileNotFoundError) as exc:
+    except (DataError, JobFailedError, UnknownNameError, ValueError, FileNotFoundError,
+            BackendUnavailableError) as exc:
         _fail(str(exc), 1)
     if not quiet and summary.ran:
         err.print(f"Ran {summary.ran} runs in {summary.seconds:.0f} s: {summary.trainings} trainings incl. bases and "
                   f"hyperparameter search; results in {out_dir / 'results.db'}")
     if report and (max_runs is None):
         _report(out_dir, quiet)
+
+
+def _execution(address: str | None, cpus: float | None, gpus: float | None, retries: int | None) -> dict:
+    """The command line's backend options (``None``: take the study's)."""
+    return {"address": address, "cpus_per_task": cpus, "gpus_per_task": gpus, "max_retries": retries}
 
 
 def _base_pools(stored: list[dict]) -> dict[str, dict]:
@@ -159,6 +177,10 @@ def demo(
     = False,
     workers: Workers = "auto",
     backend: BackendOpt = "auto",
+    address: Address = None,
+    cpus_per_task: CpusPerTask = None,
+    gpus_per_task: GpusPerTask = None,
+    max_retries: MaxRetries = None,
 ) -> None:
     """Run the bundled demo study on the built-in benchmark and write DIR/report.html.
 
@@ -169,7 +191,8 @@ def demo(
     """
     name = "demo_tiny.yaml" if tiny else "demo.yaml"
     with resources.as_file(resources.files("biastransfer.studies") / name) as path:
-        _run_and_report(path, out_dir, device, cache_dir, quiet, workers=workers, backend=backend)
+        _run_and_report(path, out_dir, device, cache_dir, quiet, workers=workers, backend=backend,
+                        execution=_execution(address, cpus_per_task, gpus_per_task, max_retries))
 
 
 Wait = Annotated[bool, typer.Option(
@@ -194,6 +217,10 @@ def run(
     backend: BackendOpt = "auto",
     tiny: Tiny = False,
     wait: Wait = False,
+    address: Address = None,
+    cpus_per_task: CpusPerTask = None,
+    gpus_per_task: GpusPerTask = None,
+    max_retries: MaxRetries = None,
 ) -> None:
     """Run a study: every run missing from DIR/results.db is run, then the report is written.
 
@@ -203,7 +230,8 @@ def run(
     --wait).
     """
     _run_and_report(_study_file(study), out_dir, device, cache_dir, quiet, max_runs, report=not no_report,
-                    workers=workers, backend=backend, tiny=tiny, wait=wait)
+                    workers=workers, backend=backend, tiny=tiny, wait=wait,
+                    execution=_execution(address, cpus_per_task, gpus_per_task, max_retries))
 
 
 @app.command()
