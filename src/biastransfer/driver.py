@@ -143,6 +143,7 @@ def _run_study(study: Study, out_dir: Path, *, device: torch.device, cache_dir: 
                console: Console, max_runs: int | None, workers: int | str, backend: str,
                options: BackendOptions) -> StudySummary:
     t0 = time.perf_counter()
+    n_workers = resolve_workers(workers, device)
     store = ResultStore(out_dir)
     try:
         store.upgrade()
@@ -160,10 +161,13 @@ def _run_study(study: Study, out_dir: Path, *, device: torch.device, cache_dir: 
             console.print(f"[green]Nothing to run:[/] all {len(specs)} runs of {study.name!r} are in {store.path}")
             return StudySummary(len(specs), len(specs), 0, 0, time.perf_counter() - t0)
         preflight(todo, local.dataset)
-        _record_study(store, study)
-        n_workers = resolve_workers(workers, device)
         jobs = plan_jobs(todo, store.get_hparams)
         runner = make_backend(backend, resources, n_workers, options)
+        try:
+            _record_study(store, study)  # only now: a study refused above leaves a finished folder's study as it was
+        except BaseException:
+            runner.close()
+            raise
         console.print(f"Study {study.name!r}: {len(specs)} runs, {len(specs) - len(todo)} already done, "
                       f"{len(todo)} to run on {device} ({runner.workers} worker{'s' if runner.workers > 1 else ''}, "
                       f"backend {runner.registry_name})")

@@ -120,9 +120,6 @@ def test_run_arguments_that_mean_nothing_are_refused(case: str, tmp_path: Path) 
         store.close()
 
 
-@pytest.mark.xfail(strict=True, reason="driver._run_study stores the study (_record_study) before resolve_workers and "
-                   "make_backend refuse --workers/--backend; moving those two calls above _record_study fixes it "
-                   "(driver.py was not to be edited in this change)")
 def test_a_refused_workers_argument_leaves_the_stored_study(finished: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     shutil.copytree(finished, out)
