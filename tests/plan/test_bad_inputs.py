@@ -7,6 +7,8 @@ import logging
 import os
 import shutil
 import sqlite3
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -250,6 +252,49 @@ def test_report_and_export_read_results_on_read_only_media(case: str, finished: 
         assert after == before  # nothing created, changed or removed
     finally:
         folder.chmod(0o755)
+
+
+def _can_mount_read_only(folder: Path) -> bool:
+    """Whether this process may bind-mount ``folder`` read-only in a mount namespace of its own (root, Linux)."""
+    if shutil.which("unshare") is None:
+        return False
+    command = f"mount --bind {folder} {folder} && mount -o remount,ro,bind {folder} {folder} && ! touch {folder}/x"
+    return subprocess.run(["unshare", "-m", "sh", "-c", command], capture_output=True).returncode == 0
+
+
+READ_ONLY_MOUNT = """
+import sys
+from typer.testing import CliRunner
+from biastransfer.cli import app
+folder, out = sys.argv[1], sys.argv[2]
+for args in (["export", folder, "-o", out + "/runs.csv"], ["report", folder, "-q", "-o", out],
+             ["export", folder]):
+    result = CliRunner().invoke(app, args)
+    print(args[0], result.exit_code, " ".join(result.output.split()))
+"""
+
+
+def test_report_and_export_on_a_read_only_mount(finished: Path, tmp_path: Path) -> None:
+    """Real read-only media: the folder bind-mounted read-only (needs root and mount namespaces; skipped
+    otherwise). export and report read it and write elsewhere; writing into it is a named error."""
+    folder = tmp_path / "ro"
+    shutil.copytree(finished, folder)
+    if not _can_mount_read_only(folder):
+        pytest.skip("cannot bind-mount a folder read-only here (needs root and unshare)")
+    before = _files(folder)
+    (tmp_path / "elsewhere").mkdir()
+    script = tmp_path / "read.py"
+    script.write_text(READ_ONLY_MOUNT)
+    command = (f"mount --bind {folder} {folder} && mount -o remount,ro,bind {folder} {folder} && "
+               f"{sys.executable} {script} {folder} {tmp_path / 'elsewhere'}")
+    done = subprocess.run(["unshare", "-m", "sh", "-c", command], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    lines = done.stdout.splitlines()
+    assert done.returncode == 0 and len(lines) == 3, done.stdout + done.stderr
+    assert lines[0].startswith("export 0 Wrote 2 runs"), lines[0]
+    assert lines[1].startswith("report 0") and (tmp_path / "elsewhere" / "report.html").is_file(), lines[1]
+    assert lines[2].startswith("export 2 error: cannot write") and "Read-only file system" in lines[2], lines[2]
+    assert "Traceback" not in done.stdout + done.stderr and _files(folder) == before
 
 
 def test_a_pending_log_without_its_shm_on_read_only_media_says_what_to_do(finished: Path, tmp_path: Path,
