@@ -158,8 +158,24 @@ def test_study_paths_that_are_not_study_files(case: str, tmp_path: Path) -> None
     assert result.exit_code != 0 and message in said and "Traceback" not in said, said
 
 
+def _corrupted_store_bytes() -> bytes:
+    """A results store whose last b-tree page (a leaf of ``meta``) has its cell pointers overwritten: it opens,
+    and sqlite's ``quick_check`` finds the damage."""
+    with tempfile.TemporaryDirectory() as tmp:
+        store = ResultStore(Path(tmp))
+        for i in range(40):
+            store.set_meta(f"filler{i}", "x" * 400)
+        store.close()
+        data = bytearray((Path(tmp) / "results.db").read_bytes())
+    size = int.from_bytes(data[16:18], "big")
+    last = len(data) // size - 1
+    data[last * size + 8: last * size + 40] = b"\xff" * 32
+    return bytes(data)
+
+
 STORES = {
     "empty (0 bytes)": (b"", "is empty (0 bytes), not a results store"),
+    "corrupted pages": (_corrupted_store_bytes(), "is malformed (sqlite quick_check:"),
     "not sqlite": (b"this is not a database, just text\n" * 200, "is malformed"),
     "an SQLite file of something else": (_sqlite_bytes("CREATE TABLE notes (x TEXT); INSERT INTO notes VALUES ('a');"),
                                          "is an SQLite file but not a results store of biastransfer (no table runs, "
