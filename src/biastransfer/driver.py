@@ -24,6 +24,7 @@ from biastransfer.backends.workspace import Workspace
 from biastransfer.config import ConfigError
 from biastransfer.paths import default_cache_dir
 from biastransfer.plan import Study, parse_study, plan_jobs, preflight, resolve_roles, search_record
+from biastransfer.spec import RunSpec
 from biastransfer.store.lock import folder_lock
 from biastransfer.store.sqlite import ResultStore
 
@@ -75,38 +76,58 @@ def backend_options(study: Study, *, address: str | None = None, cpus_per_task: 
         max_retries=execution.max_retries if max_retries is None else int(max_retries))
 
 
-class DataChangedError(ValueError):
-    """The folder's runs were computed on other data than the study's dataset now is."""
+def _canonical(dataset: Any) -> str:
+    return json.dumps(dataset, sort_keys=True, default=str)
 
 
-def check_data(store: ResultStore, fingerprint: str, dataset: dict[str, Any] | None = None) -> None:
-    """Refuse to add runs to a folder whose runs were computed on data with another fingerprint (a changed
-    dataset folder, other generation parameters under the same name …): their keys would match, their numbers
-    not. With ``dataset`` (a dataset section), only the runs on that section count."""
-    stored = store.data_hashes() if dataset is None else store.data_hashes_of(dataset)
-    other = stored - {fingerprint}
-    if other:
-        raise DataChangedError(
-            f"{store.path} holds runs computed on data with fingerprint {', '.join(sorted(other))}, but the study's "
-            f"dataset now has fingerprint {fingerprint}: the data changed since those runs. Run the study into a "
-            f"new folder (--out NEW_DIR); results on two versions of the data are never pooled")
+def data_fingerprints(specs: list[RunSpec], workspace: Workspace) -> dict[str, str]:
+    """The content fingerprint of every dataset section the specs use (loading each once), by its canonical
+    JSON."""
+    out: dict[str, str] = {}
+    for spec in specs:
+        key = _canonical(spec.dataset)
+        if key not in out:
+            out[key] = workspace.dataset(spec).fingerprint
+    return out
+
+
+def with_fingerprints(specs: list[RunSpec], fingerprints: dict[str, str]) -> list[RunSpec]:
+    """The specs with their dataset's fingerprint in ``data_fingerprint`` (and so in their run and search keys)."""
+    return [spec.replace(data_fingerprint=fingerprints[_canonical(spec.dataset)]) for spec in specs]
+
+
+def current_specs(study: Study, workspace: Workspace) -> list[RunSpec]:
+    """The study's runs as they are keyed on the data as it is now."""
+    specs = study.expand()
+    return with_fingerprints(specs, data_fingerprints(specs, workspace))
+
+
+def other_data(store: ResultStore, fingerprints: dict[str, str]) -> dict[str, set[str]]:
+    """For each dataset section of the study whose stored runs were computed on other data (a changed dataset
+    folder, edited labels, other generation parameters under the same name …): those runs' fingerprints. Their
+    keys differ from the current runs' (the fingerprint is part of the key), so they are kept but never pooled."""
+    several = len(fingerprints) > 1
+    out: dict[str, set[str]] = {}
+    for key, fingerprint in fingerprints.items():
+        stored = store.data_hashes_of(json.loads(key)) if several else store.data_hashes()
+        if stored - {fingerprint}:
+            out[key] = stored - {fingerprint}
+    return out
 
 
 def record_roles(store: ResultStore, study: Study, workspace: Workspace, specs: list | None = None) -> dict[str, str]:
-    """Load the study's dataset(s), check each is the data of the folder's runs on it (:func:`check_data`),
-    resolve the bases' roles (the sensitive attribute of the dataset a base is used with decides derived ones)
-    and keep them in the store, merged with those of earlier studies run into the same folder."""
+    """Load the study's dataset(s), resolve the bases' roles (the sensitive attribute of the dataset a base is
+    used with decides derived ones) and keep them in the store, merged with those of earlier studies run into the
+    same folder."""
     specs = study.expand() if specs is None else specs
     if not specs:
         return {}
     first: dict[str, Any] = {}
     sensitive: dict[str, str] = {}
-    several = len({json.dumps(s.dataset, sort_keys=True, default=str) for s in specs}) > 1
     for spec in specs:
-        key = json.dumps(spec.dataset, sort_keys=True, default=str)
+        key = _canonical(spec.dataset)
         if key not in first:
-            first[key] = dataset = workspace.dataset(spec)
-            check_data(store, dataset.fingerprint, spec.dataset if several else None)
+            first[key] = workspace.dataset(spec)
         sensitive.setdefault(spec.base_name, first[key].table.sensitive)
     sensitive[""] = next(iter(first.values())).table.sensitive
     roles = {**(store.get_meta("roles") or {}), **resolve_roles(study.config, sensitive)}
@@ -151,20 +172,26 @@ def _run_study(study: Study, out_dir: Path, *, device: torch.device, cache_dir: 
                               out_dir=out_dir.absolute())
         local = Workspace(resources)  # the driver's own: preflight and roles (datasets only, no training)
         specs = study.expand()
+        fingerprints = data_fingerprints(specs, local)
         record_roles(store, study, local, specs)
+        for key, old in other_data(store, fingerprints).items():
+            console.print(f"[yellow]note:[/] runs in {store.path} on {json.loads(key).get('name')} were computed on "
+                          f"other data (fingerprint {', '.join(sorted(old))}; now {fingerprints[key]}): they are kept, "
+                          f"not part of the current study, and never pooled with its runs", highlight=False)
+        specs = with_fingerprints(specs, fingerprints)
         done = store.done_keys()
         todo = [s for s in specs if s.key not in done]
         if max_runs is not None:
             todo = todo[:max_runs]
         if not todo:
-            _record_study(store, study)
+            _record_study(store, study, fingerprints)
             console.print(f"[green]Nothing to run:[/] all {len(specs)} runs of {study.name!r} are in {store.path}")
             return StudySummary(len(specs), len(specs), 0, 0, time.perf_counter() - t0)
         preflight(todo, local.dataset)
         jobs = plan_jobs(todo, store.get_hparams)
         runner = make_backend(backend, resources, n_workers, options)
         try:
-            _record_study(store, study)  # only now: a study refused above leaves a finished folder's study as it was
+            _record_study(store, study, fingerprints)  # only now: a refused study leaves the stored one as it was
         except BaseException:
             runner.close()
             raise
@@ -180,9 +207,11 @@ def _run_study(study: Study, out_dir: Path, *, device: torch.device, cache_dir: 
         store.close()
 
 
-def _record_study(store: ResultStore, study: Study) -> None:
-    """Keep the study (and its text) in the store: what ``report`` describes."""
+def _record_study(store: ResultStore, study: Study, fingerprints: dict[str, str]) -> None:
+    """Keep the study (and its text) in the store, with its datasets' fingerprints: what ``report`` describes,
+    and what tells its runs from the folder's others (:func:`split_runs`)."""
     store.set_meta("study", study.config.model_dump(mode="json"))
+    store.set_meta("data_fingerprints", fingerprints)
     if study.text is not None:
         store.set_meta("study_yaml", study.text)
 
@@ -221,20 +250,36 @@ def _drive(store: ResultStore, runner: Backend, jobs: list, console: Console, qu
 
 
 def split_runs(store: ResultStore) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """The folder's finished runs that belong to its current study (the one stored by the last ``run``: the keys
-    of its expansion), and the others: runs of an earlier version of the study (another lr grid, other epochs …)
-    that must not be pooled with the current ones as extra seeds. Without a stored study, or when it no longer
-    validates here (a checkpoint file moved …), every run counts as current."""
+    """The folder's finished runs that belong to its current study (the one stored by the last ``run``: the runs
+    of its expansion, on the data its datasets held then), and the others: runs of an earlier version of the
+    study (another lr grid, other epochs …) or of its data (edited labels …), which must not be pooled with the
+    current ones as extra seeds. Without a stored study, or when it no longer validates here (a checkpoint file
+    moved …), every run counts as current. Reads the store only (no data is loaded)."""
     runs = store.runs()
     stored = store.get_meta("study")
     if not stored:
         return runs, []
     try:
-        keys = {spec.key for spec in parse_study(stored, "the stored study").expand()}
+        settings = {spec.key for spec in parse_study(stored, "the stored study").expand()}
     except (ConfigError, ValueError, KeyError, FileNotFoundError) as exc:
         log.warning("cannot expand the stored study (%s); every run in %s is reported", exc, store.path)
         return runs, []
-    return [r for r in runs if r["key"] in keys], [r for r in runs if r["key"] not in keys]
+    fingerprints: dict[str, str] | None = store.get_meta("data_fingerprints")
+
+    def current(run: dict[str, Any]) -> bool:
+        try:
+            spec = RunSpec.from_dict(run["spec"])
+        except (TypeError, ValueError):
+            return False
+        if spec.setting_key() not in settings:
+            return False
+        if fingerprints is None:  # stored before the fingerprints were: one version of the data per folder
+            return True
+        ran_on = spec.data_fingerprint or run["provenance"].get("data_hash")
+        return fingerprints.get(_canonical(spec.dataset)) == ran_on
+
+    flags = [current(r) for r in runs]
+    return [r for r, f in zip(runs, flags, strict=True) if f], [r for r, f in zip(runs, flags, strict=True) if not f]
 
 
 def upgrade(out_dir: Path, study: Study, *, cache_dir: Path | None = None) -> int:

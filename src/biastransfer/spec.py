@@ -18,9 +18,12 @@ one rule that keeps existing results valid when the spec grows:
   new key), its old one ``val-unweighted`` (0.1's key). Stored specs keep their meaning and their keys, so the
   key version stays 1 and 0.1 folders stay usable.
 
-The data's content is not hashed into the key (that keeps the keys of 0.1): every run records the fingerprint of
-the data it was computed on, and the driver refuses to add runs to a folder whose runs were computed on other
-data (:func:`biastransfer.driver.check_data`), so results of two versions of a dataset are never pooled.
+The data's content is part of the key: ``data_fingerprint`` (an added field, so a spec without it keeps its
+0.1 key) is the fingerprint of the dataset the run computes on (labels, metadata and pixels), filled in by the
+driver once it has loaded the data. A changed dataset (a manifest's labels edited, another generation) gives
+new keys and new hyperparameter searches, so its runs are never pooled with, nor reuse the searches of, runs on
+the old data. Folders written before the fingerprint was in the key are rewritten once by
+:meth:`biastransfer.store.sqlite.ResultStore.upgrade` (each run's fingerprint is in its provenance).
 
 Nothing here imports the rest of the package: plan, plugins and stages all build on it.
 """
@@ -43,6 +46,7 @@ ADDED_FIELDS: dict[tuple[str, ...], Any] = {
     ("calibration",): "unweighted",       # 0.2: threshold 'val' reweighted to the test cells (see THRESHOLDS)
     ("base", "pool"): "pretrain",         # 0.2: the split a trained base trains on (config drops the default)
     ("train", "schedule"): "constant",    # 0.2: cosine learning-rate annealing
+    ("data_fingerprint",): None,          # 0.2: the content fingerprint of the run's dataset
 }
 """Fields added after key version 1 → the default at which they stay out of the payload."""
 
@@ -130,6 +134,7 @@ class RunSpec:
     options: dict[str, Any] = field(default_factory=dict)      # the experiment kind's options
     intervention_options: dict[str, Any] = field(default_factory=dict)
     calibration: str = "unweighted"   # with threshold "val": "reweighted" (the default of 0.2) or "unweighted"
+    data_fingerprint: str | None = None  # the dataset's content fingerprint (the driver fills it in)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -162,11 +167,19 @@ class RunSpec:
         return threshold_policy_of(self.to_dict())
 
     def hparam_key(self) -> dict[str, Any]:
-        """What the hyperparameter choice depends on: everything but the finetuning distribution and seed."""
-        return {"dataset": self.dataset, "arch": self.arch, "base": self.base, "base_training": self.base_training,
-                "task": self.task, "n_train": self.n_train, "n_val": self.n_val,
-                "train": prune_added(self.train, ("train",)),
-                "transfer": self.transfer, "transfer_options": self.transfer_options}
+        """What the hyperparameter choice depends on: everything but the finetuning distribution and seed (the
+        data's fingerprint included when known, so a changed dataset gets new searches)."""
+        key = {"dataset": self.dataset, "arch": self.arch, "base": self.base, "base_training": self.base_training,
+               "task": self.task, "n_train": self.n_train, "n_val": self.n_val,
+               "train": prune_added(self.train, ("train",)),
+               "transfer": self.transfer, "transfer_options": self.transfer_options}
+        if self.data_fingerprint is not None:
+            key["data_fingerprint"] = self.data_fingerprint
+        return key
+
+    def setting_key(self) -> str:
+        """The key without the data's fingerprint: what the study asks for, whatever the data now holds."""
+        return self.replace(data_fingerprint=None).key
 
     def base_key(self) -> dict[str, Any]:
         """What a trained base's weights depend on (one base job per distinct value in a study)."""

@@ -4,13 +4,14 @@ from its sensitive attribute, the data check is per dataset, ``--tiny`` shrinks 
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 
 import pytest
 import torch
 
 from biastransfer.config import ConfigError
-from biastransfer.driver import check_data, run_study
+from biastransfer.driver import other_data, run_study
 from biastransfer.plan import parse_study, resolve_roles
 from biastransfer.store.sqlite import ResultStore
 from biastransfer.tiny import shrink_study
@@ -77,12 +78,13 @@ def test_a_two_dataset_study_runs_and_checks_each_dataset_s_data(tmp_path: Path,
         assert store.get_meta("roles")["on-domain"] == "biased"  # trained on 'diverse', the objects' attribute
         objects = {**OBJECTS, "root": None}  # as the specs carry it
         assert store.data_hashes_of(objects) == {hashes["synthetic-objects"]}
-        check_data(store, hashes["synthetic-objects"], objects)  # its own data: fine
-        with pytest.raises(ValueError, match="the data changed since those runs"):
-            check_data(store, "feedfacefeedface", objects)
         synthetic = {"name": "synthetic", "resolution": 16, "root": None, "params": dict(TINY_PARAMS)}
-        with pytest.raises(ValueError, match="the data changed since those runs"):
-            check_data(store, hashes["synthetic-objects"], synthetic)
+        as_stored = {json.dumps(objects, sort_keys=True): hashes["synthetic-objects"],
+                     json.dumps(synthetic, sort_keys=True): hashes["synthetic"]}
+        assert store.get_meta("data_fingerprints") == as_stored
+        assert other_data(store, as_stored) == {}  # each dataset's own data: nothing else in the folder
+        changed = {**as_stored, json.dumps(objects, sort_keys=True): "feedfacefeedface"}
+        assert other_data(store, changed) == {json.dumps(objects, sort_keys=True): {hashes["synthetic-objects"]}}
     finally:
         store.close()
     again = run_study(study, tmp_path, device=torch.device("cpu"), cache_dir=cache_dir, quiet=True, workers="1")

@@ -16,7 +16,7 @@ import torch
 import yaml
 
 from biastransfer import spec as spec_module
-from biastransfer.driver import run_study
+from biastransfer.driver import run_study, split_runs, upgrade
 from biastransfer.plan import Study, load_study, parse_study, plan_jobs
 from biastransfer.spec import ADDED_FIELDS, RunSpec, prune_added
 from biastransfer.store.export import runs_frame
@@ -280,14 +280,48 @@ def test_the_fixture_is_what_its_study_says() -> None:
     assert raw["name"] == "tiny" and len(raw["experiments"]) == 3
 
 
-def test_a_folder_of_runs_on_other_data_is_refused(release_folder: Path, cache_dir: Path) -> None:
-    """Same keys, other pixels (the data under a root changed, or generation changed): never pooled."""
+def test_a_run_on_other_data_is_kept_rerun_and_never_pooled(release_folder: Path, cache_dir: Path) -> None:
+    """Same setting, other pixels (the data under a root changed, or generation changed): the data's fingerprint
+    is part of the key, so that run is computed again on the data as it is now, and the old one is kept in the
+    folder but left out of the current study."""
     conn = sqlite3.connect(release_folder / "results.db")
     conn.execute("UPDATE runs SET provenance = json_set(provenance, '$.data_hash', 'feedfacefeedface') "
                  "WHERE rowid = 3")
+    changed = conn.execute("SELECT key FROM runs WHERE rowid = 3").fetchone()[0]
     conn.commit()
     conn.close()
-    with pytest.raises(ValueError, match=r"fingerprint feedfacefeedface, but the study's dataset now has fingerprint "
-                                         r"\S+: the data changed since those runs"):
-        run_study(release_study(release_folder), release_folder, device=torch.device("cpu"),
-                  cache_dir=cache_dir, quiet=True)
+    summary = run_study(release_study(release_folder), release_folder, device=torch.device("cpu"),
+                        cache_dir=cache_dir, quiet=True)
+    assert summary.ran == 1 and summary.skipped == 21
+    store = ResultStore.open_existing(release_folder)
+    try:
+        current, others = split_runs(store)
+        assert len(current) == 22 and [r["provenance"]["data_hash"] for r in others] == ["feedfacefeedface"]
+        assert RunSpec.from_dict(others[0]["spec"]).setting_key() == changed
+    finally:
+        store.close()
+
+
+def test_upgrading_puts_the_data_into_every_key(release_folder: Path, cache_dir: Path) -> None:
+    """Once, exactly: every run's spec gains the fingerprint its provenance records and is rekeyed with its
+    artifacts; every search is rekeyed with its dataset's fingerprint; a second upgrade changes nothing."""
+    before = ResultStore.open_existing(release_folder, check=False)
+    old = {r["key"]: r for r in before.runs()}
+    old_searches = {h["key"] for h in before.all_hparams()}
+    before.close()
+    upgrade(release_folder, release_study(release_folder), cache_dir=cache_dir)
+    store = ResultStore.open_existing(release_folder)
+    try:
+        runs = store.runs()
+        assert len(runs) == len(old) == 22 and not {r["key"] for r in runs} & set(old)
+        for run in runs:
+            spec = RunSpec.from_dict(run["spec"])
+            assert spec.data_fingerprint == run["provenance"]["data_hash"] and spec.key == run["key"]
+            assert spec.setting_key() in old
+            store.artifacts(run["key"])  # moved with the run
+        searches = store.all_hparams()
+        assert len(searches) == len(old_searches) and not {h["key"] for h in searches} & old_searches
+        assert store.layout()["data_in_keys"] and store.layout()["data_keys_rewritten"]["runs"] == 22
+        assert store.upgrade() == 0 and {r["key"] for r in store.runs()} == {r["key"] for r in runs}
+    finally:
+        store.close()

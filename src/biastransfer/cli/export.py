@@ -32,8 +32,8 @@ def left_out(others: list[dict], study: str) -> str:
     """What a report or export says of the folder's runs that are not part of its current study."""
     blocks = sorted({str(r["spec"].get("experiment", "?")) for r in others})
     return (f"{len(others)} run(s) in this folder are not part of the current study {study!r} (an earlier version "
-            f"of it, blocks {', '.join(blocks)}): they are kept in results.db but left out, never pooled with the "
-            f"current runs (export --all includes them)")
+            f"of it or of its data, blocks {', '.join(blocks)}): they are kept in results.db but left out, never "
+            f"pooled with the current runs (export --all includes them)")
 
 
 def export(

@@ -7,9 +7,11 @@ flight; rerunning finds the finished keys and runs the rest, so every run appear
 process writes (:mod:`biastransfer.driver`).
 
 **Layout and earlier releases.** ``meta.layout`` records the run-key version (:data:`biastransfer.spec.KEY_VERSION`)
-that wrote the folder. A folder without it was written by biastransfer 0.1: :meth:`ResultStore.upgrade` checks
-that every stored run's key is the key this version computes from the stored spec (then the folder keeps
-working, nothing reruns) and refuses it otherwise, with what to do; a folder of another key version is refused
+that wrote the folder, and ``data_in_keys`` once its keys include the data's fingerprint (older folders are
+rewritten once by :meth:`ResultStore.upgrade`, which ``run`` calls first). A folder without a layout was written
+by biastransfer 0.1: :meth:`ResultStore.upgrade` checks that every stored run's key is the key this version
+computes from the stored spec (then the folder keeps working, nothing reruns) and refuses it otherwise, with what
+to do; a folder of another key version is refused
 (:class:`StoreLayoutError`), never mixed.
 """
 
@@ -28,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from biastransfer.spec import KEY_VERSION, RunSpec
+from biastransfer.store.migrate import put_data_in_keys
 
 LEGACY_RELEASE = "0.1"
 """The release that wrote folders without ``meta.layout``."""
@@ -273,27 +276,35 @@ class ResultStore:
 
     def upgrade(self) -> int:
         """Stamp an empty or 0.1 folder with the current layout after checking that every stored run's key is
-        the key this version computes from its stored spec; return the number of runs checked. Refuses (and
-        changes nothing) when a key differs."""
-        if self.layout() is not None:
+        the key this version computes from its stored spec, and put the data's fingerprint into the keys of a
+        folder written before it was part of them (:mod:`biastransfer.store.migrate`); return the number of
+        runs checked. Refuses (and changes nothing) when a key differs."""
+        layout = self.layout()
+        if layout is not None:
             self.check_layout()
-            return 0
-        rows = self._conn.execute("SELECT key, spec FROM runs").fetchall()
-        stale = []
-        for key, spec in rows:
-            try:
-                recomputed = RunSpec.from_dict(json.loads(spec)).key
-            except (TypeError, ValueError):
-                recomputed = None
-            if recomputed != key:
-                stale.append(key)
-        if stale:
-            raise StoreLayoutError(
-                f"{self.path} was written by biastransfer {LEGACY_RELEASE} and {len(stale)} of its {len(rows)} runs "
-                f"have keys this version computes differently (e.g. {stale[0]}); rerun the study into a new folder "
-                f"(--out NEW_DIR): results of the two versions are never pooled")
-        self.set_meta("layout", {"key_version": KEY_VERSION, "upgraded_from": LEGACY_RELEASE if rows else None})
-        return len(rows)
+            checked = 0
+        else:
+            rows = self._conn.execute("SELECT key, spec FROM runs").fetchall()
+            stale = []
+            for key, spec in rows:
+                try:
+                    recomputed = RunSpec.from_dict(json.loads(spec)).key
+                except (TypeError, ValueError):
+                    recomputed = None
+                if recomputed != key:
+                    stale.append(key)
+            if stale:
+                raise StoreLayoutError(
+                    f"{self.path} was written by biastransfer {LEGACY_RELEASE} and {len(stale)} of its {len(rows)} "
+                    f"runs have keys this version computes differently (e.g. {stale[0]}); rerun the study into a new "
+                    f"folder (--out NEW_DIR): results of the two versions are never pooled")
+            checked = len(rows)
+            layout = {"key_version": KEY_VERSION, "upgraded_from": LEGACY_RELEASE if rows else None}
+        if not layout.get("data_in_keys"):
+            moved = put_data_in_keys(self._conn)
+            self.set_meta("layout", {**layout, "data_in_keys": True,
+                                     **({"data_keys_rewritten": moved} if any(moved.values()) else {})})
+        return checked
 
     # meta -------------------------------------------------------------------------------------------------
     def set_meta(self, name: str, value: Any) -> None:
