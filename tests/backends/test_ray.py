@@ -26,6 +26,7 @@ from biastransfer.cli import app
 from biastransfer.config import ConfigError
 from biastransfer.driver import backend_options, make_backend, run_study
 from biastransfer.plan import parse_study
+from biastransfer.spec import RunSpec
 from biastransfer.store.sqlite import ResultStore
 from tiny_study import kind_study_dict
 
@@ -90,7 +91,8 @@ def test_a_local_instance_is_small_and_never_joins_another() -> None:
     options = local_init_options(cpus=2, gpus=0, max_retries=3)
     assert options["address"] == "local" and options["num_cpus"] == 2 and not options["include_dashboard"]
     assert options["object_store_memory"] <= 2**30
-    assert options["_system_config"] == {"task_oom_retries": 3}  # Ray's default retries OOM kills forever
+    # Ray's defaults retry OOM kills forever and run workers at nice 15 (starved by any other load)
+    assert options["_system_config"] == {"task_oom_retries": 3, "worker_niceness": 0}
 
 
 def test_without_ray_the_error_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -178,8 +180,8 @@ def test_a_job_that_fails_every_try_fails_its_runs_and_the_others_go_on(tmp_path
         stored = store.runs()
     finally:
         store.close()
-    expected = {s.key for s in parsed.expand() if s.base_name != "gendered"}
-    assert {r["key"] for r in stored} == expected and len(stored) == 8
+    expected = {s.key for s in parsed.expand() if s.base_name != "gendered"}  # setting keys (no data fingerprint)
+    assert {RunSpec.from_dict(r["spec"]).setting_key() for r in stored} == expected and len(stored) == 8
 
 
 @pytest.mark.slow

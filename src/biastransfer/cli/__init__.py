@@ -87,6 +87,8 @@ def _run_and_report(study_path: Path, out_dir: Path, device: str, cache_dir: Pat
                     max_runs: int | None = None, report: bool = True, workers: str = "auto",
                     backend: str = "auto", tiny: bool = False, wait: bool = False,
                     execution: dict | None = None) -> None:
+    import torch
+
     from biastransfer.backends import BackendUnavailableError, JobFailedError
     from biastransfer.data.table import DataError
     from biastransfer.device import resolve_device
@@ -98,7 +100,10 @@ def _run_and_report(study_path: Path, out_dir: Path, device: str, cache_dir: Pat
     try:
         dev = resolve_device(device)
     except ValueError as exc:
-        _fail(str(exc))
+        if not (execution or {}).get("address") or not device.startswith("cuda"):
+            _fail(str(exc))
+        dev = torch.device(device)  # a cluster's GPUs: the driver itself trains nothing
+
     try:
         options = backend_options(study, **(execution or {}))
         summary = run_study(study, out_dir, device=dev, cache_dir=cache_dir, quiet=quiet, max_runs=max_runs,
