@@ -101,6 +101,17 @@ def test_without_ray_the_error_says_how_to_install_it(monkeypatch: pytest.Monkey
         import_ray()
 
 
+def test_without_ray_the_command_line_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The message is printed as text: rich markup would eat '[ray]' and leave a wrong command to copy."""
+    monkeypatch.setitem(sys.modules, "ray", None)
+    study = tmp_path / "study.yaml"
+    study.write_text(yaml.safe_dump(kind_study_dict("correlation_sweep")))
+    result = CliRunner().invoke(app, ["run", str(study), "--out", str(tmp_path / "out"), "--backend", "ray",
+                                      "--cache-dir", str(tmp_path / "cache"), "-q"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "pip install 'biastransfer[ray]'" in " ".join(result.output.split())
+
+
 def test_options_come_from_the_study_and_the_command_line_overrides(tmp_path: Path) -> None:
     study = kind_study_dict("correlation_sweep")
     study["execution"] = {"cpus_per_task": 2, "max_retries": 5}

@@ -10,8 +10,11 @@ from typing import Annotated
 
 import typer
 import yaml
-from rich.console import Console
 from rich.table import Table
+from rich.text import Text
+
+from biastransfer.cli.console import err, out
+from biastransfer.cli.console import fail as _fail
 
 app = typer.Typer(
     help="Does the bias of a pretrained vision model carry over into the finetuned model, and which finetuning "
@@ -20,9 +23,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-err = Console(stderr=True)
-out = Console()
-
 OutDir = Annotated[Path, typer.Option("--out", "-o", help="Output folder (results.db, logs/, report.html).")]
 Device = Annotated[str, typer.Option(help="Device: auto (CUDA when present, else CPU), cpu, cuda or cuda:N.")]
 CacheDir = Annotated[Path | None, typer.Option(
@@ -35,7 +35,7 @@ Workers = Annotated[str, typer.Option(
 BackendOpt = Annotated[str, typer.Option(
     "--backend", help="Execution backend: auto (ray with --address, else processes with several workers, else "
                       "inprocess), inprocess, processes or ray (a local Ray instance of --workers CPUs, or the "
-                      "cluster at --address; needs pip install 'biastransfer[ray]'; see docs/scaling.md).")]
+                      "cluster at --address; needs pip install 'biastransfer\\[ray]'; see docs/scaling.md).")]
 Address = Annotated[str | None, typer.Option(
     "--address", help="Address of a running Ray cluster (e.g. ray://head:10001 or head:6379); implies --backend ray.")]
 CpusPerTask = Annotated[float | None, typer.Option(
@@ -45,11 +45,6 @@ GpusPerTask = Annotated[float | None, typer.Option(
     help="Ray: GPU share each job asks for (default: the study's execution.gpus_per_task; 0.25 on CUDA, 0 on CPU).")]
 MaxRetries = Annotated[int | None, typer.Option(
     "--max-retries", min=0, help="Ray: tries after the first for a job that fails or whose worker dies (default 2).")]
-
-
-def _fail(message: str, code: int = 2) -> None:
-    err.print(f"[red]error:[/] {message}")
-    raise typer.Exit(code)
 
 
 def _study_file(study: str | Path) -> Path:
@@ -335,7 +330,7 @@ def list_registries() -> None:
                 doc += f" (pool columns: {', '.join(obj.columns)}" + (f"; options: {options})" if options else ")")
             elif title == "trigger":
                 doc += f" (options: {', '.join(obj.option_names())})"
-            table.add_row(title, name, doc)
+            table.add_row(title, name, Text(doc))  # plain text: 'biastransfer[ray]' is no markup
     out.print(table)
 
 

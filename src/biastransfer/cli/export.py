@@ -7,14 +7,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
-err = Console(stderr=True)
-
-
-def _fail(message: str, code: int = 2) -> None:
-    err.print(f"[red]error:[/] {message}")
-    raise typer.Exit(code)
+from biastransfer.cli.console import err
+from biastransfer.cli.console import fail as _fail
 
 
 def open_store(out_dir: Path):
