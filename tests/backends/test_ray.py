@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -21,7 +22,14 @@ import yaml
 from typer.testing import CliRunner
 
 from biastransfer.backends import BackendOptions, BackendUnavailableError, JobFailedError, Resources
-from biastransfer.backends.ray_backend import failure_message, import_ray, local_init_options, unmet_request
+from biastransfer.backends.ray_backend import (
+    _probe,
+    failure_message,
+    import_ray,
+    local_init_options,
+    unmet_request,
+    unreachable,
+)
 from biastransfer.cli import app
 from biastransfer.config import ConfigError
 from biastransfer.driver import backend_options, make_backend, run_study
@@ -132,6 +140,29 @@ def test_options_come_from_the_study_and_the_command_line_overrides(tmp_path: Pa
         make_backend("processes", resources, 2, BackendOptions(address="head:6379"))
 
 
+def test_an_address_nothing_answers_at_is_named_at_once() -> None:
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    assert "no Ray cluster answers at 127.0.0.1:" in unreachable(f"127.0.0.1:{port}")
+    assert "no Ray cluster answers" in unreachable(f"ray://127.0.0.1:{port}")
+    assert "is not HOST:PORT" in unreachable("nonsense")
+    assert unreachable("auto") is None
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        assert unreachable(f"127.0.0.1:{server.getsockname()[1]}") is None
+
+
+def test_the_node_probe_names_the_folders_a_node_does_not_see(tmp_path: Path) -> None:
+    seen, unseen = tmp_path / "cache", tmp_path / "out"
+    seen.mkdir()
+    unseen.mkdir()
+    (seen / ".ray-probe-abc").touch()
+    _, missing = _probe([str(seen), str(unseen)], "abc")
+    assert missing == [str(unseen)]
+
+
 def test_failures_name_the_cause() -> None:
     assert "memory monitor" in failure_message("run x", ray.exceptions.OutOfMemoryError("node low"), ray)
     assert "worker died on every try" in failure_message("run x", ray.exceptions.WorkerCrashedError(), ray)
@@ -195,8 +226,9 @@ def test_a_job_that_fails_every_try_fails_its_runs_and_the_others_go_on(tmp_path
     assert {RunSpec.from_dict(r["spec"]).setting_key() for r in stored} == expected and len(stored) == 8
 
 
-@pytest.mark.slow
-def test_a_worker_killed_mid_job_is_retried_and_the_study_completes(tmp_path: Path) -> None:
+def _run_killing_the_base_trainer(tmp_path: Path, max_retries: int):
+    """Run a small study on Ray and SIGKILL the worker that trains its base, once, while it trains; return the
+    summary (or the error), the base log and the killed pid."""
     study = kind_study_dict("correlation_sweep")
     study["base_training"]["epochs"] = 15  # a base job long enough to be killed while it trains
     out, killed = tmp_path / "out", []
@@ -217,20 +249,41 @@ def test_a_worker_killed_mid_job_is_retried_and_the_study_completes(tmp_path: Pa
 
     killer = threading.Thread(target=kill_the_base_trainer, daemon=True)
     killer.start()
-    summary = run_study(parse_study(study), out, device=torch.device("cpu"), cache_dir=tmp_path / "cache",
-                        quiet=True, workers=2, backend="ray", options=BackendOptions(max_retries=2))
+    try:
+        result: object = run_study(parse_study(study), out, device=torch.device("cpu"), cache_dir=tmp_path / "cache",
+                                   quiet=True, workers=2, backend="ray",
+                                   options=BackendOptions(max_retries=max_retries))
+    except JobFailedError as exc:
+        result = exc
     killer.join(timeout=5)
     assert killed, "the base job was never seen running"
-    log, pid = killed[0]
+    return result, *killed[0]
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_job_is_retried_and_the_study_completes(tmp_path: Path) -> None:
+    summary, log, pid = _run_killing_the_base_trainer(tmp_path, max_retries=2)
     retried_pid = int(log.read_text().split(" pid ", 1)[1].split()[0])
     assert retried_pid != pid, "the base log should be the retry's, from another worker"
     assert summary.ran == 8
-    store = ResultStore.open_existing(out)
+    store = ResultStore.open_existing(tmp_path / "out")
     try:
         keys = [r["key"] for r in store.runs()]
     finally:
         store.close()
     assert len(keys) == len(set(keys)) == 8
+
+
+@pytest.mark.slow
+def test_a_worker_that_dies_on_every_try_fails_its_job_once(tmp_path: Path) -> None:
+    """With no retries a dead worker fails the base job (Ray's own retries are all it gets: the driver does not
+    multiply them), and every run that needs the base is named as not run."""
+    error, log, _ = _run_killing_the_base_trainer(tmp_path, max_retries=0)
+    assert isinstance(error, JobFailedError)
+    message = " ".join(str(error).split())
+    assert message.startswith("training base 'gendered'") and "its Ray worker died on every try" in message
+    assert "9 more job(s) failed or were not run" in message  # the search and the 8 runs
+    assert log.read_text().count("training base") == 1  # tried once: no driver-side retry of a crash
 
 
 SIGKILL_STUDY_SEEDS = [0, 1, 2]
@@ -276,3 +329,40 @@ def test_a_driver_killed_mid_study_and_rerun_completes_with_one_row_per_run(tmp_
     with sqlite3.connect(out / "results.db") as con:
         rows = con.execute("SELECT key FROM runs").fetchall()
     assert len(rows) == len({r[0] for r in rows}) == expected
+
+
+@pytest.mark.slow
+def test_a_study_joins_a_running_cluster_with_address(tmp_path: Path) -> None:
+    """A cluster started apart from biastransfer (``ray start --head``): ``--address`` alone picks the ray backend,
+    the jobs run on the cluster, the driver writes the store, and the cluster keeps running after the study."""
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    ray_cli = Path(sys.executable).parent / "ray"
+    head = subprocess.Popen([str(ray_cli), "start", "--head", "--block", f"--port={port}", "--num-cpus=2",
+                             "--include-dashboard=false", "--disable-usage-stats"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            env={**os.environ, "RAY_worker_niceness": "0"})  # as docs/scaling.md advises
+    try:
+        deadline = time.monotonic() + 120
+        while unreachable(f"127.0.0.1:{port}", timeout=1) and time.monotonic() < deadline:
+            assert head.poll() is None, head.stderr.read()
+            time.sleep(0.5)
+        study = tmp_path / "study.yaml"
+        study.write_text(yaml.safe_dump(kind_study_dict("correlation_sweep")))
+        result = CliRunner().invoke(app, ["run", str(study), "--out", str(tmp_path / "out"), "--address",
+                                          f"127.0.0.1:{port}", "--cache-dir", str(tmp_path / "cache"), "-q",
+                                          "--no-report"])
+        assert result.exit_code == 0, result.output
+        store = ResultStore.open_existing(tmp_path / "out")
+        try:
+            assert store.count() == 8 and store.get_meta("last_run")["backend"] == "ray"
+        finally:
+            store.close()
+        assert head.poll() is None and not ray.is_initialized()  # disconnected; the cluster is not ours to stop
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)
+        try:
+            head.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(head.pid, signal.SIGKILL)

@@ -35,6 +35,7 @@ import dataclasses
 import logging
 import os
 import secrets
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -95,6 +96,23 @@ def unmet_request(nodes: list[dict[str, Any]], cpus: float, gpus: float) -> str 
             f"much ({len(alive)} alive node(s); the largest has {largest.get('CPU', 0):g} CPU(s) and "
             f"{largest.get('GPU', 0):g} GPU(s)), so the tasks would wait forever. Lower --cpus-per-task or "
             f"--gpus-per-task (or the study's 'execution' section), or add nodes that have them")
+
+
+def unreachable(address: str, timeout: float = 5.0) -> str | None:
+    """Why nothing answers at a cluster ``address`` (``host:port`` or ``ray://host:port``), or ``None`` when
+    something does (or the address is ``auto`` or ``local``, which Ray resolves itself). Ray's own connection
+    attempt retries for minutes with a warning every few seconds before it gives up."""
+    if address in ("auto", "local"):
+        return None
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        return f"--address {address!r} is not HOST:PORT or ray://HOST:PORT (or 'auto' for a cluster on this machine)"
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            return None
+    except OSError as exc:
+        return (f"no Ray cluster answers at {address} ({exc.strerror or exc}); start one with 'ray start --head' "
+                f"on that machine, or check the address (docs/scaling.md)")
 
 
 def _workspace(resources: Resources) -> Workspace:
@@ -159,6 +177,9 @@ class RayBackend(Backend):
         self.started = False
         if not ray.is_initialized():
             if self.options.address:
+                problem = unreachable(self.options.address)
+                if problem:
+                    raise BackendUnavailableError(problem)
                 try:
                     ray.init(address=self.options.address, log_to_driver=False, logging_level=logging.ERROR)
                 except (ConnectionError, RuntimeError, ValueError) as exc:
@@ -240,12 +261,14 @@ class RayBackend(Backend):
                 continue
             key = running.pop(done[0])
             job = by_key[key]
+            retry = True
             try:
                 outcome = ray.get(done[0])
-            except ray.exceptions.RayError as exc:  # its worker died every try, or the task could not run
+            except ray.exceptions.RayError as exc:  # its worker died on every one of Ray's tries (max_retries)
                 outcome = Outcome(product=None, seconds=0.0, trainings=0,
                                   error=failure_message(describe(job), exc, ray))
-            if outcome.error is not None and tries[key] <= self.options.max_retries:
+                retry = False
+            if outcome.error is not None and retry and tries[key] <= self.options.max_retries:
                 log.warning("%s (try %d of %d; trying again)", outcome.error, tries[key],
                             self.options.max_retries + 1)
                 submit(key)
