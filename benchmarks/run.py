@@ -20,6 +20,10 @@ Prints one ``name: value`` line per figure, every figure measured in this invoca
   before it, the same study on the engine before the speed issue (``--demo-baseline``, default commit c8d2fc8,
   exported with ``git archive``: :mod:`demo_baseline`), with the ratio of the two and a run-by-run comparison of
   their results. ``run_speedup_vs_baseline_engine`` is the same comparison for one run, with its bound.
+* ``fixed_feature_speedup`` — one ``fixed_feature`` run of the demo's model (the pipeline run's sizes, flips on)
+  the slow way (the frozen backbone on every batch and every validation) over the frozen-feature fast path with
+  the base's features cached, as for every run of a study after the base's first; ``…_cold`` on an empty cache;
+  the same for ResNet-18 at 64x64 (``…_resnet18_64``) (:mod:`bench_frozen`).
 * evaluation batch size and channels-last, each against its alternative; scaling of time per run with N and
   image size; (full mode) compilation: cold and warm compile seconds, saving per run and break-even.
 
@@ -29,8 +33,8 @@ The machine may be shared: every ratio compares measurements taken back to back 
 stored numbers. BENCHMARKS.md records the figures and what they mean.
 
 This file parses the arguments and runs the benchmarks in order; each lives in its own module next to it
-(``bench_trainings``, ``bench_micro``, ``bench_pipeline``, ``bench_mfu``, ``bench_scaling``, ``bench_compile``,
-``bench_demo``), all reporting through :mod:`bench_common`.
+(``bench_trainings``, ``bench_micro``, ``bench_pipeline``, ``bench_mfu``, ``bench_scaling``, ``bench_frozen``,
+``bench_compile``, ``bench_demo``), all reporting through :mod:`bench_common`.
 """
 
 from __future__ import annotations
@@ -54,6 +58,7 @@ sys.path.insert(0, str(HERE))
 from bench_common import DETAILS, FIGURES, current_device, emit, note, use_device  # noqa: E402
 from bench_compile import bench_compile, compile_probe  # noqa: E402
 from bench_demo import bench_demo  # noqa: E402
+from bench_frozen import bench_frozen  # noqa: E402
 from bench_mfu import bench_mfu  # noqa: E402
 from bench_micro import bench_micro  # noqa: E402
 from bench_pipeline import bench_pipeline  # noqa: E402
@@ -84,7 +89,7 @@ def main() -> None:
     parser.add_argument("--device", default="auto", help="auto (CUDA when present, else CPU), cpu or cuda[:N]")
     parser.add_argument("--workers", default="0,2", help="DataLoader workers of the reference, comma-separated")
     parser.add_argument("--only", default="", help="comma-separated subset: trainings,micro,pipeline,mfu,"
-                                                    "scaling,compile,demo")
+                                                    "scaling,frozen,compile,demo")
     parser.add_argument("--skip-demo", action="store_true")
     parser.add_argument("--demo-baseline", default=BASELINE_REV,
                         help=f"also time the demo on the code of this git revision, before ours (default {BASELINE_REV}"
@@ -117,6 +122,8 @@ def main() -> None:
         bench_mfu(args.quick, extras=not args.quick)
     if want("scaling"):
         bench_scaling(args.quick)
+    if want("frozen"):
+        bench_frozen(args.quick)
     if want("compile") and not args.quick:
         bench_compile(args.quick)
     if want("demo") and not args.skip_demo:

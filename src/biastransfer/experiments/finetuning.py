@@ -12,10 +12,11 @@ import numpy as np
 import torch
 
 from biastransfer.experiments.base import RunInputs
-from biastransfer.models.transfer import get_transfer_mode
+from biastransfer.models.transfer import FREEZE_BACKBONE, get_transfer_mode
 from biastransfer.seeding import derive_seed
 from biastransfer.spec import RunSpec
 from biastransfer.train.engine import FitConfig, FitResult, fit, make_split, predict_logits
+from biastransfer.train.features import RowFeatures, frozen_source, head_logits, mark_frozen
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,12 @@ def score(spec: RunSpec, inputs: RunInputs, model: torch.nn.Module, rows: np.nda
     """The model's logits on the given store rows (with the study's compile/precision settings): shape ``(n,)``
     for a one-logit head, ``(n, K)`` for a head of K logits."""
     images = inputs.dataset.images.tensor()
+    source = frozen_source(model)
+    if source is not None and source.store is images:  # a fixed-feature model: its backbone's features are cached
+        logits = head_logits(model, source.features(rows, False), device=inputs.device,
+                             precision=spec.train.get("precision", "fp32"))
+        out = logits.numpy().reshape(len(rows), -1)
+        return out[:, 0] if out.shape[1] == 1 else out
     logits = predict_logits(model, images[torch.as_tensor(rows)], device=inputs.device,
                             compile=spec.train.get("compile", False), precision=spec.train.get("precision", "fp32"))
     out = logits.numpy().reshape(len(rows), -1)
@@ -62,9 +69,13 @@ def finetune(spec: RunSpec, inputs: RunInputs, data: Any, *, lr: float, weight_d
                        classes=classes)
     val = make_split(images, data.val_rows, labels[data.val_rows], getattr(data, "val_weights", None),
                      classes=classes)
-    result = fit(model, train, val, fit_config(spec, lr, weight_decay), seed=derive_seed(seed, "fit"),
-                 device=inputs.device, phases=phases,
-                 on_epoch=lambda epoch, rec: log.info("epoch %d: %s", epoch, rec))
+    config = fit_config(spec, lr, weight_decay)
+    features = RowFeatures(model, images, dataset.fingerprint, data.train_rows, data.val_rows,
+                           device=inputs.device, precision=config.precision)
+    result = fit(model, train, val, config, seed=derive_seed(seed, "fit"), device=inputs.device, phases=phases,
+                 on_epoch=lambda epoch, rec: log.info("epoch %d: %s", epoch, rec), features=features)
+    if phases and features.used and all(p.freeze == FREEZE_BACKBONE and not p.update_bn for p in phases):
+        mark_frozen(model, features)  # the backbone kept its weights: scoring reads the cache too
     log.info("finetuned %s on %s (N=%d, lr=%g, wd=%g): best val loss %.4f at epoch %d of %d (%.1f s)",
              spec.base_name, spec.task, len(data.train_rows), lr, weight_decay, result.best_val_loss,
              result.best_epoch, result.epochs, result.seconds)

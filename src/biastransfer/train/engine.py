@@ -9,6 +9,10 @@ to float and flipped as a whole tensor. Early stopping watches the validation lo
 restored. Every random choice (initialisation, batch order, flips) derives from the run seed, so the same seed
 gives the same numbers on CPU.
 
+A phase that trains only the head on a frozen backbone takes the frozen-feature fast path
+(:mod:`biastransfer.train.features`): the head trains on the backbone's features, computed once, with the same
+batches, flips and early stopping (the same numbers within float rounding).
+
 Evaluation runs under ``torch.inference_mode()`` in batches sized for the device (:func:`eval_batch_size`): on
 CPU small batches keep the activations in cache and are about 3x faster per image than batches of 1024 (see
 BENCHMARKS.md); logits do not depend on the batch size. Two opt-in options trade exactness for speed:
@@ -20,7 +24,6 @@ has the measurements behind that choice.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import math
 import time
@@ -29,10 +32,20 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from biastransfer.seeding import derive_seed
+from biastransfer.train.features import FeatureSource, SplitFeatures, head_logits, head_only
+from biastransfer.train.ops import (  # noqa: F401  (re-exported: the engine's public helpers)
+    PRECISIONS,
+    autocast,
+    eval_batch_size,
+    random_flip,
+    to_float,
+    weighted_bce,
+    weighted_cross_entropy,
+    weighted_loss,
+)
 
 
 class _Counter:
@@ -43,16 +56,6 @@ class _Counter:
 
 
 TRAININGS = _Counter()
-
-
-PRECISIONS = ("fp32", "bf16")
-
-
-def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    """The forward pass's precision: nothing for fp32, ``torch.autocast`` to bfloat16 for bf16."""
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
 
 
 SCHEDULES = ("constant", "cosine")
@@ -130,56 +133,6 @@ class Split:
         return Split(self.images.to(device), self.targets.to(device), w)
 
 
-def to_float(images: torch.Tensor) -> torch.Tensor:
-    """uint8 [0, 255] → float [0, 1], keeping channels-last memory format."""
-    return images.float().div_(255.0).contiguous(memory_format=torch.channels_last)
-
-
-def random_flip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Flip a random half of the batch horizontally (one tensor op for the whole batch)."""
-    mask = torch.rand(len(x), generator=generator) < 0.5
-    mask = mask.to(x.device).view(-1, 1, 1, 1)
-    return torch.where(mask, x.flip(3), x)
-
-
-def weighted_bce(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
-    """mean_i w_i · BCE(σ(z_i), y_i); w = 1 when no weights are given."""
-    loss = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
-    if weights is not None:
-        loss = loss * weights
-    return loss.mean()
-
-
-def weighted_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
-    """mean_i w_i · (−log softmax(z_i)[y_i]) for class indices y_i; w = 1 when no weights are given."""
-    loss = F.cross_entropy(logits, targets, reduction="none")
-    if weights is not None:
-        loss = loss * weights.reshape(-1)
-    return loss.mean()
-
-
-def weighted_loss(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
-    """The training loss for these targets: K-way cross-entropy for class indices (int64), else binary
-    cross-entropy on each logit."""
-    if targets.dtype == torch.int64:
-        return weighted_cross_entropy(logits, targets, weights)
-    return weighted_bce(logits, targets, weights)
-
-
-def eval_batch_size(device: torch.device, image_shape: tuple[int, ...]) -> int:
-    """Evaluation batch size: 1024 on accelerators; on CPU about 2^18 pixels per batch, between 8 and 64.
-
-    Measured on 2 AMD EPYC cores (per-image inference time, BENCHMARKS.md): the 3-stage ResNet at 32x32 is
-    fastest at 32-64 images per batch (about 3x faster than at 1024), ResNet-18 at 64x64 at 64, at 224x224 at 8.
-    Logits do not depend on the batch size (checked bit for bit), so this choice changes time only.
-    """
-    if torch.device(device).type != "cpu":
-        return 1024
-    pixels = max(1, int(image_shape[-1]) * int(image_shape[-2]))
-    size = 1 << max(0, (2 ** 18 // pixels).bit_length() - 1)  # largest power of two <= 2^18 / pixels
-    return int(min(64, max(8, size)))
-
-
 def _forward(compiled: bool):
     if not compiled:
         return lambda model, x: model(x)
@@ -224,7 +177,8 @@ def evaluate_loss(model: nn.Module, split: Split, *, device: torch.device, batch
 
 def fit(model: nn.Module, train: Split, val: Split | None, config: FitConfig, *, seed: int,
         device: torch.device, phases: list | None = None,
-        on_epoch: Callable[[int, dict[str, float]], None] | None = None) -> FitResult:
+        on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+        features: FeatureSource | None = None, fast: bool = True) -> FitResult:
     """Train ``model`` in place; return the best validation loss and the epoch it was reached.
 
     ``phases`` are transfer-mode phases (see :mod:`biastransfer.models.transfer`); None trains every layer.
@@ -232,6 +186,11 @@ def fit(model: nn.Module, train: Split, val: Split | None, config: FitConfig, *,
     ``config.schedule`` ``cosine`` anneals the learning rate per step to 0 over each phase's planned steps.
     Without a validation split the model trains ``max_epochs`` and the final weights are kept.
     With ``config.compile`` full batches run through the compiled forward and the remainder batch eager.
+
+    A phase that trains only the head on a frozen backbone (:func:`~biastransfer.train.features.head_only`) takes
+    the frozen-feature fast path unless ``fast`` is False: the head trains on the backbone's features, computed
+    once (from ``features``, e.g. a :class:`~biastransfer.train.features.RowFeatures` cache, or else from the
+    splits), with the same batches, flips and early stopping; the numbers equal the slow path's within rounding.
     """
     t0 = time.perf_counter()
     TRAININGS.count += 1
@@ -250,7 +209,7 @@ def fit(model: nn.Module, train: Split, val: Split | None, config: FitConfig, *,
         budgets = [max(1, round(p.epoch_share * config.max_epochs)) for p in phases]
         plan = list(zip(phases, budgets, strict=True))
 
-    best_loss, best_epoch, best_state = math.inf, 0, None
+    best_loss, best_epoch, best_state, best_partial = math.inf, 0, None, False
     history: list[dict[str, float]] = []
     epoch = 0
     for phase, budget in plan:
@@ -260,6 +219,12 @@ def fit(model: nn.Module, train: Split, val: Split | None, config: FitConfig, *,
                 p.requires_grad_(True)
         else:
             params = phase.trainable_parameters(model)
+        head = None
+        if fast and head_only(phase, model):
+            src = features if features is not None else SplitFeatures(
+                model, train_d.images, None if val is None else val.images, device=device,
+                precision=config.precision)
+            head = _HeadData(src, config.flip, val is not None, device)
         opt = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
         sched = None
         if config.schedule == "cosine":
@@ -274,18 +239,23 @@ def fit(model: nn.Module, train: Split, val: Split | None, config: FitConfig, *,
             else:
                 phase.set_train_mode(model)
             order = torch.randperm(n, generator=gen).to(device)
+            head_batch = None if head is None else head.batch(flip_gen)
             # the epoch's loss sum stays on the device (float64, the same sums as Python floats): no per-step sync
             total, seen = torch.zeros((), dtype=torch.float64, device=device), 0
             for start in range(0, n, config.batch_size):
                 idx = order[start:start + config.batch_size]
                 if len(idx) < 2:  # BatchNorm needs two examples
                     continue
-                x = to_float(train_d.images[idx])
-                if config.flip:
-                    x = random_flip(x, flip_gen)
                 w = None if train_d.weights is None else train_d.weights[idx]
-                with autocast(device, config.precision):
-                    logits = forward(model, x) if len(idx) == config.batch_size else model(x)
+                if head_batch is not None:  # the fast path: the head on the batch's (possibly mirrored) features
+                    with autocast(device, config.precision):
+                        logits = model.head(head_batch(idx))
+                else:
+                    x = to_float(train_d.images[idx])
+                    if config.flip:
+                        x = random_flip(x, flip_gen)
+                    with autocast(device, config.precision):
+                        logits = forward(model, x) if len(idx) == config.batch_size else model(x)
                 loss = weighted_loss(logits.float(), train_d.targets[idx], w)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -296,8 +266,11 @@ def fit(model: nn.Module, train: Split, val: Split | None, config: FitConfig, *,
                 seen += len(idx)
             record = {"epoch": epoch, "train_loss": float(total) / max(seen, 1)}
             if val is not None:
-                vloss = evaluate_loss(model, val, device=device, batch_size=config.eval_batch_size,
-                                      compile=config.compile, precision=config.precision)
+                if head is not None:
+                    vloss = head.val_loss(model, val, config.precision)
+                else:
+                    vloss = evaluate_loss(model, val, device=device, batch_size=config.eval_batch_size,
+                                          compile=config.compile, precision=config.precision)
                 record["val_loss"] = vloss
                 if not math.isfinite(vloss):
                     break
@@ -305,7 +278,9 @@ def fit(model: nn.Module, train: Split, val: Split | None, config: FitConfig, *,
                     best_in_phase, since_best = vloss, 0
                     if vloss < best_loss:
                         best_loss, best_epoch = vloss, epoch
-                        best_state = copy.deepcopy(model.state_dict())
+                        best_state = (copy.deepcopy(model.state_dict()) if head is None else
+                                      {f"head.{k}": v.detach().clone() for k, v in model.head.state_dict().items()})
+                        best_partial = head is not None
                 else:
                     since_best += 1
             history.append(record)
@@ -313,6 +288,8 @@ def fit(model: nn.Module, train: Split, val: Split | None, config: FitConfig, *,
                 on_epoch(epoch, record)
             if val is not None and since_best >= config.patience and epoch >= config.min_epochs:
                 break
+        if best_partial:  # a best head of the fast path: the rest of the model is as it was in that phase
+            best_state, best_partial = {**copy.deepcopy(model.state_dict()), **best_state}, False
     if best_state is not None:
         model.load_state_dict(best_state)
     else:
@@ -323,6 +300,34 @@ def fit(model: nn.Module, train: Split, val: Split | None, config: FitConfig, *,
     model.eval()
     return FitResult(best_val_loss=float(best_loss), best_epoch=best_epoch, epochs=epoch,
                      seconds=time.perf_counter() - t0, history=history)
+
+
+class _HeadData:
+    """The fast path's data for one phase: the features of the training images, of their mirror images (with
+    flips), and of the validation images, on the device."""
+
+    def __init__(self, source: FeatureSource, flip: bool, with_val: bool, device: torch.device) -> None:
+        self.plain = source.train(False).to(device)
+        self.mirrored = source.train(True).to(device) if flip else None
+        self.val = source.val().to(device) if with_val else None
+        self.device = device
+
+    def batch(self, flip_gen: torch.Generator) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The features of a batch of indices; with flips, drawn from ``flip_gen`` exactly as :func:`random_flip`
+        draws them for the batch's images (one ``torch.rand`` per batch)."""
+        def features(idx: torch.Tensor) -> torch.Tensor:
+            if self.mirrored is None:
+                return self.plain[idx]
+            mask = (torch.rand(len(idx), generator=flip_gen) < 0.5).to(self.device).view(-1, 1)
+            return torch.where(mask, self.mirrored[idx], self.plain[idx])
+        return features
+
+    def val_loss(self, model: nn.Module, val: Split, precision: str) -> float:
+        """What :func:`evaluate_loss` returns, from the validation features."""
+        assert self.val is not None
+        logits = head_logits(model, self.val, device=self.device, precision=precision)
+        w = None if val.weights is None else val.weights.cpu()
+        return float(weighted_loss(logits, val.targets.cpu(), w))
 
 
 def make_split(store_tensor: torch.Tensor, indices: np.ndarray, targets: np.ndarray,

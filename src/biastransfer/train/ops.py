@@ -1,0 +1,68 @@
+"""Tensor operations the engine and the frozen-feature fast path share: uint8 → float, random flips, the
+forward pass's precision, the (weighted) losses and the evaluation batch size."""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+import torch.nn.functional as F
+
+PRECISIONS = ("fp32", "bf16")
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """The forward pass's precision: nothing for fp32, ``torch.autocast`` to bfloat16 for bf16."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
+
+
+def to_float(images: torch.Tensor) -> torch.Tensor:
+    """uint8 [0, 255] → float [0, 1], keeping channels-last memory format."""
+    return images.float().div_(255.0).contiguous(memory_format=torch.channels_last)
+
+
+def random_flip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Flip a random half of the batch horizontally (one tensor op for the whole batch)."""
+    mask = torch.rand(len(x), generator=generator) < 0.5
+    mask = mask.to(x.device).view(-1, 1, 1, 1)
+    return torch.where(mask, x.flip(3), x)
+
+
+def weighted_bce(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+    """mean_i w_i · BCE(σ(z_i), y_i); w = 1 when no weights are given."""
+    loss = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+    if weights is not None:
+        loss = loss * weights
+    return loss.mean()
+
+
+def weighted_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+    """mean_i w_i · (−log softmax(z_i)[y_i]) for class indices y_i; w = 1 when no weights are given."""
+    loss = F.cross_entropy(logits, targets, reduction="none")
+    if weights is not None:
+        loss = loss * weights.reshape(-1)
+    return loss.mean()
+
+
+def weighted_loss(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+    """The training loss for these targets: K-way cross-entropy for class indices (int64), else binary
+    cross-entropy on each logit."""
+    if targets.dtype == torch.int64:
+        return weighted_cross_entropy(logits, targets, weights)
+    return weighted_bce(logits, targets, weights)
+
+
+def eval_batch_size(device: torch.device, image_shape: tuple[int, ...]) -> int:
+    """Evaluation batch size: 1024 on accelerators; on CPU about 2^18 pixels per batch, between 8 and 64.
+
+    Measured on 2 AMD EPYC cores (per-image inference time, BENCHMARKS.md): the 3-stage ResNet at 32x32 is
+    fastest at 32-64 images per batch (about 3x faster than at 1024), ResNet-18 at 64x64 at 64, at 224x224 at 8.
+    Logits do not depend on the batch size (checked bit for bit), so this choice changes time only.
+    """
+    if torch.device(device).type != "cpu":
+        return 1024
+    pixels = max(1, int(image_shape[-1]) * int(image_shape[-2]))
+    size = 1 << max(0, (2 ** 18 // pixels).bit_length() - 1)  # largest power of two <= 2^18 / pixels
+    return int(min(64, max(8, size)))
