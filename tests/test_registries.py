@@ -30,7 +30,7 @@ from biastransfer.backends import BACKENDS
 from biastransfer.data.registry import DATASETS
 from biastransfer.experiments.base import EXPERIMENTS
 from biastransfer.interventions import INTERVENTIONS
-from biastransfer.models.architectures import ARCHITECTURES, Classifier, build_model
+from biastransfer.models.architectures import ARCHITECTURES, Classifier, build_model, checkpoint_format_of
 from biastransfer.models.bases import BASES, BaseContext
 from biastransfer.models.checkpoints import CHECKPOINT_FORMATS, load_backbone
 from biastransfer.models.transfer import TRANSFER_MODES, get_transfer_mode
@@ -41,6 +41,12 @@ HERE = "tests/test_registries.py"
 CPU = torch.device("cpu")
 IMAGE_SIZE = 32  # the torchvision ResNets reach 1×1 in layer4 at 32 px, enough for BatchNorm on 2+ images
 TORCHVISION_KEY = re.compile(r"(conv1|bn1|layer\d+)\.")
+NATIVE_HEADS: dict[str, Callable[[int], dict[str, Tensor]]] = {
+    "torchvision": lambda dim: {"fc.weight": torch.randn(1000, dim), "fc.bias": torch.randn(1000)},
+    "timm_vit": lambda dim: {"head.weight": torch.randn(1000, dim), "head.bias": torch.randn(1000)},
+    "timm_convnext": lambda dim: {"head.fc.weight": torch.randn(1000, dim), "head.fc.bias": torch.randn(1000)},
+}
+"""An architecture's checkpoint format → the 1000-way head its published files carry (which the format drops)."""
 
 
 @pytest.fixture(autouse=True)
@@ -107,15 +113,19 @@ def test_architecture_builds_forwards_loads_and_trains(arch: str, channels: int,
         assert model(x).shape == (2, 1)
         assert model.features(x).shape == (2, model.feature_dim)
 
+    fmt = checkpoint_format_of(arch)
+    assert fmt in CHECKPOINT_FORMATS, f"architecture {arch!r}: its checkpoint_format {fmt!r} is not registered"
+    assert fmt in NATIVE_HEADS, f"architecture {arch!r}: add NATIVE_HEADS[{fmt!r}] in {HERE} (its files' head)"
     keys = list(model.backbone.state_dict())
     odd = [k for k in keys if not TORCHVISION_KEY.match(k)]
-    assert keys and not odd, (f"architecture {arch!r}: backbone keys {odd[:5]} do not follow torchvision's ResNet "
-                              "naming (conv1, bn1, layerN), so no checkpoint format can cover them")
-    # ... so a checkpoint in torchvision's layout (fc included) loads strictly into a fresh model
+    assert keys and (fmt != "torchvision" or not odd), (
+        f"architecture {arch!r}: backbone keys {odd[:5]} do not follow torchvision's ResNet naming (conv1, bn1, "
+        "layerN), so the torchvision format cannot cover them")
+    # ... so a checkpoint in its format's layout (head included) loads strictly, bit for bit, into a fresh model
     backbone = random_backbone(arch, channels)
-    torch.save(torchvision_layout(backbone, model.feature_dim), tmp_path / "tv.pth")
+    torch.save({**backbone, **NATIVE_HEADS[fmt](model.feature_dim)}, tmp_path / "native.pth")
     fresh = build_model(arch, in_channels=channels)
-    load_backbone(fresh, "torchvision", tmp_path / "tv.pth")
+    load_backbone(fresh, fmt, tmp_path / "native.pth")
     assert_backbone(fresh, backbone)
 
     # one SGD step moves every parameter
@@ -270,8 +280,20 @@ def test_every_transfer_mode_has_options() -> None:
     assert not stale, f"MODE_OPTIONS names unregistered modes: {stale}"
 
 
+TRANSFER_ARCHS = {"torchvision": ("small_resnet", 16), "timm_vit": ("vit_small_patch16_224", 32),
+                  "timm_convnext": ("convnext_tiny", 32)}
+"""One architecture (and image size) per backbone family (checkpoint format) that the transfer modes run on."""
+
+
+def test_every_architecture_family_runs_the_transfer_modes() -> None:
+    families = {checkpoint_format_of(arch) for arch in ARCHITECTURES.names()}
+    missing = families - set(TRANSFER_ARCHS)
+    assert not missing, f"add TRANSFER_ARCHS entries in {HERE} for the backbone families {sorted(missing)}"
+
+
+@pytest.mark.parametrize("family", sorted(TRANSFER_ARCHS))
 @pytest.mark.parametrize("name", TRANSFER_MODES.names())
-def test_transfer_mode_freezes_what_its_phases_say(name: str) -> None:
+def test_transfer_mode_freezes_what_its_phases_say(name: str, family: str) -> None:
     if name not in MODE_OPTIONS:
         pytest.fail(missing_mode_message(name))
     assert TRANSFER_MODES.get(name).description, f"transfer mode {name!r} has no description"
@@ -281,13 +303,14 @@ def test_transfer_mode_freezes_what_its_phases_say(name: str) -> None:
     phases = mode.phases()
     assert phases and math.isclose(sum(p.epoch_share for p in phases), 1.0, abs_tol=1e-12)
     torch.manual_seed(0)
-    model = build_model("small_resnet")
+    arch, size = TRANSFER_ARCHS[family]
+    model = build_model(arch)
     mode.validate(model)
 
     # the engine gives phase i max(1, round(epoch_share * max_epochs)) epochs, in order
     schedule = [p for p in phases for _ in range(max(1, round(p.epoch_share * EPOCHS)))]
     states = [snapshot(model)]
-    fit(model, tiny_split(8, size=16), None, FitConfig(max_epochs=EPOCHS, batch_size=8), seed=0, device=CPU,
+    fit(model, tiny_split(8, size=size), None, FitConfig(max_epochs=EPOCHS, batch_size=8), seed=0, device=CPU,
         phases=phases, on_epoch=lambda epoch, record: states.append(snapshot(model)))
     assert len(states) == len(schedule) + 1, f"{len(states) - 1} epochs ran; the phases plan {len(schedule)}"
     params = {n for n, _ in model.named_parameters()}
@@ -296,7 +319,10 @@ def test_transfer_mode_freezes_what_its_phases_say(name: str) -> None:
         for key, value in before.items():
             moved = not torch.equal(value, after[key])
             where = f"{name}, epoch {epoch} (phase {phase.name!r}): {key}"
-            in_frozen = key.startswith("backbone.") and key.split(".")[1] in frozen
+            inner = key.removeprefix("backbone.")
+            in_frozen = key.startswith("backbone.") and (
+                phase.freeze == "backbone"  # then all of it, whatever the phase names (a ViT's cls_token too)
+                or any(inner == f or inner.startswith(f + ".") for f in frozen))
             if key in params:
                 assert moved != in_frozen, where + (" moved though frozen" if moved else " did not train")
             elif in_frozen and not phase.update_bn:

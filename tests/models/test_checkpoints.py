@@ -160,6 +160,16 @@ def layout_timm(bb: dict[str, Tensor]) -> tuple[Any, list[str]]:
     return layout_torchvision(bb)
 
 
+def layout_timm_vit(bb: dict[str, Tensor]) -> tuple[Any, list[str]]:
+    head = {"head.weight": _rand(1000, bb["norm.weight"].shape[0]), "head.bias": _rand(1000)}
+    return {**bb, **head}, list(head)
+
+
+def layout_timm_convnext(bb: dict[str, Tensor]) -> tuple[Any, list[str]]:
+    head = {"head.fc.weight": _rand(1000, bb["head.norm.weight"].shape[0]), "head.fc.bias": _rand(1000)}
+    return {"state_dict_ema": {**bb, **head}}, list(head)  # as timm's train.py saves EMA weights, args removed
+
+
 LAYOUTS: dict[str, Callable[[dict[str, Tensor]], tuple[Any, list[str]]]] = {
     "torchvision": layout_torchvision,
     "moco_v3": layout_moco_v3,
@@ -168,7 +178,11 @@ LAYOUTS: dict[str, Callable[[dict[str, Tensor]], tuple[Any, list[str]]]] = {
     "simclr_converted": layout_simclr_converted,
     "places365": layout_places365,
     "timm": layout_timm,
+    "timm_vit": layout_timm_vit,
+    "timm_convnext": layout_timm_convnext,
 }
+FORMAT_ARCH = {"timm_vit": "vit_small_patch16_224", "timm_convnext": "convnext_tiny"}
+"""The architecture a format's round trip uses (default ``small_resnet``: the ResNet formats)."""
 
 
 def write_safetensors(path: Path, state: dict[str, Tensor]) -> None:
@@ -208,12 +222,13 @@ def test_every_registered_format_has_a_layout_test() -> None:
 
 @pytest.mark.parametrize("fmt", sorted(LAYOUTS))
 def test_layout_round_trips_bit_for_bit(fmt: str, tmp_path: Path) -> None:
-    bb = random_backbone("small_resnet")
+    arch = FORMAT_ARCH.get(fmt, "small_resnet")
+    bb = random_backbone(arch)
     obj, heads = LAYOUTS[fmt](bb)
     path = tmp_path / f"{fmt}.pth.tar"
     torch.save(obj, path)
 
-    model = build_model("small_resnet", num_outputs=3)
+    model = build_model(arch, num_outputs=3)
     head_before = {k: v.clone() for k, v in model.head.state_dict().items()}
     report = load_backbone(model, fmt, path)
 

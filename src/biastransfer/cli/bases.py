@@ -5,8 +5,9 @@ Mounted by the main CLI with ``app.add_typer(bases_app, name="bases")``.
 ``bases list``
     Tables of the registered base kinds, checkpoint formats, architectures and transfer modes.
 ``bases check --format FORMAT --path FILE [--arch ARCH]``
-    Reads FILE as FORMAT and compares it with a fresh ARCH backbone (default resnet50): prints the
-    matched / missing / unexpected counts and the keys. Exit 0 when every key is covered, 1 on a mismatch,
+    Reads FILE as FORMAT and compares it with a fresh ARCH backbone (default: the format's ``default_arch``,
+    resnet50 for the ResNet formats, vit_base_patch16_224 for ``timm_vit``, convnext_tiny for ``timm_convnext``):
+    prints the matched / missing / unexpected counts and the keys. Exit 0 when every key is covered, 1 on a mismatch,
     2 when the file cannot be read or the format or architecture is unknown.
 """
 
@@ -144,7 +145,9 @@ def _print_report(console: Console, report: CoverageReport, show_matched: bool) 
 def check(
     fmt: str = typer.Option(..., "--format", "-f", help="checkpoint format (see `bases list`)"),
     path: Path = typer.Option(..., "--path", "-p", help="the checkpoint file"),
-    arch: str = typer.Option("resnet50", "--arch", "-a", help="architecture to check against"),
+    arch: str | None = typer.Option(
+        None, "--arch", "-a", help="architecture to check against (default: the format's, e.g. resnet50)"
+    ),
     in_channels: int = typer.Option(3, "--in-channels", help="input channels of the model"),
     show_matched: bool = typer.Option(False, "--show-matched", help="also list the matched keys"),
 ) -> None:

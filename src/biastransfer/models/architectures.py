@@ -1,13 +1,18 @@
 """Architectures: a backbone that maps images to features, plus a linear head.
 
-Every architecture is registered by name and built as a :class:`Classifier`, whose ``backbone`` keys follow
-torchvision's ResNet naming (``conv1``, ``bn1``, ``layer1`` … ``layer4``) so that checkpoint converters can check
-key coverage against it.
+Every architecture is registered by name and built as a :class:`Classifier`. Its factory's ``checkpoint_format``
+names the checkpoint format whose key names its ``backbone`` uses: the ResNets follow torchvision's naming
+(``conv1``, ``bn1``, ``layer1`` … ``layer4``; format ``torchvision``); the ViTs and ConvNeXts are timm's own
+modules (``timm`` is imported only when one is built, always with ``pretrained=False``), so their backbone keys are
+timm's (formats ``timm_vit``, ``timm_convnext``). A backbone may name its freezable stages in order
+(``transfer_stages``) and its stem (``transfer_stem``), as dotted module or parameter names; the ResNets need not
+(their stages are the children ``layerN``, see :mod:`biastransfer.models.transfer`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from types import ModuleType
 
 import torch
 import torchvision
@@ -70,6 +75,7 @@ def _torchvision_resnet(name: str) -> Callable[[int], tuple[nn.Module, int]]:
         return net, dim
 
     factory.__doc__ = f"torchvision {name} (ImageNet layout, random initialisation)"
+    factory.checkpoint_format = "torchvision"  # type: ignore[attr-defined]
     return factory
 
 
@@ -128,8 +134,88 @@ def _small_resnet(in_channels: int) -> tuple[nn.Module, int]:
     return net, net.out_dim
 
 
+_small_resnet.checkpoint_format = "torchvision"  # type: ignore[attr-defined]
+
+
 @ARCHITECTURES.register("small_resnet_wide")
 def _small_resnet_wide(in_channels: int) -> tuple[nn.Module, int]:
     """A 3-stage ResNet with widths (32, 64, 128)."""
     net = SmallResNet(in_channels, (32, 64, 128))
     return net, net.out_dim
+
+
+_small_resnet_wide.checkpoint_format = "torchvision"  # type: ignore[attr-defined]
+
+
+def checkpoint_format_of(arch: str) -> str:
+    """The checkpoint format whose key names ``arch``'s backbone uses (``torchvision``, ``timm_vit`` …)."""
+    return str(getattr(ARCHITECTURES.get(arch), "checkpoint_format", "torchvision"))
+
+
+# ------------------------------------------------------------------------------------------------ timm backbones
+
+
+class _NoDropout(nn.Identity):
+    """Stands in for an ``nn.Dropout`` of rate 0 (the identity in both modes); keeps ``p`` for timm's attention.
+
+    With it, a frozen ViT/ConvNeXt backbone computes the same in train and eval mode and is recognised as such
+    (the frozen-feature fast path looks for dropout and DropPath modules)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.p = 0.0
+
+
+def _import_timm() -> ModuleType:
+    try:
+        import timm
+    except ImportError:  # pragma: no cover - timm is a dependency; a broken install still gets a clear message
+        raise ImportError(
+            "the ViT and ConvNeXt architectures need the 'timm' package (a dependency of biastransfer): "
+            "pip install 'timm>=1.0'"
+        ) from None
+    return timm
+
+
+def _timm_model(name: str, in_channels: int, **kwargs: object) -> nn.Module:
+    """timm's ``name`` without a classifier, randomly initialised: never downloads (``pretrained=False``)."""
+    net = _import_timm().create_model(name, pretrained=False, num_classes=0, in_chans=in_channels,
+                                      drop_rate=0.0, drop_path_rate=0.0, **kwargs)
+    for parent in list(net.modules()):
+        for child_name, child in list(parent.named_children()):
+            if isinstance(child, nn.Dropout) and child.p == 0.0:
+                setattr(parent, child_name, _NoDropout())
+    return net
+
+
+def _timm_vit(name: str) -> Callable[[int], tuple[nn.Module, int]]:
+    def factory(in_channels: int) -> tuple[nn.Module, int]:
+        # dynamic_img_size: the position embedding stays at the 224 grid of the published weights (so their files
+        # load strictly) and is interpolated to the input's grid in forward, so the study's resolution works
+        net = _timm_model(name, in_channels, dynamic_img_size=True)
+        stages = [f"blocks.{i}" for i in range(len(net.blocks))]
+        stem = [n for n, _ in net.named_parameters(recurse=False)] + ["patch_embed", "norm_pre"]
+        net.transfer_stages, net.transfer_stem = stages, stem
+        return net, int(net.num_features)
+
+    factory.__doc__ = f"timm {name} (ViT, class-token features; any resolution divisible by the patch size)"
+    factory.checkpoint_format = "timm_vit"  # type: ignore[attr-defined]
+    return factory
+
+
+def _timm_convnext(name: str) -> Callable[[int], tuple[nn.Module, int]]:
+    def factory(in_channels: int) -> tuple[nn.Module, int]:
+        net = _timm_model(name, in_channels)
+        net.transfer_stages = [f"stages.{i}" for i in range(len(net.stages))]
+        net.transfer_stem = ["stem"]
+        return net, int(net.num_features)
+
+    factory.__doc__ = f"timm {name} (ConvNeXt; features: pooled, then its LayerNorm head.norm)"
+    factory.checkpoint_format = "timm_convnext"  # type: ignore[attr-defined]
+    return factory
+
+
+for _name in ("vit_small_patch16_224", "vit_base_patch16_224"):
+    ARCHITECTURES.register(_name)(_timm_vit(_name))
+for _name in ("convnext_tiny",):
+    ARCHITECTURES.register(_name)(_timm_convnext(_name))

@@ -16,9 +16,12 @@ Modes:
     default; ``update_bn=True`` lets its running statistics update in train mode, as Salman et al.'s code
     did (their affine parameters stay frozen).
 ``freeze_stages``
-    Option ``k``: freeze the stem (everything of the backbone outside the stages) and the first ``k``
-    stages ``layer1`` … ``layerk``; ``0 <= k <= number of stages`` (4 for torchvision ResNets, 3 for
-    ``small_resnet``). ``update_bn`` as above.
+    Option ``k``: freeze the stem and the first ``k`` stages; ``0 <= k <= number of stages``. ResNets: the stem is
+    everything of the backbone outside the stages ``layer1`` … ``layerN`` (4 for torchvision ResNets, 3 for
+    ``small_resnet``). ViTs freeze in blocks: the stem is the patch embedding, class token and position
+    embedding, the stages are the transformer blocks ``blocks.0`` … (12 for ViT-S/16 and ViT-B/16); ConvNeXts:
+    ``stem`` and ``stages.0`` … ``stages.3``. The final norm of a ViT or ConvNeXt (after the last stage) is
+    neither stem nor stage, so it trains for every ``k``. ``update_bn`` as above.
 ``linear_probe_then_finetune``
     Option ``probe_share`` (default 0.5): a first phase training only the head with BatchNorm frozen, then
     full finetuning for the rest of the budget.
@@ -57,32 +60,56 @@ FREEZE_STAGES = "stages"
 
 
 def stage_names(model: Classifier) -> list[str]:
-    """The backbone's stages in order (``layer1`` … ``layerN``: its direct children so named)."""
+    """The backbone's stages in order: its ``transfer_stages`` if it names them (``blocks.0`` … for a ViT,
+    ``stages.0`` … for a ConvNeXt), else its direct children ``layer1`` … ``layerN`` (ResNets)."""
+    declared = getattr(model.backbone, "transfer_stages", None)
+    if declared is not None:
+        return list(declared)
     names = [n for n, _ in model.backbone.named_children() if _STAGE_RE.fullmatch(n)]
     return sorted(names, key=lambda n: int(_STAGE_RE.fullmatch(n).group(1)))  # type: ignore[union-attr]
 
 
-def frozen_backbone_children(model: Classifier, freeze: str, k: int = 0) -> list[str]:
-    """Names of the backbone's direct children frozen by ``freeze`` (``nothing``/``backbone``/``stages``).
+def _top_level(model: Classifier) -> list[str]:
+    """The backbone's direct children and direct parameters (a ViT's ``cls_token``, ``pos_embed``)."""
+    backbone = model.backbone
+    return [n for n, _ in backbone.named_children()] + [n for n, _ in backbone.named_parameters(recurse=False)]
 
-    For ``stages``: the stem (every child that is not a stage) plus the first ``k`` stages; ``k`` outside
-    ``0 … number of stages`` raises :class:`ValueError` naming the allowed range for the model's arch.
+
+def frozen_backbone_children(model: Classifier, freeze: str, k: int = 0) -> list[str]:
+    """Names (dotted, relative to the backbone) of the modules and parameters frozen by ``freeze``.
+
+    ``nothing``: none. ``backbone``: every direct child and direct parameter. ``stages``: the stem plus the first
+    ``k`` stages. The stem is the backbone's ``transfer_stem`` if it names one (a ViT's patch embedding, class
+    token and position embedding; a ConvNeXt's ``stem``: what follows the last stage, a final norm, trains),
+    else every direct child that is not a stage. ``k`` outside ``0 … number of stages`` raises
+    :class:`ValueError` naming the allowed range for the model's arch.
     """
-    children = [n for n, _ in model.backbone.named_children()]
     if freeze == FREEZE_NOTHING:
         return []
     if freeze == FREEZE_BACKBONE:
-        return children
+        return _top_level(model)
     if freeze == FREEZE_STAGES:
         stages = stage_names(model)
         if not 0 <= k <= len(stages):
             arch = getattr(model, "arch", "") or type(model.backbone).__name__
+            unit = "blocks" if stages and stages[0].startswith("blocks.") else "stages"
+            shown = ", ".join(stages) if len(stages) <= 6 else f"{stages[0]} … {stages[-1]}"
             raise ValueError(
-                f"freeze_stages: k={k} is out of range for {arch}, which has {len(stages)} stages "
-                f"({', '.join(stages)}); allowed: 0 … {len(stages)} (0 freezes only the stem)"
+                f"freeze_stages: k={k} is out of range for {arch}, which has {len(stages)} {unit} "
+                f"({shown}); allowed: 0 … {len(stages)} (0 freezes only the stem)"
             )
-        return [n for n in children if n not in stages] + stages[:k]
+        stem = getattr(model.backbone, "transfer_stem", None)
+        if stem is None:
+            stem = [n for n in _top_level(model) if n not in stages]
+        return list(stem) + stages[:k]
     raise ValueError(f"unknown freeze setting {freeze!r}; allowed: nothing, backbone, stages")
+
+
+def _resolve(backbone: nn.Module, name: str) -> nn.Module | nn.Parameter:
+    try:
+        return backbone.get_submodule(name)
+    except AttributeError:
+        return backbone.get_parameter(name)
 
 
 @dataclass(frozen=True)
@@ -105,13 +132,16 @@ class Phase:
         """Names of the backbone's direct children frozen in this phase."""
         return frozen_backbone_children(model, self.freeze, self.k)
 
+    def _frozen_parts(self, model: Classifier) -> list[nn.Module | nn.Parameter]:
+        return [_resolve(model.backbone, n) for n in self.frozen_children(model)]
+
     def _frozen_modules(self, model: Classifier) -> list[nn.Module]:
-        children = dict(model.backbone.named_children())
-        return [children[n] for n in self.frozen_children(model)]
+        return [m for m in self._frozen_parts(model) if isinstance(m, nn.Module)]
 
     def trainable_parameters(self, model: Classifier) -> list[nn.Parameter]:
         """Set ``requires_grad`` for this phase and return the trainable parameters (model order)."""
-        frozen = {id(p) for m in self._frozen_modules(model) for p in m.parameters()}
+        frozen = {id(p) for part in self._frozen_parts(model)
+                  for p in (part.parameters() if isinstance(part, nn.Module) else [part])}
         trainable: list[nn.Parameter] = []
         for p in model.parameters():
             p.requires_grad_(id(p) not in frozen)

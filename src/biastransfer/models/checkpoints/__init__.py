@@ -2,9 +2,9 @@
 
 A *checkpoint format* knows one published file layout (which container holds the state dict, which prefix
 the backbone keys carry, which keys are heads to drop) and converts the file's state dict to the key names of
-a torchvision ResNet backbone without ``fc`` (``conv1.weight``, ``bn1.running_mean``,
-``layer1.0.conv1.weight`` …), which is what :class:`~biastransfer.models.architectures.Classifier` backbones
-use.
+an architecture's backbone: for the ResNet formats a torchvision ResNet without ``fc`` (``conv1.weight``,
+``bn1.running_mean``, ``layer1.0.conv1.weight`` …); for ``timm_vit`` and ``timm_convnext`` timm's own keys
+(the ViT and ConvNeXt backbones are timm modules).
 
 Loading is strict, unlike the original scripts (``strict=False`` and no check, so a mismatch silently left a
 random backbone): every backbone key of the model must come from the file with the right shape, and every
@@ -24,6 +24,8 @@ Formats (``docs/checkpoints.md`` has the layouts and where each was verified):
 ``simclr_converted``    official TF SimCLR via tonylins/simclr-converter: ``state_dict`` → torchvision keys
 ``places365``           CSAILVision Places365: ``state_dict`` → ``module.*`` with a 365-way ``fc``
 ``timm``                timm ResNet weights (``.pth``/``.bin``/``.safetensors``): torchvision keys + ``fc``
+``timm_vit``            timm ViT weights (``vit_*``): timm's keys, ``head.*`` dropped
+``timm_convnext``       timm ConvNeXt weights (``convnext_*``): timm's keys, ``head.fc.*`` dropped
 ======================  =================================================================================
 
 Modules: :mod:`~biastransfer.models.checkpoints.reader` (reading files safely),

@@ -99,12 +99,18 @@ def _resolve_arch(kind: str, declared: str | None, ctx: BaseContext) -> str:
 
 
 def _apply_normalization(model: Classifier, mode: str) -> None:
-    """Set the classifier's input normalisation: ``imagenet`` (as built) or ``none`` (raw [0, 1] pixels)."""
+    """Set the classifier's input normalisation: ``imagenet`` (as built), ``inception`` (mean = std = 0.5, timm's
+    ViT weights) or ``none`` (raw [0, 1] pixels)."""
     if mode == "none":
         model.mean.zero_()
         model.std.fill_(1.0)
+    elif mode == "inception":
+        model.mean.fill_(0.5)
+        model.std.fill_(0.5)
     elif mode != "imagenet":
-        raise ValueError(f"normalization must be 'imagenet' or 'none' (or unset: the format's), not {mode!r}")
+        raise ValueError(
+            f"normalization must be 'imagenet', 'inception' or 'none' (or unset: the format's), not {mode!r}"
+        )
 
 
 @BASES.register("checkpoint")
@@ -112,8 +118,8 @@ class CheckpointBase(Base):
     """An off-the-shelf backbone from a local checkpoint file, with a fresh head.
 
     Options: ``format`` (a registered checkpoint format), ``path``, optional ``arch`` (must equal the
-    study's arch if given) and optional ``normalization`` (``imagenet`` or ``none``; default: what the
-    format expects, ``none`` for ``simclr_converted``).
+    study's arch if given) and optional ``normalization`` (``imagenet``, ``inception`` or ``none``; default: what
+    the format expects, ``none`` for ``simclr_converted``, ``inception`` for ``timm_vit``).
     """
 
     description = "off-the-shelf backbone from a local checkpoint file (options: format, path, arch)"

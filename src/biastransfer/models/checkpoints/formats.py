@@ -1,4 +1,7 @@
-"""Checkpoint formats: published file layouts converted to torchvision ResNet backbone keys, and their registry."""
+"""Checkpoint formats: published file layouts converted to an architecture's backbone keys, and their registry.
+
+The ResNet formats convert to torchvision ResNet keys; ``timm_vit`` and ``timm_convnext`` read timm's own layout
+(the backbones of those architectures are timm modules)."""
 
 from __future__ import annotations
 
@@ -43,8 +46,9 @@ class CheckpointFormat:
     file that is itself a state dict is used as is), ``prefix`` (the prefix of backbone keys, removed) and
     ``drop_prefixes`` (file keys deliberately dropped, matched after the prefix handling below). A
     ``module.`` prefix shared by *every* key (left by ``nn.DataParallel``) is removed first.
-    ``input_normalization`` is ``"imagenet"`` when the weights expect ImageNet mean/std normalised inputs and
-    ``"none"`` when they expect raw [0, 1] pixels.
+    ``input_normalization`` is ``"imagenet"`` when the weights expect ImageNet mean/std normalised inputs,
+    ``"inception"`` for mean = std = 0.5 (timm's ViT weights) and ``"none"`` when they expect raw [0, 1] pixels.
+    ``default_arch`` is what ``biastransfer bases check`` compares with when no ``--arch`` is given.
     """
 
     registry_name: ClassVar[str]
@@ -54,6 +58,7 @@ class CheckpointFormat:
     prefix: ClassVar[str] = ""
     drop_prefixes: ClassVar[tuple[str, ...]] = ("fc.",)
     input_normalization: ClassVar[str] = "imagenet"
+    default_arch: ClassVar[str] = "resnet50"
 
     def unwrap(self, obj: Any, source: str = "checkpoint") -> dict[str, Tensor]:
         """Find the state dict inside what was read from the file (``source`` names it in errors)."""
@@ -178,3 +183,32 @@ class TimmFormat(CheckpointFormat):
         "state dict (plain, or under 'state_dict'/'model'): conv1.*, bn1.*, layer1-4.*, fc.*; "
         "deep-stem / avg-down variants (resnet50d …) do not fit a torchvision ResNet and are reported"
     )
+
+
+@CHECKPOINT_FORMATS.register("timm_vit")
+class TimmVitFormat(CheckpointFormat):
+    description = (
+        "timm ViT weights (vit_*; .pth/.bin or .safetensors): timm's keys, head.* dropped; "
+        "expects mean = std = 0.5 inputs (timm's augreg weights)"
+    )
+    layout = (
+        "state dict (plain, or under 'state_dict'/'model'/'state_dict_ema'): cls_token, pos_embed (1, 1 + 14·14, D) "
+        "at 224, patch_embed.proj.*, blocks.N.{norm1,attn.qkv,attn.proj,norm2,mlp.fc1,mlp.fc2}.*, norm.*, head.*"
+    )
+    containers = ("state_dict", "model", "state_dict_ema")
+    drop_prefixes = ("head.",)
+    input_normalization = "inception"
+    default_arch = "vit_base_patch16_224"
+
+
+@CHECKPOINT_FORMATS.register("timm_convnext")
+class TimmConvnextFormat(CheckpointFormat):
+    description = "timm ConvNeXt weights (convnext_*; .pth/.bin or .safetensors): timm's keys, head.fc.* dropped"
+    layout = (
+        "state dict (plain, or under 'state_dict'/'model'/'state_dict_ema'): stem.0/1.*, "
+        "stages.N.downsample.*, stages.N.blocks.M.{gamma,conv_dw,norm,mlp.fc1,mlp.fc2}.*, head.norm.* (kept: "
+        "the features' LayerNorm), head.fc.*"
+    )
+    containers = ("state_dict", "model", "state_dict_ema")
+    drop_prefixes = ("head.fc.",)
+    default_arch = "convnext_tiny"

@@ -65,14 +65,15 @@ def load_backbone(model: Classifier, fmt: str, path: str | Path) -> CoverageRepo
 
 
 def check_checkpoint(
-    fmt: str, path: str | Path, arch: str = "resnet50", in_channels: int = 3
+    fmt: str, path: str | Path, arch: str | None = None, in_channels: int = 3
 ) -> CoverageReport:
-    """The coverage of a checkpoint against a fresh ``arch`` backbone, without raising on a mismatch.
+    """The coverage of a checkpoint against a fresh ``arch`` backbone (default: the format's ``default_arch``),
+    without raising on a mismatch.
 
     Still raises for a missing or unreadable file, an unknown format or an unknown architecture.
     """
     converter = get_format(fmt)  # unknown format fails before the (possibly slow) model build
-    model = build_model(arch, in_channels=in_channels)
+    model = build_model(arch or converter.default_arch, in_channels=in_channels)
     path = Path(path)
     raw = converter.unwrap(read_checkpoint(path), source=str(path))
     report, _ = coverage(model, converter.split(raw))
