@@ -1,7 +1,9 @@
 """Registry-wide: every architecture, base kind and transfer mode is constructed, validated and run at a tiny size,
 and ``biastransfer list`` shows every entry of every registry.
 
-A new architecture needs no test code. A new base kind needs an entry in :data:`BASE_CASES` (its options and
+A new architecture needs no test code unless its checkpoint format is new: then :data:`NATIVE_LAYOUTS` (the
+format's file layout) and :data:`TRANSFER_ARCHS` (the family the transfer modes run on) need an entry; without one
+the test fails saying what to add. A new base kind needs an entry in :data:`BASE_CASES` (its options and
 context) and a new transfer mode one in :data:`MODE_OPTIONS`; a registered one without fails saying what to add.
 Datasets: ``tests/data/test_registry_datasets.py``; interventions: ``tests/interventions/
 test_intervention_registry.py``; experiments: ``tests/report`` and ``tests/experiments``; backends:
@@ -41,12 +43,45 @@ HERE = "tests/test_registries.py"
 CPU = torch.device("cpu")
 IMAGE_SIZE = 32  # the torchvision ResNets reach 1×1 in layer4 at 32 px, enough for BatchNorm on 2+ images
 TORCHVISION_KEY = re.compile(r"(conv1|bn1|layer\d+)\.")
-NATIVE_HEADS: dict[str, Callable[[int], dict[str, Tensor]]] = {
-    "torchvision": lambda dim: {"fc.weight": torch.randn(1000, dim), "fc.bias": torch.randn(1000)},
-    "timm_vit": lambda dim: {"head.weight": torch.randn(1000, dim), "head.bias": torch.randn(1000)},
-    "timm_convnext": lambda dim: {"head.fc.weight": torch.randn(1000, dim), "head.fc.bias": torch.randn(1000)},
+
+
+OPENCLIP_BLOCK = (("norm1.", "ln_1."), ("norm2.", "ln_2."), ("attn.qkv.", "attn.in_proj_"),
+                  ("attn.proj.", "attn.out_proj."), ("mlp.fc1.", "mlp.c_fc."), ("mlp.fc2.", "mlp.c_proj."))
+
+
+def openclip_name(key: str) -> str:
+    """timm's ViT key → OpenCLIP's image-tower key (without ``visual.``), written out by hand from open_clip."""
+    fixed = {"cls_token": "class_embedding", "pos_embed": "positional_embedding", "head.weight": "proj",
+             "patch_embed.proj.weight": "conv1.weight"}
+    if key in fixed:
+        return fixed[key]
+    for timm_prefix, clip_prefix in (("norm_pre.", "ln_pre."), ("norm.", "ln_post.")):
+        if key.startswith(timm_prefix):
+            return clip_prefix + key[len(timm_prefix):]
+    block, rest = re.fullmatch(r"blocks\.(\d+)\.(.+)", key).groups()  # type: ignore[union-attr]
+    timm_prefix, clip_prefix = next(pair for pair in OPENCLIP_BLOCK if rest.startswith(pair[0]))
+    return f"transformer.resblocks.{block}.{clip_prefix}{rest[len(timm_prefix):]}"
+
+
+def openclip_layout(bb: dict[str, Tensor], dim: int) -> dict[str, Tensor]:
+    """An OpenCLIP CLIP state dict whose image tower holds ``bb``'s values, plus a (tiny) text tower."""
+    shaped = {"cls_token": lambda v: v.reshape(-1), "pos_embed": lambda v: v[0], "head.weight": lambda v: v.t()}
+    tower = {f"visual.{openclip_name(k)}": shaped.get(k, lambda v: v)(v) for k, v in bb.items()}
+    text = {"token_embedding.weight": torch.randn(10, 8), "positional_embedding": torch.randn(5, 8),
+            "transformer.resblocks.0.attn.in_proj_weight": torch.randn(24, 8), "ln_final.weight": torch.randn(8),
+            "text_projection": torch.randn(8, dim), "logit_scale": torch.tensor(4.6)}
+    return {**tower, **text}
+
+
+NATIVE_LAYOUTS: dict[str, Callable[[dict[str, Tensor], int], dict[str, Tensor]]] = {
+    "torchvision": lambda bb, dim: {**bb, "fc.weight": torch.randn(1000, dim), "fc.bias": torch.randn(1000)},
+    "timm_vit": lambda bb, dim: {**bb, "head.weight": torch.randn(1000, dim), "head.bias": torch.randn(1000)},
+    "timm_convnext": lambda bb, dim: {**bb, "head.fc.weight": torch.randn(1000, dim),
+                                      "head.fc.bias": torch.randn(1000)},
+    "open_clip": openclip_layout,
 }
-"""An architecture's checkpoint format → the 1000-way head its published files carry (which the format drops)."""
+"""An architecture's checkpoint format → its published files' layout of a backbone (heads, text towers included,
+which the format drops)."""
 
 
 @pytest.fixture(autouse=True)
@@ -101,8 +136,14 @@ def run_forward(model: Classifier, channels: int, n: int = 2) -> Tensor:
 # ------------------------------------------------------------------------------------------------ architectures
 
 
-@pytest.mark.parametrize("channels", [3, 1])
-@pytest.mark.parametrize("arch", ARCHITECTURES.names())
+GREY_ELSEWHERE = {"vit_base_patch16_224": "vit_small_patch16_224",
+                  "openclip_vit_b16_quickgelu": "openclip_vit_b16"}
+"""Large architectures whose one-channel build is the same factory code as a cheaper one's (which runs it)."""
+ARCH_CASES = [(arch, channels) for arch in ARCHITECTURES.names() for channels in (3, 1)
+              if channels == 3 or arch not in GREY_ELSEWHERE]
+
+
+@pytest.mark.parametrize(("arch", "channels"), ARCH_CASES)
 def test_architecture_builds_forwards_loads_and_trains(arch: str, channels: int, tmp_path: Path) -> None:
     torch.manual_seed(0)
     model = build_model(arch, num_outputs=1, in_channels=channels)
@@ -115,7 +156,7 @@ def test_architecture_builds_forwards_loads_and_trains(arch: str, channels: int,
 
     fmt = checkpoint_format_of(arch)
     assert fmt in CHECKPOINT_FORMATS, f"architecture {arch!r}: its checkpoint_format {fmt!r} is not registered"
-    assert fmt in NATIVE_HEADS, f"architecture {arch!r}: add NATIVE_HEADS[{fmt!r}] in {HERE} (its files' head)"
+    assert fmt in NATIVE_LAYOUTS, f"architecture {arch!r}: add NATIVE_LAYOUTS[{fmt!r}] in {HERE} (its files' layout)"
     keys = list(model.backbone.state_dict())
     odd = [k for k in keys if not TORCHVISION_KEY.match(k)]
     assert keys and (fmt != "torchvision" or not odd), (
@@ -123,7 +164,7 @@ def test_architecture_builds_forwards_loads_and_trains(arch: str, channels: int,
         "layerN), so the torchvision format cannot cover them")
     # ... so a checkpoint in its format's layout (head included) loads strictly, bit for bit, into a fresh model
     backbone = random_backbone(arch, channels)
-    torch.save({**backbone, **NATIVE_HEADS[fmt](model.feature_dim)}, tmp_path / "native.pth")
+    torch.save(NATIVE_LAYOUTS[fmt](backbone, model.feature_dim), tmp_path / "native.pth")
     fresh = build_model(arch, in_channels=channels)
     load_backbone(fresh, fmt, tmp_path / "native.pth")
     assert_backbone(fresh, backbone)
@@ -281,7 +322,7 @@ def test_every_transfer_mode_has_options() -> None:
 
 
 TRANSFER_ARCHS = {"torchvision": ("small_resnet", 16), "timm_vit": ("vit_small_patch16_224", 32),
-                  "timm_convnext": ("convnext_tiny", 32)}
+                  "timm_convnext": ("convnext_tiny", 32), "open_clip": ("openclip_vit_b16", 32)}
 """One architecture (and image size) per backbone family (checkpoint format) that the transfer modes run on."""
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import re
 import struct
 from collections.abc import Callable
 from pathlib import Path
@@ -170,6 +171,36 @@ def layout_timm_convnext(bb: dict[str, Tensor]) -> tuple[Any, list[str]]:
     return {"state_dict_ema": {**bb, **head}}, list(head)  # as timm's train.py saves EMA weights, args removed
 
 
+OPENCLIP_BLOCK = (("norm1.", "ln_1."), ("norm2.", "ln_2."), ("attn.qkv.", "attn.in_proj_"),
+                  ("attn.proj.", "attn.out_proj."), ("mlp.fc1.", "mlp.c_fc."), ("mlp.fc2.", "mlp.c_proj."))
+
+
+def openclip_name(key: str) -> str:
+    """timm's ViT key → OpenCLIP's image-tower key (without ``visual.``), written out by hand from open_clip."""
+    fixed = {"cls_token": "class_embedding", "pos_embed": "positional_embedding", "head.weight": "proj",
+             "patch_embed.proj.weight": "conv1.weight"}
+    if key in fixed:
+        return fixed[key]
+    for timm_prefix, clip_prefix in (("norm_pre.", "ln_pre."), ("norm.", "ln_post.")):
+        if key.startswith(timm_prefix):
+            return clip_prefix + key[len(timm_prefix):]
+    block, rest = re.fullmatch(r"blocks\.(\d+)\.(.+)", key).groups()  # type: ignore[union-attr]
+    timm_prefix, clip_prefix = next(pair for pair in OPENCLIP_BLOCK if rest.startswith(pair[0]))
+    return f"transformer.resblocks.{block}.{clip_prefix}{rest[len(timm_prefix):]}"
+
+
+def layout_open_clip(bb: dict[str, Tensor]) -> tuple[Any, list[str]]:
+    """open_clip's training checkpoint: {'epoch', 'name', 'state_dict': module.* (DDP), 'optimizer'}."""
+    shaped = {"cls_token": lambda v: v.reshape(-1), "pos_embed": lambda v: v[0], "head.weight": lambda v: v.t()}
+    tower = {f"visual.{openclip_name(k)}": shaped.get(k, lambda v: v)(v) for k, v in bb.items()}
+    text = {"positional_embedding": _rand(77, 8), "text_projection": _rand(8, 512), "logit_scale": _rand(1)[0],
+            "token_embedding.weight": _rand(100, 8), "ln_final.weight": _rand(8), "ln_final.bias": _rand(8),
+            "transformer.resblocks.0.attn.in_proj_weight": _rand(24, 8), "transformer.resblocks.0.ln_1.bias": _rand(8)}
+    state = {f"module.{k}": v for k, v in {**tower, **text}.items()}
+    return {"epoch": 32, "name": "ViT-B-16", "state_dict": state, "optimizer": _optimizer_state()}, \
+        [f"module.{k}" for k in text]
+
+
 LAYOUTS: dict[str, Callable[[dict[str, Tensor]], tuple[Any, list[str]]]] = {
     "torchvision": layout_torchvision,
     "moco_v3": layout_moco_v3,
@@ -180,8 +211,9 @@ LAYOUTS: dict[str, Callable[[dict[str, Tensor]], tuple[Any, list[str]]]] = {
     "timm": layout_timm,
     "timm_vit": layout_timm_vit,
     "timm_convnext": layout_timm_convnext,
+    "open_clip": layout_open_clip,
 }
-FORMAT_ARCH = {"timm_vit": "vit_small_patch16_224", "timm_convnext": "convnext_tiny"}
+FORMAT_ARCH = {"timm_vit": "vit_small_patch16_224", "timm_convnext": "convnext_tiny", "open_clip": "openclip_vit_b16"}
 """The architecture a format's round trip uses (default ``small_resnet``: the ResNet formats)."""
 
 

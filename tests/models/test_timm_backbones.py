@@ -1,5 +1,6 @@
-"""ViT and ConvNeXt backbones (timm modules): transfer modes by blocks/stages, the frozen-feature fast path's test,
-strict loading of timm's layouts (safetensors, shape and key mismatches listed), ``bases check``, no downloads.
+"""ViT, ConvNeXt and OpenCLIP image-tower backbones (timm modules): transfer modes by blocks/stages, the test of
+the frozen-feature fast path, strict loading of timm's and OpenCLIP's layouts (safetensors, shape and key mismatches
+listed; the loaded CLIP tower computes what open_clip's does), ``bases check``, no downloads.
 
 Every checkpoint here is written from a randomly initialised model; nothing is downloaded. The round trip of every
 format (bit for bit) is in ``tests/models/test_checkpoints.py``; every architecture builds, loads its format's
@@ -8,6 +9,7 @@ layout and trains in ``tests/test_registries.py``.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,6 +25,7 @@ from biastransfer.models.bases import BASES, BaseContext
 from biastransfer.models.checkpoints import (
     CheckpointMismatchError,
     check_checkpoint,
+    get_format,
     load_backbone,
 )
 from biastransfer.models.transfer import get_transfer_mode, stage_names
@@ -115,7 +118,7 @@ def test_convnext_freeze_k_stages(k: int) -> None:
         get_transfer_mode("freeze_stages", k=5).validate(model)
 
 
-@pytest.mark.parametrize("arch", [VIT, CONVNEXT])
+@pytest.mark.parametrize("arch", [VIT, CONVNEXT, "openclip_vit_b16"])
 def test_frozen_backbone_qualifies_for_the_fast_path(arch: str) -> None:
     model = build_model(arch)
     assert head_only(get_transfer_mode("fixed_feature").phases()[0], model)
@@ -190,3 +193,83 @@ def test_cli_bases_check_convnext(tmp_path: Path) -> None:
     torch.save({k: v for k, v in state.items() if not k.startswith("head.norm")}, tmp_path / "bad.pth")
     result = CliRunner().invoke(bases_app, ["check", "-f", "timm_convnext", "-p", str(tmp_path / "bad.pth")])
     assert result.exit_code == 1 and "head.norm.weight" in result.output
+
+
+# ------------------------------------------------------------------------------------------------ OpenCLIP
+
+
+class QuickGELU(torch.nn.Module):
+    def forward(self, x: Tensor) -> Tensor:
+        return x * torch.sigmoid(1.702 * x)
+
+
+class OpenClipBlock(torch.nn.Module):
+    """open_clip's ``ResidualAttentionBlock`` (no layer scale), with its attribute names."""
+
+    def __init__(self, width: int, heads: int, act: type[torch.nn.Module]) -> None:
+        super().__init__()
+        self.ln_1 = torch.nn.LayerNorm(width)
+        self.attn = torch.nn.MultiheadAttention(width, heads, batch_first=True)
+        self.ln_2 = torch.nn.LayerNorm(width)
+        self.mlp = torch.nn.Sequential(OrderedDict(c_fc=torch.nn.Linear(width, 4 * width), gelu=act(),
+                                                   c_proj=torch.nn.Linear(4 * width, width)))
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.ln_1(x)
+        x = x + self.attn(y, y, y, need_weights=False)[0]
+        return x + self.mlp(self.ln_2(x))
+
+
+class OpenClipVisual(torch.nn.Module):
+    """open_clip's image ``VisionTransformer`` (token pooling, ln_post before pooling, ``proj``), written from
+    open_clip's ``transformer.py``: a reference the timm backbone loaded by ``open_clip`` must agree with."""
+
+    def __init__(self, act: type[torch.nn.Module], width: int = 768, layers: int = 12, embed: int = 512) -> None:
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(3, width, 16, 16, bias=False)
+        self.class_embedding = torch.nn.Parameter(torch.randn(width) * 0.05)
+        self.positional_embedding = torch.nn.Parameter(torch.randn(197, width) * 0.05)
+        self.ln_pre = torch.nn.LayerNorm(width)
+        self.transformer = torch.nn.Module()
+        self.transformer.resblocks = torch.nn.ModuleList(OpenClipBlock(width, 12, act) for _ in range(layers))
+        self.ln_post = torch.nn.LayerNorm(width)
+        self.proj = torch.nn.Parameter(torch.randn(width, embed) * 0.05)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.conv1(x).flatten(2).permute(0, 2, 1)
+        x = torch.cat([self.class_embedding.expand(x.shape[0], 1, -1), x], dim=1) + self.positional_embedding
+        x = self.ln_pre(x)
+        for block in self.transformer.resblocks:
+            x = block(x)
+        return self.ln_post(x)[:, 0] @ self.proj
+
+
+@pytest.mark.parametrize(("arch", "act"), [("openclip_vit_b16", torch.nn.GELU),
+                                           ("openclip_vit_b16_quickgelu", QuickGELU)])
+def test_open_clip_tower_computes_what_open_clip_computes(arch: str, act: type[torch.nn.Module],
+                                                          tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    reference = OpenClipVisual(act).eval()
+    for p in reference.parameters():  # LayerNorms and biases away from their initial values
+        p.data.add_(torch.randn_like(p) * 0.02)
+    text = {"text_projection": torch.randn(8, 512), "logit_scale": torch.tensor(4.6)}
+    torch.save({**{f"visual.{k}": v for k, v in reference.state_dict().items()}, **text}, tmp_path / "clip.pt")
+    model = build_model(arch)
+    report = load_backbone(model, "open_clip", tmp_path / "clip.pt")
+    assert report.ok and sorted(report.dropped) == ["logit_scale", "text_projection"]
+    assert torch.equal(model.backbone.head.weight, reference.proj.t())
+    assert torch.equal(model.backbone.blocks[3].attn.qkv.weight, reference.transformer.resblocks[3].attn.in_proj_weight)
+    x = torch.rand(2, 3, 224, 224)
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model.backbone(x), reference(x), rtol=1e-4, atol=1e-4)
+    assert model.feature_dim == 512
+
+
+def test_open_clip_checkpoint_base_uses_clip_normalisation(tmp_path: Path) -> None:
+    assert get_format("open_clip").input_normalization == "clip"
+    state = {f"visual.{k}": v for k, v in OpenClipVisual(torch.nn.GELU).state_dict().items()}
+    torch.save(state, tmp_path / "clip.pt")
+    model = BASES.get("checkpoint")(format="open_clip", path=str(tmp_path / "clip.pt")).build(
+        BaseContext(arch="openclip_vit_b16"))
+    assert torch.allclose(model.mean.flatten(), torch.tensor([0.48145466, 0.4578275, 0.40821073]))

@@ -2,11 +2,12 @@
 
 Every architecture is registered by name and built as a :class:`Classifier`. Its factory's ``checkpoint_format``
 names the checkpoint format whose key names its ``backbone`` uses: the ResNets follow torchvision's naming
-(``conv1``, ``bn1``, ``layer1`` … ``layer4``; format ``torchvision``); the ViTs and ConvNeXts are timm's own
-modules (``timm`` is imported only when one is built, always with ``pretrained=False``), so their backbone keys are
-timm's (formats ``timm_vit``, ``timm_convnext``). A backbone may name its freezable stages in order
-(``transfer_stages``) and its stem (``transfer_stem``), as dotted module or parameter names; the ResNets need not
-(their stages are the children ``layerN``, see :mod:`biastransfer.models.transfer`).
+(``conv1``, ``bn1``, ``layer1`` … ``layer4``; format ``torchvision``); the ViTs, ConvNeXts and OpenCLIP image
+towers are timm's own modules (``timm`` is imported only when one is built, always with ``pretrained=False``), so
+their backbone keys are timm's (formats ``timm_vit``, ``timm_convnext``; ``open_clip`` renames OpenCLIP's keys).
+A backbone may name its freezable stages in order (``transfer_stages``) and its stem (``transfer_stem``), as dotted
+module or parameter names; the ResNets need not (their stages are the children ``layerN``, see
+:mod:`biastransfer.models.transfer`).
 """
 
 from __future__ import annotations
@@ -215,6 +216,22 @@ def _timm_convnext(name: str) -> Callable[[int], tuple[nn.Module, int]]:
     return factory
 
 
+def _timm_clip(name: str, embed_dim: int) -> Callable[[int], tuple[nn.Module, int]]:
+    def factory(in_channels: int) -> tuple[nn.Module, int]:
+        net = _timm_model(name, in_channels, dynamic_img_size=True)
+        # OpenCLIP's image tower ends in ``proj`` (no bias): the features are the image embedding (encode_image)
+        net.head = nn.Linear(int(net.num_features), embed_dim, bias=False)
+        net.transfer_stages = [f"blocks.{i}" for i in range(len(net.blocks))]
+        net.transfer_stem = [n for n, _ in net.named_parameters(recurse=False)] + ["patch_embed", "norm_pre"]
+        return net, embed_dim
+
+    factory.__doc__ = f"OpenCLIP image tower as timm {name} (ViT, pre-norm; features: the {embed_dim}-d embedding)"
+    factory.checkpoint_format = "open_clip"  # type: ignore[attr-defined]
+    return factory
+
+
+ARCHITECTURES.register("openclip_vit_b16")(_timm_clip("vit_base_patch16_clip_224", 512))
+ARCHITECTURES.register("openclip_vit_b16_quickgelu")(_timm_clip("vit_base_patch16_clip_quickgelu_224", 512))
 for _name in ("vit_small_patch16_224", "vit_base_patch16_224"):
     ARCHITECTURES.register(_name)(_timm_vit(_name))
 for _name in ("convnext_tiny",):

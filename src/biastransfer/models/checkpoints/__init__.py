@@ -3,8 +3,8 @@
 A *checkpoint format* knows one published file layout (which container holds the state dict, which prefix
 the backbone keys carry, which keys are heads to drop) and converts the file's state dict to the key names of
 an architecture's backbone: for the ResNet formats a torchvision ResNet without ``fc`` (``conv1.weight``,
-``bn1.running_mean``, ``layer1.0.conv1.weight`` …); for ``timm_vit`` and ``timm_convnext`` timm's own keys
-(the ViT and ConvNeXt backbones are timm modules).
+``bn1.running_mean``, ``layer1.0.conv1.weight`` …); for ``timm_vit``, ``timm_convnext`` and ``open_clip`` timm's
+own keys (the ViT, ConvNeXt and CLIP image-tower backbones are timm modules).
 
 Loading is strict, unlike the original scripts (``strict=False`` and no check, so a mismatch silently left a
 random backbone): every backbone key of the model must come from the file with the right shape, and every
@@ -26,6 +26,7 @@ Formats (``docs/checkpoints.md`` has the layouts and where each was verified):
 ``timm``                timm ResNet weights (``.pth``/``.bin``/``.safetensors``): torchvision keys + ``fc``
 ``timm_vit``            timm ViT weights (``vit_*``): timm's keys, ``head.*`` dropped
 ``timm_convnext``       timm ConvNeXt weights (``convnext_*``): timm's keys, ``head.fc.*`` dropped
+``open_clip``           OpenCLIP CLIP model: ``visual.*`` renamed to timm's ViT keys, the text tower dropped
 ======================  =================================================================================
 
 Modules: :mod:`~biastransfer.models.checkpoints.reader` (reading files safely),

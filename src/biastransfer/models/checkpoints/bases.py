@@ -76,6 +76,10 @@ def torchvision_cached(arch: str, weights_name: str, verify_hash: bool = True) -
 # ------------------------------------------------------------------------------------------------------
 # Bases
 
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+"""The input normalisation of CLIP's (and OpenCLIP's) image towers."""
+
 
 def _check_options(kind: str, options: dict[str, Any], required: set[str], optional: set[str]) -> None:
     unknown = sorted(set(options) - required - optional)
@@ -100,16 +104,21 @@ def _resolve_arch(kind: str, declared: str | None, ctx: BaseContext) -> str:
 
 def _apply_normalization(model: Classifier, mode: str) -> None:
     """Set the classifier's input normalisation: ``imagenet`` (as built), ``inception`` (mean = std = 0.5, timm's
-    ViT weights) or ``none`` (raw [0, 1] pixels)."""
+    ViT weights), ``clip`` (CLIP's mean/std, OpenCLIP weights) or ``none`` (raw [0, 1] pixels)."""
     if mode == "none":
         model.mean.zero_()
         model.std.fill_(1.0)
     elif mode == "inception":
         model.mean.fill_(0.5)
         model.std.fill_(0.5)
+    elif mode == "clip":
+        if model.mean.numel() != 3:
+            raise ValueError("normalization 'clip' needs 3 input channels")
+        model.mean.copy_(torch.tensor(CLIP_MEAN).view_as(model.mean))
+        model.std.copy_(torch.tensor(CLIP_STD).view_as(model.std))
     elif mode != "imagenet":
         raise ValueError(
-            f"normalization must be 'imagenet', 'inception' or 'none' (or unset: the format's), not {mode!r}"
+            f"normalization must be 'imagenet', 'inception', 'clip' or 'none' (or unset: the format's), not {mode!r}"
         )
 
 
@@ -118,8 +127,9 @@ class CheckpointBase(Base):
     """An off-the-shelf backbone from a local checkpoint file, with a fresh head.
 
     Options: ``format`` (a registered checkpoint format), ``path``, optional ``arch`` (must equal the
-    study's arch if given) and optional ``normalization`` (``imagenet``, ``inception`` or ``none``; default: what
-    the format expects, ``none`` for ``simclr_converted``, ``inception`` for ``timm_vit``).
+    study's arch if given) and optional ``normalization`` (``imagenet``, ``inception``, ``clip`` or ``none``;
+    default: what the format expects, ``none`` for ``simclr_converted``, ``inception`` for ``timm_vit``, ``clip``
+    for ``open_clip``).
     """
 
     description = "off-the-shelf backbone from a local checkpoint file (options: format, path, arch)"

@@ -1,7 +1,8 @@
 """Checkpoint formats: published file layouts converted to an architecture's backbone keys, and their registry.
 
 The ResNet formats convert to torchvision ResNet keys; ``timm_vit`` and ``timm_convnext`` read timm's own layout
-(the backbones of those architectures are timm modules)."""
+(the backbones of those architectures are timm modules); ``open_clip`` renames an OpenCLIP image tower to timm's
+ViT keys."""
 
 from __future__ import annotations
 
@@ -212,3 +213,56 @@ class TimmConvnextFormat(CheckpointFormat):
     containers = ("state_dict", "model", "state_dict_ema")
     drop_prefixes = ("head.fc.",)
     default_arch = "convnext_tiny"
+
+
+_OPEN_CLIP_SWAPS = (
+    ("conv1", "patch_embed.proj"),
+    ("positional_embedding", "pos_embed"),
+    ("transformer.resblocks.", "blocks."),
+    ("ln_pre", "norm_pre"),
+    ("ln_post", "norm"),
+    ("ln_", "norm"),
+    ("in_proj_", "qkv."),
+    ("out_proj", "proj"),
+    ("mlp.c_fc", "mlp.fc1"),
+    ("mlp.c_proj", "mlp.fc2"),
+)
+
+
+def _open_clip_to_timm(key: str, value: Tensor) -> tuple[str, Tensor]:
+    """One OpenCLIP image-tower key (``visual.`` removed) → timm's ViT name; reshapes only (values unchanged)."""
+    for old, new in _OPEN_CLIP_SWAPS:
+        key = key.replace(old, new)
+    if key == "proj":  # (width, embed) applied as x @ proj → the weight of a Linear without bias
+        return "head.weight", value.t()
+    if key == "class_embedding":
+        return "cls_token", value.reshape(1, 1, -1)
+    if key == "pos_embed":
+        return key, value.unsqueeze(0)
+    return key, value
+
+
+@CHECKPOINT_FORMATS.register("open_clip")
+class OpenClipFormat(CheckpointFormat):
+    description = (
+        "OpenCLIP CLIP model (ViT image tower): visual.* kept and renamed to timm's ViT keys, text tower dropped; "
+        "expects CLIP's mean/std"
+    )
+    layout = (
+        "state dict (plain, or under 'state_dict'; module.* stripped): visual.{conv1.weight, class_embedding, "
+        "positional_embedding, ln_pre.*, transformer.resblocks.N.{ln_1, attn.in_proj_weight/bias, attn.out_proj, "
+        "ln_2, mlp.c_fc, mlp.c_proj}.*, ln_post.*, proj}; text: transformer.*, token_embedding.*, "
+        "positional_embedding, ln_final.*, text_projection, logit_scale"
+    )
+    containers = ("state_dict", "model")
+    prefix = "visual."
+    drop_prefixes = ("transformer.", "token_embedding.", "positional_embedding", "ln_final.", "text_projection",
+                     "logit_scale", "logit_bias", "text.", "input_resolution", "context_length", "vocab_size")
+    input_normalization = "clip"
+    default_arch = "openclip_vit_b16"
+
+    def split(self, raw: dict[str, Tensor]) -> Conversion:
+        """As the base class, then the image tower's keys renamed to timm's (values reshaped, never changed)."""
+        conv = super().split(raw)
+        conv.backbone = dict(_open_clip_to_timm(k, v) for k, v in conv.backbone.items())
+        return conv
