@@ -14,9 +14,11 @@ from inline_snapshot import snapshot
 from matplotlib.collections import LineCollection, PolyCollection
 from scipy import stats
 
+from biastransfer.backends import Resources
+from biastransfer.backends.workspace import Workspace
 from biastransfer.config import ConfigError
 from biastransfer.data.synthetic import SyntheticDataset
-from biastransfer.driver import run_study
+from biastransfer.driver import current_specs, run_study
 from biastransfer.experiments.base import Results
 from biastransfer.experiments.correlation_sweep import CorrelationSweep, analysis, levels_table
 from biastransfer.experiments.correlation_sweep.plot import tradeoff_plot
@@ -439,9 +441,11 @@ def test_changing_the_option_reruns_nothing_and_changes_the_reading(tmp_path: Pa
     study = parse_study(sweep_study(None))
     store = ResultStore(tmp_path)
     rng = np.random.default_rng(0)
-    for spec in study.expand():
+    workspace = Workspace(Resources(torch.device("cpu"), cache_dir, tmp_path))
+    for spec in current_specs(study, workspace):  # keyed on the data, as the driver keys them
         auc = 0.85 - (0.02 if spec.level == 0.5 else 0.0) + rng.normal(0, 0.002)
-        store.add_run(spec.key, spec.to_dict(), {"auc": auc, "fpr_diff": 0.3 - 0.2 * (spec.level == 0.5)}, {})
+        store.add_run(spec.key, spec.to_dict(), {"auc": auc, "fpr_diff": 0.3 - 0.2 * (spec.level == 0.5)},
+                      {"data_hash": spec.data_fingerprint})
     store.close()
     assert run_study(study, tmp_path, device=torch.device("cpu"), cache_dir=cache_dir, quiet=True).ran == 0
     lines = {}

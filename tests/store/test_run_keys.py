@@ -302,9 +302,17 @@ def test_a_run_on_other_data_is_kept_rerun_and_never_pooled(release_folder: Path
         store.close()
 
 
-def test_upgrading_puts_the_data_into_every_key(release_folder: Path, cache_dir: Path) -> None:
+@pytest.mark.parametrize("stamped", [False, True], ids=["a 0.1 folder", "a folder upgraded before the fingerprint"])
+def test_upgrading_puts_the_data_into_every_key(release_folder: Path, cache_dir: Path, stamped: bool) -> None:
     """Once, exactly: every run's spec gains the fingerprint its provenance records and is rekeyed with its
-    artifacts; every search is rekeyed with its dataset's fingerprint; a second upgrade changes nothing."""
+    artifacts; every search is rekeyed with its dataset's fingerprint; a second upgrade changes nothing. The same
+    for a folder that an earlier 0.2 had already stamped with key version 1 (without ``data_in_keys``)."""
+    if stamped:
+        conn = sqlite3.connect(release_folder / "results.db")
+        conn.execute("INSERT INTO meta (name, value) VALUES ('layout', ?)",
+                     ('{"key_version": 1, "upgraded_from": "0.1"}',))
+        conn.commit()
+        conn.close()
     before = ResultStore.open_existing(release_folder, check=False)
     old = {r["key"]: r for r in before.runs()}
     old_searches = {h["key"] for h in before.all_hparams()}
