@@ -106,10 +106,9 @@ def other_data(store: ResultStore, fingerprints: dict[str, str]) -> dict[str, se
     """For each dataset section of the study whose stored runs were computed on other data (a changed dataset
     folder, edited labels, other generation parameters under the same name …): those runs' fingerprints. Their
     keys differ from the current runs' (the fingerprint is part of the key), so they are kept but never pooled."""
-    several = len(fingerprints) > 1
     out: dict[str, set[str]] = {}
     for key, fingerprint in fingerprints.items():
-        stored = store.data_hashes_of(json.loads(key)) if several else store.data_hashes()
+        stored = store.data_hashes_of(json.loads(key))  # runs on this section only, not other studies' datasets
         if stored - {fingerprint}:
             out[key] = stored - {fingerprint}
     return out
