@@ -38,6 +38,7 @@ from biastransfer.models.checkpoints import CHECKPOINT_FORMATS, load_backbone
 from biastransfer.models.transfer import TRANSFER_MODES, get_transfer_mode
 from biastransfer.train.engine import FitConfig, Split, fit
 from biastransfer.triggers import TRIGGERS
+from checkpoint_layouts import OPENCLIP_BLOCK, openclip_name  # noqa: F401
 
 HERE = "tests/test_registries.py"
 CPU = torch.device("cpu")
@@ -45,22 +46,6 @@ IMAGE_SIZE = 32  # the torchvision ResNets reach 1×1 in layer4 at 32 px, enough
 TORCHVISION_KEY = re.compile(r"(conv1|bn1|layer\d+)\.")
 
 
-OPENCLIP_BLOCK = (("norm1.", "ln_1."), ("norm2.", "ln_2."), ("attn.qkv.", "attn.in_proj_"),
-                  ("attn.proj.", "attn.out_proj."), ("mlp.fc1.", "mlp.c_fc."), ("mlp.fc2.", "mlp.c_proj."))
-
-
-def openclip_name(key: str) -> str:
-    """timm's ViT key → OpenCLIP's image-tower key (without ``visual.``), written out by hand from open_clip."""
-    fixed = {"cls_token": "class_embedding", "pos_embed": "positional_embedding", "head.weight": "proj",
-             "patch_embed.proj.weight": "conv1.weight"}
-    if key in fixed:
-        return fixed[key]
-    for timm_prefix, clip_prefix in (("norm_pre.", "ln_pre."), ("norm.", "ln_post.")):
-        if key.startswith(timm_prefix):
-            return clip_prefix + key[len(timm_prefix):]
-    block, rest = re.fullmatch(r"blocks\.(\d+)\.(.+)", key).groups()  # type: ignore[union-attr]
-    timm_prefix, clip_prefix = next(pair for pair in OPENCLIP_BLOCK if rest.startswith(pair[0]))
-    return f"transformer.resblocks.{block}.{clip_prefix}{rest[len(timm_prefix):]}"
 
 
 def openclip_layout(bb: dict[str, Tensor], dim: int) -> dict[str, Tensor]:

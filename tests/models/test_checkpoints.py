@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import re
 import struct
 from collections.abc import Callable
 from pathlib import Path
@@ -35,6 +34,7 @@ from biastransfer.models.checkpoints import (
     torchvision_cached,
 )
 from biastransfer.registry import UnknownNameError
+from checkpoint_layouts import OPENCLIP_BLOCK, openclip_name  # noqa: F401
 
 # ------------------------------------------------------------------------------------------------------
 # Helpers: random weights and the published layouts
@@ -171,22 +171,6 @@ def layout_timm_convnext(bb: dict[str, Tensor]) -> tuple[Any, list[str]]:
     return {"state_dict_ema": {**bb, **head}}, list(head)  # as timm's train.py saves EMA weights, args removed
 
 
-OPENCLIP_BLOCK = (("norm1.", "ln_1."), ("norm2.", "ln_2."), ("attn.qkv.", "attn.in_proj_"),
-                  ("attn.proj.", "attn.out_proj."), ("mlp.fc1.", "mlp.c_fc."), ("mlp.fc2.", "mlp.c_proj."))
-
-
-def openclip_name(key: str) -> str:
-    """timm's ViT key → OpenCLIP's image-tower key (without ``visual.``), written out by hand from open_clip."""
-    fixed = {"cls_token": "class_embedding", "pos_embed": "positional_embedding", "head.weight": "proj",
-             "patch_embed.proj.weight": "conv1.weight"}
-    if key in fixed:
-        return fixed[key]
-    for timm_prefix, clip_prefix in (("norm_pre.", "ln_pre."), ("norm.", "ln_post.")):
-        if key.startswith(timm_prefix):
-            return clip_prefix + key[len(timm_prefix):]
-    block, rest = re.fullmatch(r"blocks\.(\d+)\.(.+)", key).groups()  # type: ignore[union-attr]
-    timm_prefix, clip_prefix = next(pair for pair in OPENCLIP_BLOCK if rest.startswith(pair[0]))
-    return f"transformer.resblocks.{block}.{clip_prefix}{rest[len(timm_prefix):]}"
 
 
 def layout_open_clip(bb: dict[str, Tensor]) -> tuple[Any, list[str]]:
