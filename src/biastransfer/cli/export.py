@@ -33,24 +33,32 @@ def left_out(others: list[dict], study: str) -> str:
 
 def export(
     out_dir: Annotated[Path, typer.Argument(help="A study's output folder (with results.db).")],
-    fmt: Annotated[str, typer.Option("--format", "-f", help="csv or parquet.")] = "csv",
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="File to write (default DIR/runs.FMT).")]
-    = None,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="csv, parquet or model-card (JSON: metrics per setting "
+                                                          "and group with Student-t 95% intervals over seeds, in "
+                                                          "the Model Card Toolkit's quantitative_analysis shape).")]
+    = "csv",
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="File to write (default DIR/runs.FMT, "
+                                                                       "DIR/model_card.json).")] = None,
     all_runs: Annotated[bool, typer.Option("--all", help="Also the runs that are not part of the folder's current "
                                                          "study (earlier versions of it).")] = False,
 ) -> None:
     """Export one tidy row per run of the folder's current study (experiment, task, base, intervention, level,
-    seed, metrics, ...).
+    seed, metrics, ...), or its model card (--format model-card: per setting and group, the mean over seeds with
+    a Student-t 95% interval, thresholds and provenance; docs/metrics.md).
 
     results.db is opened read-only: nothing in it changes, and results on read-only media can be read (write
     the table elsewhere with -o)."""
     from biastransfer.driver import split_runs
     from biastransfer.store.export import runs_frame
 
-    if fmt not in ("csv", "parquet"):
-        _fail(f"--format must be 'csv' or 'parquet', got {fmt!r}")
+    if fmt not in ("csv", "parquet", "model-card"):
+        _fail(f"--format must be 'csv', 'parquet' or 'model-card', got {fmt!r}")
     store = open_store(out_dir)
     current, others = split_runs(store)
+    if fmt == "model-card":
+        _export_card(store, current + others if all_runs else current, [] if all_runs else others,
+                     output or out_dir / "model_card.json", out_dir)
+        return
     frame = runs_frame(store, current + others if all_runs else current)
     if others and not all_runs:
         err.print(f"[yellow]note:[/] {left_out(others, (store.get_meta('study') or {}).get('name', '?'))}")
@@ -66,3 +74,30 @@ def export(
     except OSError as exc:
         _fail(f"cannot write {target} ({exc.strerror or exc}): give a file in a writable folder with -o FILE")
     err.print(f"Wrote {len(frame)} runs to {target}")
+
+
+def _export_card(store, runs: list[dict], others: list[dict], target: Path, out_dir: Path) -> None:
+    """Write the model card of ``runs`` to ``target`` (strict JSON: null for NaN); closes ``store``."""
+    import json
+
+    from biastransfer.store.model_card import model_card
+
+    study = (store.get_meta("study") or {}).get("name", "?")
+    if not runs:
+        store.close()
+        _fail(f"no finished runs of the current study in {out_dir}; no model card to write")
+    try:
+        card = model_card(store, runs, left_out=len(others))
+    finally:
+        store.close()
+    if others:
+        err.print(f"[yellow]note:[/] {left_out(others, study)}")
+    if target.is_dir():
+        _fail(f"-o {target} is a folder: give a file to write, e.g. {target / 'model_card.json'}")
+    try:
+        target.write_text(json.dumps(card, indent=2, ensure_ascii=False, allow_nan=False) + "\n", encoding="utf-8")
+    except OSError as exc:
+        _fail(f"cannot write {target} ({exc.strerror or exc}): give a file in a writable folder with -o FILE")
+    settings = card["biastransfer"]["settings"]
+    err.print(f"Wrote the model card of {len(runs)} runs ({len(settings)} settings, "
+              f"{len(card['quantitative_analysis']['performance_metrics'])} metrics) to {target}")
