@@ -6,8 +6,10 @@ format's file layout) and :data:`TRANSFER_ARCHS` (the family the transfer modes 
 the test fails saying what to add. A new base kind needs an entry in :data:`BASE_CASES` (its options and
 context) and a new transfer mode one in :data:`MODE_OPTIONS`; a registered one without fails saying what to add.
 Datasets: ``tests/data/test_registry_datasets.py``; interventions: ``tests/interventions/
-test_intervention_registry.py``; experiments: ``tests/report`` and ``tests/experiments``; backends:
-``tests/backends/test_backends.py``; checkpoint formats: ``tests/models/test_checkpoints.py``.
+test_intervention_registry.py``; training objectives: here (each trains, with and without weights, and
+checks its options) and ``tests/train/test_objectives.py``; experiments: ``tests/report`` and
+``tests/experiments``; backends: ``tests/backends/test_backends.py``; checkpoint formats:
+``tests/models/test_checkpoints.py``.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from biastransfer.models.bases import BASES, BaseContext
 from biastransfer.models.checkpoints import CHECKPOINT_FORMATS, load_backbone
 from biastransfer.models.transfer import TRANSFER_MODES, get_transfer_mode
 from biastransfer.train.engine import FitConfig, Split, fit
+from biastransfer.train.objectives import OBJECTIVES, cell_groups, get_objective
 from biastransfer.triggers import TRIGGERS
 from checkpoint_layouts import OPENCLIP_BLOCK, openclip_name  # noqa: F401
 
@@ -356,9 +359,40 @@ def test_transfer_mode_freezes_what_its_phases_say(name: str, family: str) -> No
         assert not torch.equal(before["head.weight"], after["head.weight"]), f"{name}: the head did not train"
 
 
+# ------------------------------------------------------------------------------------------------ objectives
+
+def grouped_split(n: int, seed: int, weighted: bool) -> Split:
+    gen = torch.Generator().manual_seed(seed)
+    y, a = torch.randint(0, 2, (n,), generator=gen), torch.randint(0, 2, (n,), generator=gen)
+    w = torch.rand(n, generator=gen) + 0.5 if weighted else None
+    return Split(images(n, size=16, seed=seed), y.float(), None if w is None else w / w.mean(),
+                 torch.as_tensor(cell_groups(a.numpy(), y.numpy())))
+
+
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
+@pytest.mark.parametrize("name", OBJECTIVES.names())
+def test_objective_documents_validates_and_trains(name: str, weighted: bool) -> None:
+    """Every objective: a description and a docstring with its formula; typed options whose errors name the
+    option and the allowed ones; it trains a tiny model (intervention weights or not) to finite losses, leaves the
+    model in eval mode and reports a JSON-able dict."""
+    cls = OBJECTIVES.get(name)
+    assert cls.description and "=" in (cls.__doc__ or ""), f"objective {name!r} needs a description and a formula"
+    with pytest.raises(ValueError, match=rf"objective '{name}' has no option 'nonsense'; allowed: "):
+        get_objective(name, nonsense=1)
+    objective = get_objective(name)
+    assert objective.label() == name and json.loads(json.dumps(objective.model_dump())) == objective.model_dump()
+    torch.manual_seed(0)
+    model = build_model("small_resnet")
+    res = fit(model, grouped_split(16, 0, weighted), grouped_split(16, 1, weighted),
+              FitConfig(max_epochs=2, batch_size=8), seed=0, device=CPU, objective=objective)
+    assert math.isfinite(res.best_val_loss) and all(math.isfinite(r["train_loss"]) for r in res.history)
+    assert not model.training and json.loads(json.dumps(res.objective)) == res.objective
+
+
 # ------------------------------------------------------------------------------------------------ biastransfer list
 
-REGISTRIES = {"experiment": EXPERIMENTS, "dataset": DATASETS, "intervention": INTERVENTIONS, "trigger": TRIGGERS,
+REGISTRIES = {"experiment": EXPERIMENTS, "dataset": DATASETS, "intervention": INTERVENTIONS, "objective": OBJECTIVES,
+              "trigger": TRIGGERS,
               "base kind": BASES,
               "architecture": ARCHITECTURES, "transfer mode": TRANSFER_MODES,
               "checkpoint format": CHECKPOINT_FORMATS, "backend": BACKENDS}

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
+
+from pydantic import ValidationError
 
 T = TypeVar("T")
 
@@ -60,3 +62,21 @@ class Registry(Generic[T]):
 
     def items(self) -> list[tuple[str, T]]:
         return sorted(self._entries.items())
+
+
+def make_registered(registry: Registry[Any], name: str, options: dict[str, Any]) -> Any:
+    """Instantiate ``registry.get(name)`` (a class with ``option_names()``, e.g. a pydantic model whose fields are
+    its typed options) with ``options``; an unknown name raises :class:`UnknownNameError` listing the registered
+    ones, unknown or invalid options a ValueError naming the option and the allowed ones."""
+    cls = registry.get(name)
+    allowed = cls.option_names()
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise ValueError(f"{registry.kind} {name!r} has no option {', '.join(map(repr, unknown))}; "
+                         f"allowed: {', '.join(allowed) if allowed else '(none)'}")
+    try:
+        return cls(**options)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg'].removeprefix('Value error, ')}"
+                             for e in exc.errors())
+        raise ValueError(f"{registry.kind} {name!r}: {problems}") from None

@@ -47,6 +47,8 @@ ADDED_FIELDS: dict[tuple[str, ...], Any] = {
     ("base", "pool"): "pretrain",         # 0.2: the split a trained base trains on (config drops the default)
     ("train", "schedule"): "constant",    # 0.2: cosine learning-rate annealing
     ("data_fingerprint",): None,          # 0.2: the content fingerprint of the run's dataset
+    ("objective",): "erm",                # 0.2: the training objective (docs/objectives.md)
+    ("objective_options",): {},           # 0.2: its typed options (e.g. GroupDRO's eta)
 }
 """Fields added after key version 1 → the default at which they stay out of the payload."""
 
@@ -135,6 +137,8 @@ class RunSpec:
     intervention_options: dict[str, Any] = field(default_factory=dict)
     calibration: str = "unweighted"   # with threshold "val": "reweighted" (the default of 0.2) or "unweighted"
     data_fingerprint: str | None = None  # the dataset's content fingerprint (the driver fills it in)
+    objective: str = "erm"            # the training objective (train/objectives.py): erm, group_dro, dfr …
+    objective_options: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -168,13 +172,16 @@ class RunSpec:
 
     def hparam_key(self) -> dict[str, Any]:
         """What the hyperparameter choice depends on: everything but the finetuning distribution and seed (the
-        data's fingerprint included when known, so a changed dataset gets new searches)."""
+        data's fingerprint included when known, so a changed dataset gets new searches; the objective and its
+        options when not ERM, so each objective chooses its own and ERM's searches keep their keys)."""
         key = {"dataset": self.dataset, "arch": self.arch, "base": self.base, "base_training": self.base_training,
                "task": self.task, "n_train": self.n_train, "n_val": self.n_val,
                "train": prune_added(self.train, ("train",)),
                "transfer": self.transfer, "transfer_options": self.transfer_options}
         if self.data_fingerprint is not None:
             key["data_fingerprint"] = self.data_fingerprint
+        if self.objective != "erm" or self.objective_options:
+            key["objective"] = {"name": self.objective, **self.objective_options}
         return key
 
     def setting_key(self) -> str:
@@ -187,8 +194,9 @@ class RunSpec:
 
     def describe(self) -> str:
         level = self.level if isinstance(self.level, str) else f"{self.level:g}"
+        objective = "" if self.objective == "erm" else f" objective={self.objective}"
         return (f"{self.experiment}: {self.base_name} → {self.task} {self.intervention}@{level} "
-                f"N={self.n_train} seed={self.seed}")
+                f"N={self.n_train}{objective} seed={self.seed}")
 
 
 @dataclass(frozen=True)
@@ -215,7 +223,8 @@ class StudyDefaults:
     def spec(self, *, experiment: str, kind: str, base: str, task: str, seed: int, intervention: str = "collect",
              level: Level = "natural", n_train: Size = 512, n_val: Size | None = None, test: Level = "natural",
              options: dict[str, Any] | None = None, intervention_options: dict[str, Any] | None = None,
-             test_size: int | None = None, thresholded: bool = True) -> RunSpec:
+             test_size: int | None = None, thresholded: bool = True, objective: str = "erm",
+             objective_options: dict[str, Any] | None = None) -> RunSpec:
         """One RunSpec of a block, with the study's shared settings filled in. A kind that picks no decision
         threshold passes ``thresholded=False``: its specs keep ``calibration`` at its default, so the meaning of
         ``val`` (:data:`THRESHOLDS`) changes none of its keys."""
@@ -232,5 +241,5 @@ class StudyDefaults:
             base_training=copy.deepcopy(self.base_training) if base_dict["kind"] in self.trained_kinds else {},
             transfer=self.transfer, transfer_options=dict(self.transfer_options),
             options=dict(options or {}), intervention_options=dict(intervention_options or {}),
-            calibration=calibration,
+            calibration=calibration, objective=objective, objective_options=dict(objective_options or {}),
         )

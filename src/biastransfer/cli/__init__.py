@@ -305,8 +305,8 @@ def upgrade(
 
 @app.command("list")
 def list_registries() -> None:
-    """List every registry: experiments, datasets, interventions, triggers, base kinds, architectures, transfer
-    modes, checkpoint formats and backends."""
+    """List every registry: experiments, datasets, interventions, training objectives, triggers, base kinds,
+    architectures, transfer modes, checkpoint formats and backends."""
     from biastransfer import plugins  # noqa: F401
     from biastransfer.backends import BACKENDS
     from biastransfer.data.registry import DATASETS
@@ -316,18 +316,23 @@ def list_registries() -> None:
     from biastransfer.models.bases import BASES
     from biastransfer.models.checkpoints import CHECKPOINT_FORMATS
     from biastransfer.models.transfer import TRANSFER_MODES
+    from biastransfer.train.objectives import OBJECTIVES
     from biastransfer.triggers import TRIGGERS
 
     table = Table("registry", "name", "description")
     registries = (("experiment", EXPERIMENTS), ("dataset", DATASETS), ("intervention", INTERVENTIONS),
-                  ("trigger", TRIGGERS), ("base kind", BASES), ("architecture", ARCHITECTURES),
-                  ("transfer mode", TRANSFER_MODES), ("checkpoint format", CHECKPOINT_FORMATS), ("backend", BACKENDS))
+                  ("objective", OBJECTIVES), ("trigger", TRIGGERS), ("base kind", BASES),
+                  ("architecture", ARCHITECTURES), ("transfer mode", TRANSFER_MODES),
+                  ("checkpoint format", CHECKPOINT_FORMATS), ("backend", BACKENDS))
     for title, reg in registries:
         for name, obj in reg.items():
             doc = getattr(obj, "description", "") or (obj.__doc__ or "").strip().split("\n")[0]
             if title == "intervention":
                 options = ", ".join(obj.option_names())
                 doc += f" (pool columns: {', '.join(obj.columns)}" + (f"; options: {options})" if options else ")")
+            elif title == "objective":
+                options = ", ".join(obj.option_names())
+                doc += f" (options: {options})" if options else ""
             elif title == "trigger":
                 doc += f" (options: {', '.join(obj.option_names())})"
             table.add_row(title, name, Text(doc))  # plain text: 'biastransfer[ray]' is no markup

@@ -17,6 +17,7 @@ from biastransfer.seeding import derive_seed
 from biastransfer.spec import RunSpec
 from biastransfer.train.engine import FitConfig, FitResult, fit, make_split, predict_logits
 from biastransfer.train.features import RowFeatures, frozen_source, head_logits, mark_frozen
+from biastransfer.train.objectives import cell_groups, get_objective
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,9 @@ def finetune(spec: RunSpec, inputs: RunInputs, data: Any, *, lr: float, weight_d
     ``val_weights``; ``labels`` (per store row) default to the run's task column. With ``num_outputs`` K > 1 the
     head has K logits and ``labels`` has shape ``(n_rows, K)`` (binary cross-entropy on each), or, with ``classes``,
     ``labels`` are class indices (K-way cross-entropy).
+
+    The loss is the spec's training objective (``spec.objective``, docs/objectives.md); one that needs groups
+    gets each example's (a, y) cell (the dataset's sensitive attribute and the binary task label).
     """
     dataset = inputs.dataset
     images = dataset.images.tensor()
@@ -65,15 +69,22 @@ def finetune(spec: RunSpec, inputs: RunInputs, data: Any, *, lr: float, weight_d
         mode = get_transfer_mode(spec.transfer, **spec.transfer_options)
         mode.validate(model)
         phases = mode.phases()
+    objective = get_objective(spec.objective, **spec.objective_options)
+    groups = None
+    if objective.needs_groups:
+        sensitive = dataset.table.column(dataset.table.sensitive)
+        groups = {part: cell_groups(sensitive[rows], labels[rows]) for part, rows in
+                  (("train", data.train_rows), ("val", data.val_rows))}
     train = make_split(images, data.train_rows, labels[data.train_rows], getattr(data, "train_weights", None),
-                       classes=classes)
+                       classes=classes, groups=None if groups is None else groups["train"])
     val = make_split(images, data.val_rows, labels[data.val_rows], getattr(data, "val_weights", None),
-                     classes=classes)
+                     classes=classes, groups=None if groups is None else groups["val"])
     config = fit_config(spec, lr, weight_decay)
     features = RowFeatures(model, images, dataset.fingerprint, data.train_rows, data.val_rows,
                            device=inputs.device, precision=config.precision)
     result = fit(model, train, val, config, seed=derive_seed(seed, "fit"), device=inputs.device, phases=phases,
-                 on_epoch=lambda epoch, rec: log.info("epoch %d: %s", epoch, rec), features=features)
+                 on_epoch=lambda epoch, rec: log.info("epoch %d: %s", epoch, rec), features=features,
+                 objective=objective)
     if phases and features.used and all(p.freeze == FREEZE_BACKBONE and not p.update_bn for p in phases):
         mark_frozen(model, features)  # the backbone kept its weights: scoring reads the cache too
     log.info("finetuned %s on %s (N=%d, lr=%g, wd=%g): best val loss %.4f at epoch %d of %d (%.1f s)",

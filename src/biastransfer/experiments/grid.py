@@ -11,6 +11,7 @@ from biastransfer.experiments.base import BlockSchema
 from biastransfer.interventions import INTERVENTIONS
 from biastransfer.interventions.base import make_registered
 from biastransfer.registry import UnknownNameError
+from biastransfer.train.objectives import OBJECTIVES
 
 Level = float | Literal["natural"]
 Size = Annotated[int, Field(ge=4)] | Literal["full"]
@@ -143,4 +144,33 @@ class Interventions(BlockSchema):
     def _non_empty(cls, v: list[InterventionRef]) -> list[InterventionRef]:
         if not v:
             raise ValueError("needs at least one intervention")
+        return v
+
+
+class ObjectiveRef(NamedRef):
+    """A training objective of a block: its registered name and typed options (``group_dro`` or
+    ``{name: group_dro, eta: 0.1}`` in a study file; docs/objectives.md)."""
+
+    @model_validator(mode="after")
+    def _registered(self) -> ObjectiveRef:
+        try:
+            make_registered(OBJECTIVES, self.name, self.options())  # unknown name / option → error naming it
+        except UnknownNameError as exc:
+            raise ValueError(str(exc)) from None
+        return self
+
+
+class Objectives(BlockSchema):
+    objectives: list[ObjectiveRef] = Field(default_factory=lambda: [ObjectiveRef(name="erm")],
+                                           description="training objectives, crossed with the interventions "
+                                                       "(default: erm)")
+
+    @field_validator("objectives")
+    @classmethod
+    def _objectives(cls, v: list[ObjectiveRef]) -> list[ObjectiveRef]:
+        if not v:
+            raise ValueError("needs at least one objective")
+        labels = [(ref.name, tuple(sorted(ref.options().items()))) for ref in v]
+        if len(set(labels)) != len(labels):
+            raise ValueError(f"objectives repeat: {[ref.name for ref in v]}")
         return v

@@ -27,7 +27,15 @@ import numpy as np
 from biastransfer.data.table import LoadedDataset
 from biastransfer.experiments.base import Column, Experiment, RunInputs, RunOutput, level_label, spec_field
 from biastransfer.experiments.finetuning import finetune, grid_search, hparam_seed, score
-from biastransfer.experiments.grid import FixedSizes, Interventions, Levels, NoOptions, Seeds, TasksAndBases
+from biastransfer.experiments.grid import (
+    FixedSizes,
+    Interventions,
+    Levels,
+    NoOptions,
+    ObjectiveRef,
+    Seeds,
+    TasksAndBases,
+)
 from biastransfer.interventions import Pool, Selection, get_intervention, natural_level
 from biastransfer.metrics.audit import evaluate_predictions
 from biastransfer.metrics.threshold import cell_proportions, parse_threshold_policy, resolve_threshold
@@ -57,6 +65,13 @@ def _fpr_diff_abs(run: dict[str, Any]) -> float:
     return run["result"].get("fpr_diff_abs", abs(run["result"].get("fpr_diff", math.nan)))
 
 
+def objective_label(spec: dict[str, Any]) -> str:
+    """``erm``, ``dfr``, ``group_dro(eta=0.1)``: the spec's objective and its options (specs stored before
+    objectives existed read ``erm``)."""
+    name, options = spec.get("objective", "erm"), spec.get("objective_options") or {}
+    return f"{name}({', '.join(f'{k}={v}' for k, v in sorted(options.items()))})" if options else name
+
+
 def correlation_direction(y: np.ndarray, a: np.ndarray, weights: np.ndarray | None = None) -> int:
     """d = sign(c − P(a=1)) with c = N(a=1,y=1)/N(y=1), counted in the (weighted) finetuning set: +1 when the set's
     correlation is towards group a=1, −1 towards a=0, 0 when a and y are independent in it (or it lacks a class).
@@ -82,6 +97,8 @@ SET_COLUMNS: tuple[Column, ...] = (
     Column("test_level", "float", "setting", "test correlation level (NaN: the natural test pool)", get=_test_level),
     Column("test_label", "str", "setting", "the test level as written in the study",
            get=lambda run: level_label(run["spec"]["test"])),
+    Column("objective", "str", "setting", "training objective, with its options when not the defaults (erm: the "
+           "weighted loss; docs/objectives.md)", get=lambda run: objective_label(run["spec"])),
     Column("threshold_policy", "str", "setting", "how the decision threshold was chosen: val (reweighted to the "
            "test cells), val-unweighted (0.1's val), test or the number", get=_policy),
 )
@@ -236,6 +253,8 @@ def run(spec: RunSpec, inputs: RunInputs) -> RunOutput:
         "val_loss": res.best_val_loss, "epochs": res.epochs, "best_epoch": res.best_epoch,
         "fit_seconds": res.seconds, "seconds": time.perf_counter() - t0,
     }
+    if res.objective:  # what the objective reported (GroupDRO's final group weights, DFR's held-out set …)
+        result["objective_info"] = res.objective
     artifacts = {"train_rows": data.train_rows, "val_rows": data.val_rows, "test_rows": data.test_rows,
                  "test_scores": test_scores.astype(np.float32)}
     if data.train_weights is not None:
@@ -258,11 +277,14 @@ class FinetuneExperiment(Experiment):
     columns = COLUMNS
 
     def expand(self, name: str, block: FinetuneBlock, study: StudyDefaults) -> list[RunSpec]:
+        """bases × tasks × interventions × objectives (a block with ``objectives``; else ERM) × levels × N × seeds."""
+        objectives = getattr(block, "objectives", [ObjectiveRef(name="erm")])
         return [study.spec(experiment=name, kind=self.registry_name, base=base, task=task, seed=seed,
                            intervention=iv.name, intervention_options=iv.options(), level=level, n_train=n,
-                           n_val=block.n_val, test=block.test)
-                for base, task, iv, level, n, seed in itertools.product(
-                    block.base_names(), block.tasks, block.interventions, block.levels, block.n_train, block.seeds)]
+                           n_val=block.n_val, test=block.test, objective=obj.name, objective_options=obj.options())
+                for base, task, iv, obj, level, n, seed in itertools.product(
+                    block.base_names(), block.tasks, block.interventions, objectives, block.levels, block.n_train,
+                    block.seeds)]
 
     def check(self, spec: RunSpec, dataset: LoadedDataset) -> None:
         check(spec, dataset, search=("collect", {}))

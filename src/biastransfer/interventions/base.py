@@ -23,10 +23,10 @@ from fractions import Fraction
 from typing import Any, ClassVar
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
 from biastransfer.data.table import DataError
-from biastransfer.registry import Registry
+from biastransfer.registry import Registry, make_registered
 
 Cell = tuple[int, int]
 """A cell key ``(a, y)``."""
@@ -335,23 +335,6 @@ class Intervention(BaseModel):
 
 
 INTERVENTIONS: Registry[type[Intervention]] = Registry("intervention")
-
-
-def make_registered(registry: Registry[Any], name: str, options: dict[str, Any]) -> Any:
-    """Instantiate ``registry.get(name)`` with ``options``; unknown or invalid options raise a ValueError naming
-    the option and the allowed ones."""
-    cls = registry.get(name)
-    allowed = cls.option_names()
-    unknown = sorted(set(options) - set(allowed))
-    if unknown:
-        raise ValueError(f"{registry.kind} {name!r} has no option {', '.join(map(repr, unknown))}; "
-                         f"allowed: {', '.join(allowed) if allowed else '(none)'}")
-    try:
-        return cls(**options)
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg'].removeprefix('Value error, ')}"
-                             for e in exc.errors())
-        raise ValueError(f"{registry.kind} {name!r}: {problems}") from None
 
 
 def get_intervention(name: str, **options: Any) -> Intervention:

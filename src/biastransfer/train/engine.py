@@ -9,6 +9,9 @@ to float and flipped as a whole tensor. Early stopping watches the validation lo
 restored. Every random choice (initialisation, batch order, flips) derives from the run seed, so the same seed
 gives the same numbers on CPU.
 
+The loss is a training objective's (:mod:`biastransfer.train.objectives`: ERM, GroupDRO, DFR, Kamiran–Calders),
+seen only through :class:`LossHook`; without one it is ERM's :func:`weighted_loss` (:class:`WeightedLoss`).
+
 A phase that trains only the head on a frozen backbone takes the frozen-feature fast path
 (:mod:`biastransfer.train.features`): the head trains on the backbone's features, computed once, with the same
 batches, flips and early stopping (the same numbers within float rounding).
@@ -29,6 +32,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -95,18 +99,22 @@ class FitResult:
     epochs: int
     seconds: float
     history: list[dict[str, float]] = field(default_factory=list)
+    objective: dict[str, Any] = field(default_factory=dict)  # what the objective's after_fit reported
 
 
 @dataclass
 class Split:
-    """Images (uint8 NCHW), targets and optional per-example weights.
+    """Images (uint8 NCHW), targets, optional per-example weights and optional group ids.
 
     Targets are either binary (float, shape (n,) or (n, k); stored as (n, k)) or class indices (int64, shape (n,);
-    stored as given), which makes the loss K-way cross-entropy."""
+    stored as given), which makes the loss K-way cross-entropy. ``groups`` (int64, shape (n,), ≥ 0) are what the
+    group objectives read (GroupDRO, DFR, Kamiran–Calders: the (a, y) cell ``2·a + y``,
+    :func:`biastransfer.train.objectives.cell_groups`); ERM ignores them."""
 
     images: torch.Tensor
     targets: torch.Tensor
     weights: torch.Tensor | None = None
+    groups: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.images.dtype != torch.uint8:
@@ -124,13 +132,49 @@ class Split:
             self.targets = self.targets.float()
         if self.weights is not None:
             self.weights = self.weights.float().reshape(-1, 1)
+        if self.groups is not None and (len(self.groups) != len(self.targets) or (self.groups < 0).any()):
+            raise ValueError(f"groups must be {len(self.targets)} ids >= 0 (one per example), got {len(self.groups)}")
 
     def __len__(self) -> int:
         return len(self.images)
 
     def to(self, device: torch.device) -> Split:
         w = None if self.weights is None else self.weights.to(device)
-        return Split(self.images.to(device), self.targets.to(device), w)
+        g = None if self.groups is None else self.groups.to(device)
+        return Split(self.images.to(device), self.targets.to(device), w, g)
+
+
+class LossHook(Protocol):
+    """One training's objective as :func:`fit` sees it (fresh per training, from :meth:`Objective.start`):
+    ``loss`` of a batch (fp32 logits, targets, weights (b, 1) or None, group ids (b,) or None); ``val_loss``, what
+    early stopping watches (the validation split's logits, CPU); ``after_fit``, once the best weights are restored
+    (DFR retrains the last layer there), its dict recorded in :attr:`FitResult.objective`."""
+
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor | None,
+             groups: torch.Tensor | None) -> torch.Tensor: ...
+
+    def val_loss(self, logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor | None,
+                 groups: torch.Tensor | None) -> torch.Tensor: ...
+
+    def after_fit(self, model: nn.Module, *, train: Split, val: Split | None, config: FitConfig, seed: int,
+                  device: torch.device) -> dict[str, Any]: ...
+
+
+class Objective(Protocol):
+    def start(self, train: Split, val: Split | None) -> LossHook: ...  # the hook of one training
+
+
+class WeightedLoss:
+    """ERM, the default: :func:`weighted_loss` for training and validation; nothing after training."""
+
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor | None,
+             groups: torch.Tensor | None) -> torch.Tensor:
+        return weighted_loss(logits, targets, weights)
+
+    val_loss = loss
+
+    def after_fit(self, model: nn.Module, **_: Any) -> dict[str, Any]:
+        return {}
 
 
 def _forward(compiled: bool):
@@ -178,7 +222,8 @@ def evaluate_loss(model: nn.Module, split: Split, *, device: torch.device, batch
 def fit(model: nn.Module, train: Split, val: Split | None, config: FitConfig, *, seed: int,
         device: torch.device, phases: list | None = None,
         on_epoch: Callable[[int, dict[str, float]], None] | None = None,
-        features: FeatureSource | None = None, fast: bool = True) -> FitResult:
+        features: FeatureSource | None = None, fast: bool = True,
+        objective: Objective | None = None) -> FitResult:
     """Train ``model`` in place; return the best validation loss and the epoch it was reached.
 
     ``phases`` are transfer-mode phases (see :mod:`biastransfer.models.transfer`); None trains every layer.
@@ -191,6 +236,9 @@ def fit(model: nn.Module, train: Split, val: Split | None, config: FitConfig, *,
     the frozen-feature fast path unless ``fast`` is False: the head trains on the backbone's features, computed
     once (from ``features``, e.g. a :class:`~biastransfer.train.features.RowFeatures` cache, or else from the
     splits), with the same batches, flips and early stopping; the numbers equal the slow path's within rounding.
+
+    ``objective`` (None: ERM, :class:`WeightedLoss`) gives the training loss, the validation loss early stopping
+    watches, and a hook after training (:class:`LossHook`).
     """
     t0 = time.perf_counter()
     TRAININGS.count += 1
@@ -200,6 +248,7 @@ def fit(model: nn.Module, train: Split, val: Split | None, config: FitConfig, *,
     if n < 2:
         raise ValueError(f"a training set needs at least 2 examples, got {n}")
     forward = _forward(config.compile)
+    hook = WeightedLoss() if objective is None else objective.start(train_d, val)
     gen = torch.Generator().manual_seed(derive_seed(seed, "batches"))
     flip_gen = torch.Generator().manual_seed(derive_seed(seed, "flips"))
 
@@ -256,7 +305,8 @@ def fit(model: nn.Module, train: Split, val: Split | None, config: FitConfig, *,
                         x = random_flip(x, flip_gen)
                     with autocast(device, config.precision):
                         logits = forward(model, x) if len(idx) == config.batch_size else model(x)
-                loss = weighted_loss(logits.float(), train_d.targets[idx], w)
+                g = None if train_d.groups is None else train_d.groups[idx]
+                loss = hook.loss(logits.float(), train_d.targets[idx], w, g)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -267,10 +317,11 @@ def fit(model: nn.Module, train: Split, val: Split | None, config: FitConfig, *,
             record = {"epoch": epoch, "train_loss": float(total) / max(seen, 1)}
             if val is not None:
                 if head is not None:
-                    vloss = head.val_loss(model, val, config.precision)
+                    vloss = head.val_loss(model, val, config.precision, hook)
                 else:
-                    vloss = evaluate_loss(model, val, device=device, batch_size=config.eval_batch_size,
-                                          compile=config.compile, precision=config.precision)
+                    vloss = _val_loss(hook, predict_logits(
+                        model, val.images, device=device, batch_size=config.eval_batch_size,
+                        compile=config.compile, precision=config.precision), val)
                 record["val_loss"] = vloss
                 if not math.isfinite(vloss):
                     break
@@ -298,8 +349,15 @@ def fit(model: nn.Module, train: Split, val: Split | None, config: FitConfig, *,
     for p in model.parameters():
         p.requires_grad_(True)
     model.eval()
+    info = hook.after_fit(model, train=train, val=val, config=config, seed=seed, device=device)
     return FitResult(best_val_loss=float(best_loss), best_epoch=best_epoch, epochs=epoch,
-                     seconds=time.perf_counter() - t0, history=history)
+                     seconds=time.perf_counter() - t0, history=history, objective=info)
+
+
+def _val_loss(hook: LossHook, logits: torch.Tensor, val: Split) -> float:  # from the validation logits (CPU)
+    w = None if val.weights is None else val.weights.cpu()
+    g = None if val.groups is None else val.groups.cpu()
+    return float(hook.val_loss(logits, val.targets.cpu(), w, g))
 
 
 class _HeadData:
@@ -322,19 +380,19 @@ class _HeadData:
             return torch.where(mask, self.mirrored[idx], self.plain[idx])
         return features
 
-    def val_loss(self, model: nn.Module, val: Split, precision: str) -> float:
-        """What :func:`evaluate_loss` returns, from the validation features."""
+    def val_loss(self, model: nn.Module, val: Split, precision: str, hook: LossHook) -> float:
+        """The slow path's validation loss, from the validation features."""
         assert self.val is not None
-        logits = head_logits(model, self.val, device=self.device, precision=precision)
-        w = None if val.weights is None else val.weights.cpu()
-        return float(weighted_loss(logits, val.targets.cpu(), w))
+        return _val_loss(hook, head_logits(model, self.val, device=self.device, precision=precision), val)
 
 
 def make_split(store_tensor: torch.Tensor, indices: np.ndarray, targets: np.ndarray,
-               weights: np.ndarray | None = None, *, classes: bool = False) -> Split:
+               weights: np.ndarray | None = None, *, classes: bool = False,
+               groups: np.ndarray | None = None) -> Split:
     """A Split of the given store rows (one gather, no per-sample Python); ``classes``: the targets are class
-    indices (K-way cross-entropy) instead of binary labels."""
+    indices (K-way cross-entropy) instead of binary labels; ``groups``: group ids per example (or None)."""
     idx = torch.as_tensor(np.asarray(indices, dtype=np.int64))
     w = None if weights is None else torch.as_tensor(np.asarray(weights, dtype=np.float32))
+    g = None if groups is None else torch.as_tensor(np.asarray(groups, dtype=np.int64))
     dtype = np.int64 if classes else np.float32
-    return Split(store_tensor[idx], torch.as_tensor(np.asarray(targets, dtype=dtype)), w)
+    return Split(store_tensor[idx], torch.as_tensor(np.asarray(targets, dtype=dtype)), w, g)

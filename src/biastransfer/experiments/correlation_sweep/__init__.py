@@ -22,6 +22,7 @@ from biastransfer.analysis.text import fmt, fmt_ci, level_text
 from biastransfer.experiments.base import EXPERIMENTS, Column, Results, Verdict
 from biastransfer.experiments.correlation_sweep import analysis
 from biastransfer.experiments.correlation_sweep.plot import tradeoff_plot
+from biastransfer.experiments.grid import Objectives
 from biastransfer.experiments.spurious import COLUMNS, FinetuneBlock, FinetuneExperiment
 from biastransfer.report.markup import Page, Section
 
@@ -35,8 +36,8 @@ class CorrelationSweepOptions(BaseModel):
                                              "AUC(test-equal level) lies above −auc_tolerance")
 
 
-class CorrelationSweepBlock(FinetuneBlock):
-    """bases × tasks × interventions × levels × N × seeds, and the analysis options."""
+class CorrelationSweepBlock(FinetuneBlock, Objectives):
+    """bases × tasks × interventions × objectives × levels × N × seeds, and the analysis options."""
 
     options: CorrelationSweepOptions = CorrelationSweepOptions()
 

@@ -1,0 +1,319 @@
+"""Training objectives: the algorithmic baselines, a registry beside the interventions (DESIGN principle 3).
+
+An intervention picks the data; an objective says how a model learns from it. Every objective is a frozen
+pydantic model registered in :data:`OBJECTIVES` whose fields are its typed options; :meth:`TrainingObjective.start`
+gives the engine the hook of one training (:class:`~biastransfer.train.engine.LossHook`: ``loss`` per batch,
+``val_loss`` for early stopping, ``after_fit``), so :func:`~biastransfer.train.engine.fit` never learns which
+objective made its loss. Notation: ℓ_i is example i's loss (binary cross-entropy averaged over the logits, or
+K-way cross-entropy), w_i its weight from the intervention (1 without), g_i its group.
+
+``erm``
+    The default: mean_i w_i·ℓ_i (:func:`~biastransfer.train.ops.weighted_loss`); the loss every run had before
+    objectives existed (same numbers, same run keys).
+``group_dro``
+    Sagawa et al. 2020 (online GroupDRO). Per batch, L_g = Σ_{i∈g} w_i·ℓ_i / Σ_{i∈g} w_i for the groups in the
+    batch; q_g ← q_g·exp(η·L_g) (L_g = 0, factor 1, for a group absent from the batch), q ← q/Σq; the loss is
+    Σ_g q_g·L_g. q starts uniform over the groups of the training split; ``eta`` is η. Early stopping watches
+    the worst group's loss on the validation split, max_g L_g.
+``dfr``
+    Kirichenko et al. 2022 (Deep Feature Reweighting). ERM finetuning, then only the last layer is retrained on
+    a group-balanced held-out set: the validation split with every group present subsampled (seeded, without
+    replacement) to the smallest group's count, unweighted, on the frozen backbone's features (the engine's
+    frozen-feature fast path); the backbone stays bit for bit as ERM left it.
+``kamiran_calders``
+    Kamiran & Calders 2012 (reweighing): w'_i = w_i·P(a_i)·P(y_i)/P(a_i, y_i), the probabilities from the
+    (w-weighted) counts of the finetuning split, so that a and y are independent under w'. The validation loss
+    is weighted the same way with the validation split's own counts.
+
+Groups are ids ≥ 0 per example (``Split.groups``); the runs of biastransfer use the (a, y) cell, ``2·a + y``
+(:func:`cell_groups`), which Kamiran–Calders needs (it reads a and y back from it). docs/objectives.md has the
+formulas, the comparison with the ``reweight`` intervention and the study-file syntax.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+from biastransfer.models.transfer import FREEZE_BACKBONE, Phase
+from biastransfer.registry import Registry, make_registered
+from biastransfer.seeding import derive_seed, rng
+from biastransfer.train.engine import FitConfig, LossHook, Split, WeightedLoss, fit, weighted_loss
+
+CELL_NAMES = {0: "(a=0, y=0)", 1: "(a=0, y=1)", 2: "(a=1, y=0)", 3: "(a=1, y=1)"}
+"""The group ids of :func:`cell_groups` → the cells they stand for."""
+
+
+def cell_groups(a: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """The group id of each example's (a, y) cell: ``2·a + y`` (0: (a=0, y=0) … 3: (a=1, y=1)), int64."""
+    a, y = np.asarray(a), np.asarray(y)
+    for name, v in (("a", a), ("y", y)):
+        if v.size and not np.isin(v, (0, 1)).all():
+            raise ValueError(f"{name} must be binary (0/1) to form (a, y) groups; found {np.unique(v)[:5].tolist()}")
+    return (2 * a.astype(np.int64) + y.astype(np.int64)).astype(np.int64)
+
+
+def example_losses(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """ℓ_i per example, shape (n,): K-way cross-entropy for class indices, else binary cross-entropy averaged
+    over the logits (so that mean_i ℓ_i is :func:`~biastransfer.train.ops.weighted_loss` without weights)."""
+    if targets.dtype == torch.int64:
+        return F.cross_entropy(logits, targets, reduction="none")
+    return F.binary_cross_entropy_with_logits(logits, targets, reduction="none").mean(dim=1)
+
+
+def group_losses(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor | None, groups: torch.Tensor,
+                 ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(L_g, present) for the groups ``ids``: L_g = Σ_{i∈g} w_i·ℓ_i / Σ_{i∈g} w_i (0 where the group has no
+    weight in the batch), ``present`` whether it has any."""
+    losses = example_losses(logits, targets)
+    w = torch.ones_like(losses) if weights is None else weights.reshape(-1).to(losses.dtype)
+    member = groups.reshape(1, -1) == ids.to(groups.device).reshape(-1, 1)  # (G, b)
+    mass = (member * w).sum(dim=1)
+    present = mass > 0
+    total = (member * (w * losses)).sum(dim=1)
+    return torch.where(present, total / mass.clamp_min(torch.finfo(mass.dtype).tiny), torch.zeros_like(total)), present
+
+
+def _need_groups(split: Split, objective: str, what: str = "training") -> torch.Tensor:
+    if split.groups is None:
+        raise ValueError(f"objective {objective!r} needs group ids on the {what} split (Split.groups)")
+    return split.groups
+
+
+class TrainingObjective(BaseModel):
+    """Base of the registered objectives: a frozen pydantic model whose fields are the typed options."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    registry_name: ClassVar[str]
+    description: ClassVar[str] = ""
+    needs_groups: ClassVar[bool] = True
+    """Whether the runs must give the engine group ids (the (a, y) cells)."""
+
+    def start(self, train: Split, val: Split | None) -> LossHook:
+        """The hook of one training on ``train`` (validated against ``val``)."""
+        raise NotImplementedError
+
+    @classmethod
+    def option_names(cls) -> list[str]:
+        return list(cls.model_fields)
+
+    def label(self) -> str:
+        """``name`` or ``name(option=value, …)``: how runs and reports name it."""
+        opts = self.model_dump(exclude_defaults=True)
+        inner = ", ".join(f"{k}={v}" for k, v in opts.items())
+        return f"{self.registry_name}({inner})" if opts else self.registry_name
+
+
+OBJECTIVES: Registry[type[TrainingObjective]] = Registry("objective")
+
+
+def get_objective(name: str, **options: Any) -> TrainingObjective:
+    """The registered objective ``name`` with its options; unknown names or options are errors naming them and
+    the allowed ones (``objective 'group_dro' has no option 'step'; allowed: eta``)."""
+    return make_registered(OBJECTIVES, name, options)
+
+
+# -------------------------------------------------------------------------------------------------------- ERM
+@OBJECTIVES.register("erm")
+class Erm(TrainingObjective):
+    """Empirical risk minimisation: loss = mean_i w_i·ℓ_i (the default; weights from the intervention)."""
+
+    description: ClassVar[str] = "empirical risk: the (intervention-)weighted mean loss (default)"
+    needs_groups: ClassVar[bool] = False
+
+    def start(self, train: Split, val: Split | None) -> LossHook:
+        return WeightedLoss()
+
+
+# --------------------------------------------------------------------------------------------------- GroupDRO
+class GroupDROHook(WeightedLoss):
+    """The state of one GroupDRO training: ``q`` (float64, one weight per group of ``ids``)."""
+
+    def __init__(self, eta: float, ids: torch.Tensor) -> None:
+        self.eta, self.ids = eta, ids
+        self.q = torch.full((len(ids),), 1.0 / len(ids), dtype=torch.float64)
+
+    def update(self, group_loss: torch.Tensor) -> torch.Tensor:
+        """q_g ← q_g·exp(η·L_g), then q ← q/Σq; a group absent from the batch has L_g = 0, so its unnormalised
+        weight is kept (factor exp(0) = 1) and only the normalisation moves it. Returns q (on the losses' device,
+        float64 where the device has it: no host sync per step)."""
+        if self.q.device != group_loss.device:
+            dtype = torch.float32 if group_loss.device.type == "mps" else torch.float64
+            self.q = self.q.to(device=group_loss.device, dtype=dtype)
+        q = self.q * torch.exp(self.eta * group_loss.detach().to(self.q.dtype))
+        self.q = q / q.sum()
+        return self.q
+
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor | None,
+             groups: torch.Tensor | None) -> torch.Tensor:
+        assert groups is not None, "group_dro needs group ids"
+        lg, _ = group_losses(logits, targets, weights, groups, self.ids)
+        q = self.update(lg).to(lg.device, lg.dtype)
+        return (q * lg).sum()
+
+    def val_loss(self, logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor | None,
+                 groups: torch.Tensor | None) -> torch.Tensor:
+        assert groups is not None, "group_dro needs group ids on the validation split"
+        lg, present = group_losses(logits, targets, weights, groups, torch.unique(groups))
+        return lg[present].max()
+
+    def after_fit(self, model: nn.Module, **_: Any) -> dict[str, Any]:
+        return {"group_weights": {str(int(g)): float(v) for g, v in zip(self.ids, self.q.cpu(), strict=True)}}
+
+
+@OBJECTIVES.register("group_dro")
+class GroupDRO(TrainingObjective):
+    """Online GroupDRO (Sagawa et al. 2020, Algorithm 1). Per batch: L_g = weighted mean loss of group g;
+    q_g ← q_g·exp(η·L_g) for every group (L_g = 0 for a group absent from the batch), q ← q / Σ_g q_g; loss =
+    Σ_g q_g·L_g. q starts uniform over the groups of the training split. Early stopping watches the worst group's
+    validation loss max_g L_g."""
+
+    description: ClassVar[str] = "GroupDRO (Sagawa et al. 2020): online worst-group weights over the (a, y) cells"
+    eta: float = Field(0.01, gt=0.0, description="step size η of the group weights")
+
+    def start(self, train: Split, val: Split | None) -> LossHook:
+        groups = _need_groups(train, "group_dro")
+        if val is not None:
+            _need_groups(val, "group_dro", "validation")
+        return GroupDROHook(self.eta, torch.unique(groups.cpu()))
+
+
+# -------------------------------------------------------------------------------------------- Kamiran–Calders
+def kamiran_calders_factors(a: np.ndarray, y: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+    """P(a)·P(y)/P(a, y) per cell, indexed by the group id ``2·a + y`` (shape (4,); 0 for an empty cell), the
+    probabilities from the w-weighted counts (float64)."""
+    a, y = np.asarray(a), np.asarray(y)
+    w = np.ones(a.size) if weights is None else np.asarray(weights, dtype=np.float64).reshape(-1)
+    total = w.sum()
+    factors = np.zeros(4)
+    if total <= 0:
+        return factors
+    for ca in (0, 1):
+        for cy in (0, 1):
+            joint = w[(a == ca) & (y == cy)].sum() / total
+            if joint > 0:
+                factors[2 * ca + cy] = (w[a == ca].sum() / total) * (w[y == cy].sum() / total) / joint
+    return factors
+
+
+def kamiran_calders_weights(a: np.ndarray, y: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+    """w'_i = w_i·P(a_i)·P(y_i)/P(a_i, y_i), the probabilities from the w-weighted counts (float64)."""
+    a, y = np.asarray(a), np.asarray(y)
+    w = np.ones(a.size) if weights is None else np.asarray(weights, dtype=np.float64).reshape(-1)
+    return w * kamiran_calders_factors(a, y, weights)[cell_groups(a, y)]
+
+
+class KamiranCaldersHook(WeightedLoss):
+    """ERM with the reweighing factors P(a)P(y)/P(a, y) per (a, y) cell, one table per split."""
+
+    def __init__(self, train: Split, val: Split | None) -> None:
+        self.train_factors = self._factors(train, "training")
+        self.val_factors = None if val is None else self._factors(val, "validation")
+
+    @staticmethod
+    def _factors(split: Split, what: str) -> torch.Tensor:
+        g = _need_groups(split, "kamiran_calders", what).cpu().numpy()
+        if g.size and g.max() > 3:
+            raise ValueError("kamiran_calders reads a and y from the group ids 2·a + y (0 … 3); "
+                             f"found group {int(g.max())}")
+        w = None if split.weights is None else split.weights.cpu().numpy().reshape(-1)
+        return torch.as_tensor(kamiran_calders_factors(g // 2, g % 2, w), dtype=torch.float32)
+
+    @staticmethod
+    def _weighted(factors: torch.Tensor, weights: torch.Tensor | None, groups: torch.Tensor) -> torch.Tensor:
+        f = factors.to(groups.device)[groups].reshape(-1, 1)
+        return f if weights is None else weights * f
+
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor | None,
+             groups: torch.Tensor | None) -> torch.Tensor:
+        assert groups is not None
+        return weighted_loss(logits, targets, self._weighted(self.train_factors, weights, groups))
+
+    def val_loss(self, logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor | None,
+                 groups: torch.Tensor | None) -> torch.Tensor:
+        assert groups is not None and self.val_factors is not None
+        return weighted_loss(logits, targets, self._weighted(self.val_factors, weights, groups))
+
+    def after_fit(self, model: nn.Module, **_: Any) -> dict[str, Any]:
+        return {"cell_factors": {CELL_NAMES[c]: float(f) for c, f in enumerate(self.train_factors)}}
+
+
+@OBJECTIVES.register("kamiran_calders")
+class KamiranCalders(TrainingObjective):
+    """Reweighing (Kamiran & Calders 2012): example weight w_i·P(a_i)·P(y_i)/P(a_i, y_i), the probabilities
+    counted (w-weighted) on the finetuning split; under it a and y are independent and their marginals kept.
+    On a balanced set (P(a=1) = P(y=1) = 1/2) it is the ``reweight`` intervention at level 0.5 = P(a=1)."""
+
+    description: ClassVar[str] = "reweighing (Kamiran & Calders 2012): weights P(a)P(y)/P(a,y) on the finetuning set"
+
+    def start(self, train: Split, val: Split | None) -> LossHook:
+        return KamiranCaldersHook(train, val)
+
+
+# -------------------------------------------------------------------------------------------------------- DFR
+def balanced_subsample(groups: np.ndarray, generator: np.random.Generator) -> np.ndarray:
+    """Positions (ascending) of a group-balanced subset: every group present keeps k = the smallest group's count
+    examples, drawn without replacement (one permutation per group, groups ascending)."""
+    groups = np.asarray(groups)
+    ids, counts = np.unique(groups, return_counts=True)
+    if ids.size == 0:
+        raise ValueError("dfr: the held-out split is empty")
+    k = int(counts.min())
+    keep = [generator.permutation(np.flatnonzero(groups == g))[:k] for g in ids]
+    return np.sort(np.concatenate(keep))
+
+
+class DFRHook(WeightedLoss):
+    """ERM, then the last layer retrained on the balanced held-out set (:meth:`after_fit`)."""
+
+    def __init__(self, options: DFR) -> None:
+        self.options = options
+
+    def after_fit(self, model: nn.Module, *, train: Split, val: Split | None, config: FitConfig, seed: int,
+                  device: torch.device, **_: Any) -> dict[str, Any]:
+        if val is None:
+            raise ValueError("objective 'dfr' retrains the last layer on the held-out (validation) split; "
+                             "the training has none")
+        groups = _need_groups(val, "dfr", "held-out (validation)").cpu().numpy()
+        keep = balanced_subsample(groups, rng(seed, "dfr-heldout"))
+        idx = torch.as_tensor(keep)
+        held = Split(val.images[idx.to(val.images.device)], val.targets[idx.to(val.targets.device)], None,
+                     torch.as_tensor(groups[keep]))
+        if self.options.reinit:  # a fresh last layer, seeded (on the CPU, whatever the device)
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(derive_seed(seed, "dfr-head"))
+                fresh = nn.Linear(model.head.in_features, model.head.out_features)
+            model.head.load_state_dict(fresh.state_dict())
+        epochs = self.options.epochs or config.max_epochs
+        res = fit(model, held, None, dataclasses.replace(config, max_epochs=epochs), seed=derive_seed(seed, "dfr"),
+                  device=device, phases=[Phase("dfr_last_layer", 1.0, freeze=FREEZE_BACKBONE)])
+        ids, counts = np.unique(groups[keep], return_counts=True)
+        return {"dfr_heldout": int(keep.size), "dfr_epochs": res.epochs,
+                "dfr_train_loss": res.history[-1]["train_loss"] if res.history else float("nan"),
+                "dfr_groups": {str(int(g)): int(c) for g, c in zip(ids, counts, strict=True)}}
+
+
+@OBJECTIVES.register("dfr")
+class DFR(TrainingObjective):
+    """Deep Feature Reweighting (Kirichenko et al. 2022): ERM finetuning, then only the last layer (W, b) is
+    retrained (re-initialised unless ``reinit`` is false): (W, b) = argmin mean_{i∈B} ℓ(W·φ(x_i) + b, y_i) by
+    SGD, φ the frozen backbone's features (the engine's frozen-feature fast path), B the group-balanced held-out
+    set: the validation split with every group g present subsampled to |B ∩ g| = min_g' n_g' (seeded, exact
+    counts), unweighted; ``epochs`` epochs (default: the study's ``max_epochs``) without early stopping. The
+    backbone is untouched."""
+
+    description: ClassVar[str] = ("DFR (Kirichenko et al. 2022): ERM, then the last layer retrained on a "
+                                  "group-balanced held-out set")
+    epochs: int | None = Field(None, ge=1, description="epochs of the last-layer retraining (None: max_epochs)")
+    reinit: bool = Field(True, description="re-initialise the last layer before retraining it")
+
+    def start(self, train: Split, val: Split | None) -> LossHook:
+        if val is not None:
+            _need_groups(val, "dfr", "held-out (validation)")
+        return DFRHook(self)
