@@ -228,6 +228,11 @@ def test_kamiran_calders_is_reweight_at_level_p_a1_on_a_balanced_set(start_level
     assert as_.mean() == 0.5 and ys.mean() == 0.5
     kc = kamiran_calders_weights(as_, ys)
     assert kc == pytest.approx(sel.weights, rel=1e-12)
+    collected = get_intervention("collect").select(pool, level=start_level, n=256, rng=np.random.default_rng(1))
+    assert np.array_equal(collected.indices, sel.indices)  # so: collect at c0 + kamiran_calders = reweight at 0.5
+    other = get_intervention("reweight", start_level=start_level).select(pool, level=0.7, n=256,
+                                                                          rng=np.random.default_rng(1))
+    assert not np.allclose(kc, other.weights)  # any other level is another weighting
     hook = get_objective("kamiran_calders").start(
         Split(torch.zeros(len(sel), 1, 2, 2, dtype=torch.uint8), torch.as_tensor(ys).float(), None,
               torch.as_tensor(cell_groups(as_, ys))), None)
