@@ -92,7 +92,28 @@ class CorrelationSweep(FinetuneExperiment):
             body.append(page.note("AUC difference: level − test-equal level, paired by seed, Student-t 95% CI; a "
                                   "level keeps AUC when the lower bound lies above −tolerance."))
             body += page.table(table)
+        pairs = objectives_table(analysis.objective_pairs(results.runs, self.settings()))
+        if not pairs.empty:  # a block with objectives besides ERM (docs/objectives.md)
+            body.append(page.heading("Training objectives against ERM, paired by seed"))
+            body.append(page.note("Difference objective − ERM on the same task, base, intervention, level and N "
+                                  "(the same finetuning sets at each seed), Student-t 95% CI over seeds; a negative "
+                                  "|FPR difference| difference is a smaller gap."))
+            body += page.table(pairs)
         return [Section("tradeoff", self.title, body)]
+
+
+def objectives_table(pairs: pd.DataFrame) -> pd.DataFrame:
+    """One row per (task, base, intervention, level, N, objective ≠ ERM) of
+    :func:`~.analysis.objective_pairs`: the paired differences objective − ERM of AUC and |FPR difference|."""
+    if pairs.empty:
+        return pd.DataFrame()
+    return pd.DataFrame([{
+        "task": r["task"], "base": r["base"], "intervention": r["intervention"],
+        "level": level_text(r["level"], r["level_label"]), "N": int(r["n_train"]), "objective": r["objective"],
+        "AUC difference": fmt_ci(r["auc_mean"], r["auc_low"], r["auc_high"]),
+        "|FPR difference| difference": fmt_ci(r["fpr_diff_abs_mean"], r["fpr_diff_abs_low"],
+                                              r["fpr_diff_abs_high"]),
+        "seeds": int(r["n_pairs"])} for _, r in pairs.iterrows()])
 
 
 def levels_table(sweep: dict[tuple[str, str, str], dict[str, Any]]) -> pd.DataFrame:

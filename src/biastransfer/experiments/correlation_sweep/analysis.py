@@ -24,13 +24,13 @@ part of any run key, so changing it reruns nothing and only changes the reading.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from biastransfer.analysis.aggregate import aggregate, paired_interval
+from biastransfer.analysis.aggregate import aggregate, paired_frame, paired_interval
 from biastransfer.analysis.text import CONTEXT_KEYS, context_labels, fmt, fmt_ci, fmt_signed, level_text
 
 #: Default AUC tolerance of the sweep finding (``options.auc_tolerance``).
@@ -62,6 +62,38 @@ def _stat_columns(agg: pd.DataFrame) -> set[str]:
     """The per-metric columns of an aggregate (``m_mean`` and every ``m_<stat>`` beside it) and ``n_seeds``."""
     metrics = {c[: -len("_mean")] for c in agg.columns if c.endswith("_mean")}
     return {c for c in agg.columns if c.startswith("n_seeds") or any(c.startswith(f"{m}_") for m in metrics)}
+
+
+def line_name(key: Mapping[str, object]) -> str:
+    """A line's name: its intervention, ``collect + group_dro(eta=0.1)`` for a line of another training objective
+    than ERM (docs/objectives.md); ERM lines keep the intervention's name alone."""
+    intervention, objective = str(key.get("intervention", "")), key.get("objective")
+    if objective is None or (isinstance(objective, float) and math.isnan(objective)) or objective in ("", "erm"):
+        return intervention
+    return f"{intervention} + {objective}"
+
+
+def objective_pairs(runs: pd.DataFrame, settings: Sequence[str],
+                    metrics: Sequence[str] = ("auc", "fpr_diff_abs")) -> pd.DataFrame:
+    """Every objective against ERM on the same task, base, intervention, level and N, paired by seed (they share
+    their finetuning sets): per metric ``m``, ``m_mean``, ``m_low``, ``m_high`` of objective − ERM
+    (:func:`~biastransfer.analysis.aggregate.paired_interval`, Student-t 95%) and ``n_pairs``. Empty unless the
+    runs have ERM and another objective."""
+    if runs.empty or "objective" not in runs.columns or runs["objective"].nunique() < 2 \
+            or "erm" not in set(runs["objective"]):
+        return pd.DataFrame()
+    by = [s for s in settings if s in runs.columns and s != "objective"]
+    merged: pd.DataFrame | None = None
+    for m in metrics:
+        frame = paired_frame(runs, by, m, pair_col="objective")
+        if frame.empty:
+            continue
+        frame = frame[(frame["objective_b"] == "erm")].rename(columns={
+            "objective_a": "objective", "mean": f"{m}_mean", "low": f"{m}_low", "high": f"{m}_high"})
+        frame = frame.drop(columns=["objective_b"])
+        merged = frame if merged is None else merged.merge(
+            frame.drop(columns=["n_pairs"]), on=[c for c in frame.columns if c in by or c == "objective"])
+    return pd.DataFrame() if merged is None else merged.reset_index(drop=True)
 
 
 def split_lines(agg: pd.DataFrame) -> list[tuple[dict[str, object], pd.DataFrame]]:
@@ -166,13 +198,14 @@ def findings(runs: pd.DataFrame, settings: Sequence[str], auc_tolerance: float |
     agg = aggregate(runs, ["auc", "fpr_diff"], settings)
     lines = split_lines(agg)
     out: dict[tuple[str, str, str], dict[str, Any]] = {}
-    suffixes = context_labels([k for k, _ in lines], ("task", "base", "intervention"),
+    suffixes = context_labels([k for k, _ in lines], ("task", "base", "intervention", "objective"),
                               (*CONTEXT_KEYS, "n_requested"))
     for (key, rows), suffix, line_runs in zip(lines, suffixes, _line_runs(runs, lines), strict=True):
-        label = str(key.get("intervention", "")) + suffix
+        label = line_name(key) + suffix
         fkey = (str(key.get("task", "")), str(key.get("base", "")), label)
         tol = _tolerance(line_runs) if auc_tolerance is None else float(auc_tolerance)
-        entry: dict[str, Any] = {"intervention": key.get("intervention"), "test_label": key.get("test_label"),
+        entry: dict[str, Any] = {"intervention": key.get("intervention"), "objective": key.get("objective", "erm"),
+                                 "test_label": key.get("test_label"),
                                  "n_train": key.get("n_train", key.get("n_requested")),
                                  "gap_label": str(key.get("gap_label", "")), "n_levels": len(rows), "tolerance": tol}
         test = is_test_level(rows)

@@ -8,7 +8,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from biastransfer.experiments.correlation_sweep.analysis import is_test_level, split_lines
+from biastransfer.experiments.correlation_sweep.analysis import is_test_level, line_name, split_lines
 from biastransfer.report.plots import METRIC_NAMES, PALETTE, err, gap_label, new_figure, role_order, wrap_text
 
 _INTERVENTION_ORDER = {"collect": 0, "subselect": 1, "reweight": 2, "natural": 3}
@@ -17,7 +17,8 @@ _INTERVENTION_ORDER = {"collect": 0, "subselect": 1, "reweight": 2, "natural": 3
 def tradeoff_plot(agg_sweep: pd.DataFrame, *, metric: str = "fpr_diff", title: str | None = None) -> Figure:
     """AUC (x) against a group gap (y) across finetuning correlation levels (paper Fig. 4).
 
-    One line per base (or per intervention when there is a single base) connecting the levels in order, each
+    One line per base (or per intervention, and training objective other than ERM, when there is a single base:
+    :func:`~biastransfer.experiments.correlation_sweep.analysis.line_name`) connecting the levels in order, each
     point annotated with its finetuning level, 95% intervals on both axes (drawn clipped to the metric's range:
     AUC in [0, 1], gaps in [−1, 1]; :func:`biastransfer.report.plots.err`), the point whose finetuning level
     equals the test level drawn larger with a black edge, and a dashed line at zero gap. One panel per task
@@ -40,8 +41,8 @@ def tradeoff_plot(agg_sweep: pd.DataFrame, *, metric: str = "fpr_diff", title: s
     titles: dict[tuple[str, str], str] = {}
     for key, rows in lines:
         row_key = " · ".join([str(key.get("task", ""))] + [f"{k}={key.get(k)}" for k in ctx_keys])
-        col_key = str(key.get("intervention", "")) if multi_base else ""
-        label = str(key.get("base", "")) if multi_base else str(key.get("intervention", ""))
+        col_key = line_name(key) if multi_base else ""
+        label = str(key.get("base", "")) if multi_base else line_name(key)
         if "n_train" in key:
             label += f" (N={key['n_train']})"
         elif "n_requested" in key and agg_sweep["n_requested"].nunique() > 1:
@@ -62,7 +63,7 @@ def tradeoff_plot(agg_sweep: pd.DataFrame, *, metric: str = "fpr_diff", title: s
     if multi_base:
         # rows = task (and context), columns = intervention; axes shared within a row for comparison
         row_keys = sorted({r for r, _ in panels})
-        col_keys = sorted({c for _, c in panels}, key=lambda c: (_INTERVENTION_ORDER.get(c, 99), c))
+        col_keys = sorted({c for _, c in panels}, key=lambda c: (_INTERVENTION_ORDER.get(c.split(" + ")[0], 99), c))
         nrows, ncols = len(row_keys), len(col_keys)
         fig = new_figure(5.6 * ncols + 2.2, 4.6 * nrows + 0.7)
         grid = fig.subplots(nrows, ncols, squeeze=False, sharex="row", sharey="row")
