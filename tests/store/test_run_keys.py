@@ -124,6 +124,9 @@ STUDY_CHANGES: dict[str, Any] = {
     "experiments.interventions.options": lambda s: s["experiments"][1].update(
         interventions=["collect", {"name": "reweight", "start_level": 0.5}]),
     "experiments.options": lambda s: s["experiments"][2].update(options={"test_size": 100}),
+    "experiments.objectives": lambda s: s["experiments"][1].update(objectives=["group_dro"]),
+    "experiments.objectives.options": lambda s: s["experiments"][1].update(
+        objectives=[{"name": "group_dro", "eta": 0.5}]),
     **{f"train.{name}": _train_change(name, value)
        for name, value in (("lr", [0.01]), ("weight_decay", [0.0]), ("momentum", 0.5), ("batch_size", 32),
                            ("max_epochs", 3), ("patience", 2), ("hp_seeds", 2), ("flip", False),
