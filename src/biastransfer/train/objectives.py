@@ -233,6 +233,8 @@ class KamiranCaldersHook(WeightedLoss):
     def loss(self, logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor | None,
              groups: torch.Tensor | None) -> torch.Tensor:
         assert groups is not None
+        if self.train_factors.device != groups.device:  # once: no copy per step
+            self.train_factors = self.train_factors.to(groups.device)
         return weighted_loss(logits, targets, self._weighted(self.train_factors, weights, groups))
 
     def val_loss(self, logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor | None,
@@ -241,7 +243,7 @@ class KamiranCaldersHook(WeightedLoss):
         return weighted_loss(logits, targets, self._weighted(self.val_factors, weights, groups))
 
     def after_fit(self, model: nn.Module, **_: Any) -> dict[str, Any]:
-        return {"cell_factors": {CELL_NAMES[c]: float(f) for c, f in enumerate(self.train_factors)}}
+        return {"cell_factors": {CELL_NAMES[c]: float(f) for c, f in enumerate(self.train_factors.cpu())}}
 
 
 @OBJECTIVES.register("kamiran_calders")
