@@ -24,6 +24,7 @@ import torch
 from biastransfer.backends.base import BACKENDS, Backend, BackendOptions, Job, Outcome, Resources
 from biastransfer.backends.jobs import execute_job
 from biastransfer.backends.workspace import Workspace
+from biastransfer.device import limit_gpu_memory
 
 _WORKER: dict[str, Workspace] = {}
 
@@ -41,9 +42,10 @@ def _exit_with_parent(parent: int, poll: float = ORPHAN_POLL_SECONDS) -> None:
     os._exit(1)
 
 
-def _init(resources: Resources, threads: int, parent: int) -> None:
+def _init(resources: Resources, threads: int, parent: int, gpu_share: float) -> None:
     threading.Thread(target=_exit_with_parent, args=(parent,), name="exit-with-parent", daemon=True).start()
     torch.set_num_threads(threads)
+    limit_gpu_memory(resources.device, gpu_share)
     _WORKER["workspace"] = Workspace(resources)
 
 
@@ -92,10 +94,18 @@ def schedule(jobs: list[Job], submit: Callable[[Job], Future], capacity: int) ->
         raise RuntimeError(f"{len(blocked)} job(s) wait on each other: {', '.join(blocked[:3])}")
 
 
+def gpu_share(workers: int) -> float:
+    """The share of the GPU's memory each of ``workers`` worker processes may use: an equal part each."""
+    return 1.0 / max(1, workers)
+
+
 @BACKENDS.register("processes")
 class Processes(Backend):
     """A pool of ``workers`` spawned processes with one thread each on CPU (small models scale better across
-    processes than across threads); dependent jobs receive their dependencies' products."""
+    processes than across threads); dependent jobs receive their dependencies' products.
+
+    On CUDA the workers share the GPU: each may use ``1/workers`` of its memory (:func:`gpu_share`), so runs train
+    concurrently on one device without one worker's allocations starving another's."""
 
     description = "a pool of worker processes on this machine, jobs scheduled by dependency"
 
@@ -103,7 +113,8 @@ class Processes(Backend):
         super().__init__(resources, workers, options)
         threads = max(1, torch.get_num_threads() // workers)
         self.pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                        initializer=_init, initargs=(resources, threads, os.getpid()))
+                                        initializer=_init,
+                                        initargs=(resources, threads, os.getpid(), gpu_share(workers)))
 
     def run(self, jobs: list[Job]) -> Iterator[tuple[Job, Outcome]]:
         products: dict[str, Any] = {}

@@ -46,6 +46,7 @@ import torch
 from biastransfer.backends.base import BACKENDS, Backend, BackendOptions, Job, JobFailedError, Outcome, Resources
 from biastransfer.backends.jobs import describe, execute_job
 from biastransfer.backends.workspace import Workspace
+from biastransfer.device import limit_gpu_memory
 
 log = logging.getLogger("biastransfer")
 
@@ -121,7 +122,7 @@ def _workspace(resources: Resources) -> Workspace:
     return _WORKSPACES[resources]
 
 
-def _execute(job: Job, resources: Resources, threads: int, cwd: str, need_keys: list[str],
+def _execute(job: Job, resources: Resources, threads: int, gpu_share: float, cwd: str, need_keys: list[str],
              *needed: Outcome) -> Outcome:
     """The Ray task: run ``job`` in this worker with its dependencies' outcomes (resolved by Ray from object
     references, in the order of ``need_keys``). A job that raises comes back as an outcome with its error (the
@@ -130,6 +131,8 @@ def _execute(job: Job, resources: Resources, threads: int, cwd: str, need_keys: 
         os.chdir(cwd)
     if resources.device.type == "cuda" and os.environ.get("CUDA_VISIBLE_DEVICES"):
         resources = dataclasses.replace(resources, device=torch.device("cuda"))  # the GPU Ray gave this task
+    if 0 < gpu_share < 1:  # a fractional GPU: this worker may use that share of its memory
+        limit_gpu_memory(resources.device, gpu_share)
     torch.set_num_threads(threads)
     started = time.perf_counter()
     try:
@@ -249,7 +252,8 @@ class RayBackend(Backend):
             tries[key] = tries.get(key, 0) + 1
             ref = self._task.options(num_cpus=self.cpus, num_gpus=self.gpus, max_retries=self.options.max_retries,
                                      retry_exceptions=False, name=key).remote(
-                job, self.resources, max(1, int(self.cpus)), os.getcwd(), needs, *(results[k] for k in needs))
+                job, self.resources, max(1, int(self.cpus)), self.gpus, os.getcwd(), needs,
+                *(results[k] for k in needs))
             running[ref] = key
 
         for key in sorted((k for k, m in missing.items() if not m), key=position.__getitem__):

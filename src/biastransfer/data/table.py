@@ -102,6 +102,7 @@ class ImageStore:
                             f"{array.shape}")
         self.array = array
         self._tensor: torch.Tensor | None = None
+        self._copies: dict[str, torch.Tensor] = {}
 
     @classmethod
     def open(cls, path: Path) -> ImageStore:
@@ -140,6 +141,18 @@ class ImageStore:
                 warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
                 self._tensor = torch.from_numpy(np.ascontiguousarray(self.array)).permute(0, 3, 1, 2)
         return self._tensor
+
+    def copy_to(self, device: torch.device) -> torch.Tensor:
+        """All images as one uint8 NCHW (channels-last) tensor on ``device``, copied once and kept (the policy of
+        when to copy is :func:`biastransfer.train.placement.store_tensor`'s)."""
+        name = str(torch.device(device))
+        if name not in self._copies:
+            self._copies[name] = self.tensor().to(device)  # keeps the channels-last strides
+        return self._copies[name]
+
+    def copied_to(self, device: torch.device) -> bool:
+        """Whether :meth:`copy_to` has copied the images to ``device``."""
+        return str(torch.device(device)) in self._copies
 
     def take(self, indices: np.ndarray) -> torch.Tensor:
         """A uint8 NCHW (channels-last) tensor of the given rows."""

@@ -18,6 +18,7 @@ from biastransfer.spec import RunSpec
 from biastransfer.train.engine import FitConfig, FitResult, fit, make_split, predict_logits
 from biastransfer.train.features import RowFeatures, frozen_source, head_logits, mark_frozen
 from biastransfer.train.objectives import cell_groups, get_objective
+from biastransfer.train.placement import store_tensor
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ def fit_config(spec: RunSpec, lr: float, weight_decay: float) -> FitConfig:
 def score(spec: RunSpec, inputs: RunInputs, model: torch.nn.Module, rows: np.ndarray) -> np.ndarray:
     """The model's logits on the given store rows (with the study's compile/precision settings): shape ``(n,)``
     for a one-logit head, ``(n, K)`` for a head of K logits."""
-    images = inputs.dataset.images.tensor()
+    images = store_tensor(inputs.dataset.images, inputs.device)
     source = frozen_source(model)
     if source is not None and source.store is images:  # a fixed-feature model: its backbone's features are cached
         logits = head_logits(model, source.features(rows, False), device=inputs.device,
@@ -61,7 +62,7 @@ def finetune(spec: RunSpec, inputs: RunInputs, data: Any, *, lr: float, weight_d
     gets each example's (a, y) cell (the dataset's sensitive attribute and the binary task label).
     """
     dataset = inputs.dataset
-    images = dataset.images.tensor()
+    images = store_tensor(dataset.images, inputs.device)
     labels = dataset.table.column(spec.task) if labels is None else labels
     model = inputs.new_model(spec, num_outputs) if num_outputs != 1 else inputs.new_model(spec)
     phases = None

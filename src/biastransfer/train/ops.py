@@ -54,15 +54,42 @@ def weighted_loss(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Te
     return weighted_bce(logits, targets, weights)
 
 
-def eval_batch_size(device: torch.device, image_shape: tuple[int, ...]) -> int:
-    """Evaluation batch size: 1024 on accelerators; on CPU about 2^18 pixels per batch, between 8 and 64.
+ACTIVATION_BYTES_PER_INPUT_VALUE = 256
+"""Device memory an evaluation budgets per input value (pixel × channel) of an image: 64 fp32 values of live
+activations per input value. ResNet-50 at 224 keeps at most about 15 per input value alive in inference (its
+widest outputs, 256 × 56 × 56, are 5.3 per input value, and a block holds two or three), a ViT-B/16 fewer; the
+margin covers cuDNN workspaces."""
 
-    Measured on 2 AMD EPYC cores (per-image inference time, BENCHMARKS.md): the 3-stage ResNet at 32x32 is
-    fastest at 32-64 images per batch (about 3x faster than at 1024), ResNet-18 at 64x64 at 64, at 224x224 at 8.
-    Logits do not depend on the batch size (checked bit for bit), so this choice changes time only.
+
+def eval_batch_size(device: torch.device, image_shape: tuple[int, ...], budget: int | None = None) -> int:
+    """Evaluation batch size for ``image_shape`` (…, C, H, W) on ``device``.
+
+    CPU: about 2^18 pixels per batch, between 8 and 64. Measured on 2 AMD EPYC cores (per-image inference time,
+    BENCHMARKS.md): the 3-stage ResNet at 32x32 is fastest at 32-64 images per batch (about 3x faster than at
+    1024), ResNet-18 at 64x64 at 64, at 224x224 at 8.
+
+    CUDA: large batches keep the device busy: the largest power of two ≤ 2^25 pixels per batch, between 32 and
+    1024 (1024 at 32x32 to 128x128, 512 at 224x224), and no more than a quarter of ``budget`` (bytes; default the
+    process's :func:`~biastransfer.device.memory_budget`) holds at
+    :data:`ACTIVATION_BYTES_PER_INPUT_VALUE` bytes per input value.
+
+    Logits do not depend on the batch size (checked bit for bit on CPU), so this choice changes time only.
     """
-    if torch.device(device).type != "cpu":
-        return 1024
     pixels = max(1, int(image_shape[-1]) * int(image_shape[-2]))
-    size = 1 << max(0, (2 ** 18 // pixels).bit_length() - 1)  # largest power of two <= 2^18 / pixels
-    return int(min(64, max(8, size)))
+    if torch.device(device).type == "cpu":
+        return int(min(64, max(8, _floor_pow2(2 ** 18 // pixels))))
+    size = min(1024, max(32, _floor_pow2(2 ** 25 // pixels)))
+    if budget is None:
+        from biastransfer.device import memory_budget
+
+        budget = memory_budget(torch.device(device))
+    if budget is not None:
+        channels = int(image_shape[-3]) if len(image_shape) >= 3 else 1
+        per_image = pixels * channels * ACTIVATION_BYTES_PER_INPUT_VALUE
+        size = min(size, max(1, _floor_pow2(budget // 4 // per_image)))
+    return int(size)
+
+
+def _floor_pow2(value: int) -> int:
+    """The largest power of two ≤ ``value`` (1 for values below 2)."""
+    return 1 << max(0, int(value).bit_length() - 1)

@@ -20,6 +20,7 @@ from biastransfer.paths import bases_cache_dir
 from biastransfer.seeding import derive_seed
 from biastransfer.spec import content_key
 from biastransfer.train.engine import FitConfig, fit, make_split, predict_logits
+from biastransfer.train.placement import store_tensor
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +106,7 @@ def train_cached(dataset: LoadedDataset, *, arch: str, attribute: str, labels: n
         except (RuntimeError, OSError, ValueError, json.JSONDecodeError) as exc:
             log.warning("cached base %s is unreadable (%s); training it again", weights_path, exc)
 
-    images = dataset.images.tensor()
+    images = store_tensor(dataset.images, device)
     torch.manual_seed(derive_seed(config.get("seed", 0), "base-init", attribute))
     model = build_model(arch, num_outputs=outputs, in_channels=dataset.images.channels)
     fc = FitConfig(lr=config["lr"], weight_decay=config["weight_decay"], batch_size=config["batch_size"],
