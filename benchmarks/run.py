@@ -24,6 +24,10 @@ Prints one ``name: value`` line per figure, every figure measured in this invoca
   the slow way (the frozen backbone on every batch and every validation) over the frozen-feature fast path with
   the base's features cached, as for every run of a study after the base's first; ``…_cold`` on an empty cache;
   the same for ResNet-18 at 64x64 (``…_resnet18_64``) (:mod:`bench_frozen`).
+* ``train_images_per_s_<arch>_224_<precision>`` — ResNet-50 and ViT-S/16 training throughput at 224×224 (fp32;
+  on CUDA also bf16), inference throughput, and on CUDA one paper-size ResNet-50 run (N = 1,024, 25 epochs) ours
+  and the original pipeline's way with their ratio ``paper_run_speedup`` (:mod:`bench_large`; on CPU the run's time
+  is estimated from the throughputs unless ``--paper-run``).
 * evaluation batch size and channels-last, each against its alternative; scaling of time per run with N and
   image size; (full mode) compilation: cold and warm compile seconds, saving per run and break-even.
 
@@ -34,7 +38,7 @@ stored numbers. BENCHMARKS.md records the figures and what they mean.
 
 This file parses the arguments and runs the benchmarks in order; each lives in its own module next to it
 (``bench_trainings``, ``bench_micro``, ``bench_pipeline``, ``bench_mfu``, ``bench_scaling``, ``bench_frozen``,
-``bench_compile``, ``bench_demo``), all reporting through :mod:`bench_common`.
+``bench_large``, ``bench_compile``, ``bench_demo``), all reporting through :mod:`bench_common`.
 """
 
 from __future__ import annotations
@@ -59,6 +63,7 @@ from bench_common import DETAILS, FIGURES, current_device, emit, note, use_devic
 from bench_compile import bench_compile, compile_probe  # noqa: E402
 from bench_demo import bench_demo  # noqa: E402
 from bench_frozen import bench_frozen  # noqa: E402
+from bench_large import bench_large  # noqa: E402
 from bench_mfu import bench_mfu  # noqa: E402
 from bench_micro import bench_micro  # noqa: E402
 from bench_pipeline import bench_pipeline  # noqa: E402
@@ -89,8 +94,10 @@ def main() -> None:
     parser.add_argument("--device", default="auto", help="auto (CUDA when present, else CPU), cpu or cuda[:N]")
     parser.add_argument("--workers", default="0,2", help="DataLoader workers of the reference, comma-separated")
     parser.add_argument("--only", default="", help="comma-separated subset: trainings,micro,pipeline,mfu,"
-                                                    "scaling,frozen,compile,demo")
+                                                    "scaling,frozen,large,compile,demo")
     parser.add_argument("--skip-demo", action="store_true")
+    parser.add_argument("--paper-run", action="store_true",
+                        help="measure the paper-size ResNet-50 run also on CPU (about an hour; on CUDA always)")
     parser.add_argument("--demo-baseline", default=BASELINE_REV,
                         help=f"also time the demo on the code of this git revision, before ours (default {BASELINE_REV}"
                              ", the engine before the speed issue; 'none' to skip)")
@@ -124,6 +131,8 @@ def main() -> None:
         bench_scaling(args.quick)
     if want("frozen"):
         bench_frozen(args.quick)
+    if want("large"):
+        bench_large(args.quick, paper_run_on_cpu=args.paper_run)
     if want("compile") and not args.quick:
         bench_compile(args.quick)
     if want("demo") and not args.skip_demo:
