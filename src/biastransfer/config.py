@@ -8,7 +8,10 @@ kinds) and validates each block against its experiment plugin's own schema.
 
 from __future__ import annotations
 
+import copy
 import math
+import os
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -230,9 +233,55 @@ def read_yaml(path: Path) -> tuple[Any, str]:
         raise ConfigError(f"study file {path} is not UTF-8 text ({exc.reason} at byte {exc.start}); save it as "
                           f"UTF-8") from None
     try:
-        return yaml.load(text, Loader=_UniqueKeyLoader), text  # a SafeLoader that refuses duplicate keys
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader that refuses duplicate keys
     except yaml.YAMLError as exc:
         raise ConfigError(f"study file {path} is not valid YAML: {exc}") from None
+    return expand_path_variables(data, str(path)), text
+
+
+_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def _path_fields(data: dict[str, Any]) -> list[tuple[str, dict[str, Any], str]]:
+    """The study's file paths as (field name, mapping, key): ``dataset.root``, ``datasets.NAME.root`` and
+    ``bases.NAME.path``."""
+    fields = []
+    if isinstance(data.get("dataset"), dict):
+        fields.append(("dataset.root", data["dataset"], "root"))
+    for section, key in (("datasets", "root"), ("bases", "path")):
+        entries = data.get(section)
+        if isinstance(entries, dict):
+            fields += [(f"{section}.{name}.{key}", entry, key) for name, entry in entries.items()
+                       if isinstance(entry, dict)]
+    return fields
+
+
+def expand_path_variables(data: Any, source: str = "<study>", environ: dict[str, str] | None = None) -> Any:
+    """The study mapping with ``${NAME}`` in its file paths replaced by the environment variable ``NAME``.
+
+    Only the paths are expanded (``dataset.root``, ``datasets.NAME.root``, ``bases.NAME.path``), so that a bundled
+    study can read a user's data and checkpoints (e.g. ``root: ${CELEBA_ROOT}``) without editing; the expanded
+    paths are what is validated and stored with the results. A variable that is not set is a :class:`ConfigError`
+    naming the field and the variable. ``data`` is not changed."""
+    if not isinstance(data, dict):
+        return data
+    env = os.environ if environ is None else environ
+    out = copy.deepcopy(data)
+    missing = []
+    for field, entry, key in _path_fields(out):
+        value = entry.get(key)
+        if not isinstance(value, str):
+            continue
+        unset = [name for name in _VARIABLE.findall(value) if not env.get(name)]
+        if unset:
+            missing.append(f"  - {field}: {value!r} needs the environment variable(s) {', '.join(unset)}, "
+                           f"which {'is' if len(unset) == 1 else 'are'} not set (e.g. "
+                           f"export {unset[0]}=/path/to/the/folder)")
+            continue
+        entry[key] = _VARIABLE.sub(lambda m: env[m.group(1)], value)
+    if missing:
+        raise ConfigError(f"invalid study file {source}:\n" + "\n".join(missing))
+    return out
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):

@@ -498,3 +498,47 @@ def test_manifest_label_columns_that_are_not_0_1_are_named(case: str, tmp_path: 
                             params={"progress": False, "workers": 1, "sensitive": "female"})
     assert data.table.tasks == ("smiling",)
     assert "column(s) 'hat' hold values other than 0/1" in caplog.text
+
+
+# ------------------------------------------------------------------------------ ${NAME} in a study's file paths
+
+
+def test_path_variables_are_expanded_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``${NAME}`` in dataset.root, datasets.NAME.root and bases.NAME.path comes from the environment; nothing
+    else is touched (a description keeps its text)."""
+    from biastransfer.config import expand_path_variables
+
+    monkeypatch.setenv("DATA_HOME", "/data")
+    monkeypatch.setenv("CKPT", "/ckpt")
+    study = {"name": "x", "description": "costs ${DATA_HOME}",
+             "dataset": {"name": "celeba", "root": "${DATA_HOME}/celeba"},
+             "datasets": {"extra": {"name": "geode", "root": "${DATA_HOME}/geode"}},
+             "bases": {"moco": {"kind": "checkpoint", "format": "moco_v3", "path": "${CKPT}/${CKPT}.pth"},
+                       "scratch": {"kind": "scratch"}}}
+    out = expand_path_variables(study)
+    assert out["dataset"]["root"] == "/data/celeba" and out["datasets"]["extra"]["root"] == "/data/geode"
+    assert out["bases"]["moco"]["path"] == "/ckpt//ckpt.pth"
+    assert out["description"] == "costs ${DATA_HOME}" and study["dataset"]["root"] == "${DATA_HOME}/celeba"
+
+
+def test_an_unset_path_variable_names_the_field_and_the_variable(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CELEBA_ROOT", raising=False)
+    path = tmp_path / "study.yaml"
+    path.write_text("name: x\ndataset: {name: celeba, root: '${CELEBA_ROOT}'}\n"
+                    "experiments:\n  - {name: a, kind: salience, tasks: [Smiling]}\n")
+    with pytest.raises(ConfigError, match=r"dataset.root: '\$\{CELEBA_ROOT\}' needs the environment variable\(s\) "
+                                          r"CELEBA_ROOT, which is not set"):
+        read_yaml(path)
+    result = CliRunner().invoke(app, ["run", str(path), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2 and "CELEBA_ROOT" in result.output and "Traceback" not in result.output
+
+
+def test_the_bundled_celeba_study_says_which_variables_to_set(tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("CELEBA_ROOT", "BIASTRANSFER_CHECKPOINTS"):
+        monkeypatch.delenv(name, raising=False)
+    result = CliRunner().invoke(app, ["run", "celeba_paper", "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2  # an invalid study, as every other
+    assert "dataset.root" in result.output and "CELEBA_ROOT" in result.output
+    assert "bases.moco.path" in result.output and "BIASTRANSFER_CHECKPOINTS" in result.output

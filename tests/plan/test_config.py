@@ -9,10 +9,12 @@ import yaml
 
 from biastransfer.config import ConfigError
 from biastransfer.plan import load_study, parse_study
+from fake_celeba import placeholder_paths
 from tiny_study import tiny_study_dict
 
 
-def test_bundled_studies_are_valid():
+def test_bundled_studies_are_valid(monkeypatch: pytest.MonkeyPatch, tmp_path):
+    placeholder_paths(monkeypatch, tmp_path)  # celeba_paper's ${…} paths
     for path in resources.files("biastransfer.studies").iterdir():
         if path.name.endswith(".yaml"):
             with resources.as_file(path) as file:
