@@ -125,7 +125,9 @@ def run_forward(model: Classifier, channels: int, n: int = 2) -> Tensor:
 
 
 GREY_ELSEWHERE = {"vit_base_patch16_224": "vit_small_patch16_224",
-                  "openclip_vit_b16_quickgelu": "openclip_vit_b16"}
+                  "openclip_vit_b16_quickgelu": "openclip_vit_b16", "openclip_vit_b32": "openclip_vit_b16",
+                  "openclip_vit_b32_quickgelu": "openclip_vit_b16", "convnext_small": "convnext_tiny",
+                  "convnext_base": "convnext_tiny"}
 """Large architectures whose one-channel build is the same factory code as a cheaper one's (which runs it)."""
 ARCH_CASES = [(arch, channels) for arch in ARCHITECTURES.names() for channels in (3, 1)
               if channels == 3 or arch not in GREY_ELSEWHERE]

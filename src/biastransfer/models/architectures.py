@@ -232,7 +232,9 @@ def _timm_clip(name: str, embed_dim: int) -> Callable[[int], tuple[nn.Module, in
 
 ARCHITECTURES.register("openclip_vit_b16")(_timm_clip("vit_base_patch16_clip_224", 512))
 ARCHITECTURES.register("openclip_vit_b16_quickgelu")(_timm_clip("vit_base_patch16_clip_quickgelu_224", 512))
+ARCHITECTURES.register("openclip_vit_b32")(_timm_clip("vit_base_patch32_clip_224", 512))
+ARCHITECTURES.register("openclip_vit_b32_quickgelu")(_timm_clip("vit_base_patch32_clip_quickgelu_224", 512))
 for _name in ("vit_small_patch16_224", "vit_base_patch16_224"):
     ARCHITECTURES.register(_name)(_timm_vit(_name))
-for _name in ("convnext_tiny",):
+for _name in ("convnext_tiny", "convnext_small", "convnext_base"):
     ARCHITECTURES.register(_name)(_timm_convnext(_name))
