@@ -45,6 +45,11 @@ class Block:
     fields: Any
     dataset: dict[str, Any] | None = None
 
+    @property
+    def adaptive(self) -> bool:
+        """Whether the block's plugin chooses its runs as it goes (:meth:`Experiment.next_runs`)."""
+        return type(self.plugin).next_runs is not Experiment.next_runs
+
 
 @dataclass(frozen=True)
 class Study:
@@ -204,6 +209,11 @@ def hparam_key(spec: RunSpec) -> str | None:
     """The store key of a run's hyperparameter choice (None: its kind searches none)."""
     payload = EXPERIMENTS.get(spec.kind)().hparam_payload(spec)
     return None if payload is None else content_key(payload)
+
+
+def result_key(spec: RunSpec) -> str | None:
+    """A key that equal runs of other blocks or kinds share (:meth:`Experiment.result_key`; None: none)."""
+    return EXPERIMENTS.get(spec.kind)().result_key(spec) if spec.kind in EXPERIMENTS else None
 
 
 def base_job_key(spec: RunSpec) -> str:

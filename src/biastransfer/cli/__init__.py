@@ -15,6 +15,7 @@ from rich.text import Text
 
 from biastransfer.cli.console import err, out
 from biastransfer.cli.console import fail as _fail
+from biastransfer.cli.reporting import write_report as _report
 
 app = typer.Typer(
     help="Does the bias of a pretrained vision model carry over into the finetuned model, and which finetuning "
@@ -118,53 +119,6 @@ def _run_and_report(study_path: Path, out_dir: Path, device: str, cache_dir: Pat
 def _execution(address: str | None, cpus: float | None, gpus: float | None, retries: int | None) -> dict:
     """The command line's backend options (``None``: take the study's)."""
     return {"address": address, "cpus_per_task": cpus, "gpus_per_task": gpus, "max_retries": retries}
-
-
-def _base_pools(stored: list[dict]) -> dict[str, dict]:
-    """What the runs recorded of each trained base: its cache key and the pool it trained on (split, number of
-    rows, fingerprint of the rows)."""
-    out: dict[str, dict] = {}
-    for row in stored:
-        for name, info in (row["provenance"].get("bases") or {}).items():
-            if isinstance(info, dict) and "pool" in info:
-                out.setdefault(name, {"key": info.get("key"), "pool": info["pool"]})
-    return out
-
-
-def _report(out_dir: Path, quiet: bool, target: Path | None = None) -> Path:
-    from biastransfer.cli.export import left_out, open_store
-    from biastransfer.driver import split_runs
-    from biastransfer.report.page import build_report
-    from biastransfer.store.export import hparams_frame, runs_frame
-    from biastransfer.versions import package_versions
-
-    store = open_store(out_dir)
-    stored, others = split_runs(store)
-    runs, hparams = runs_frame(store, stored), hparams_frame(store)
-    study = store.get_meta("study") or {}
-    last = store.get_meta("last_run") or {}
-    provenance = {"versions": package_versions(), "study_yaml": store.get_meta("study_yaml", ""),
-                  "data_hash": sorted({r["provenance"].get("data_hash", "") for r in stored}),
-                  "seeds": sorted(set(runs["seed"].tolist())), "base_roles": store.get_meta("roles") or {},
-                  "bases": _base_pools(stored), "last_run": last}
-    if others:
-        provenance["runs left out"] = left_out(others, study.get("name", "?"))
-        if not quiet:
-            err.print(f"[yellow]note:[/] {provenance['runs left out']}")
-    store.close()
-    if runs.empty:
-        _fail(f"no finished runs in {out_dir}; nothing to report")
-    target = out_dir if target is None else target
-    if target.exists() and not target.is_dir():
-        _fail(f"-o {target} is a file: give a folder for report.html and plots/")
-    try:
-        path = build_report(runs, target, title=f"biastransfer report: {study.get('name', out_dir.name)}",
-                            hparams=hparams, provenance=provenance)
-    except OSError as exc:
-        _fail(f"cannot write the report into {target} ({exc.strerror or exc}): give a writable folder with -o DIR")
-    if not quiet:
-        err.print(f"Report: {path}")
-    return path
 
 
 @app.command()
@@ -343,8 +297,10 @@ def _mount_subcommands() -> None:
     from biastransfer.cli.bases import bases_app
     from biastransfer.cli.evaluate import evaluate
     from biastransfer.cli.export import export
+    from biastransfer.cli.recommend import recommend
 
     app.command("export")(export)
+    app.command()(recommend)
     app.command("evaluate")(evaluate)
     app.add_typer(bases_app, name="bases", help="Off-the-shelf bases: list kinds and formats, check a checkpoint.")
     from biastransfer.cli.datasets import datasets_app

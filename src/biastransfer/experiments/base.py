@@ -222,6 +222,23 @@ class Experiment:
     def check(self, spec: RunSpec, dataset: LoadedDataset) -> None:
         """Fail before any training if the spec cannot run (unknown attribute, infeasible set …)."""
 
+    def result_key(self, spec: RunSpec) -> str | None:
+        """A key that runs of other blocks or kinds share when their results are the same (the same run function
+        on the same settings, whatever the block's name), or None: only the run key identifies the result. An
+        adaptive kind (:meth:`next_runs`) adopts a stored run of equal result key instead of training it again."""
+        return None
+
+    def next_runs(self, block: Any, specs: list[RunSpec], done: dict[str, dict[str, Any]]) -> list[RunSpec] | None:
+        """An **adaptive** kind's next runs: given the block's runs (``specs``, those of :meth:`expand`) and the
+        results of those finished (``done``: run key → result), the runs it wants next in priority order (``[]``:
+        it is done). The driver runs them, at most :meth:`run_budget` new runs in all, and asks again. None (the
+        default): the kind is not adaptive and every run of :meth:`expand` is run."""
+        return None
+
+    def run_budget(self, block: Any) -> int | None:
+        """The most new runs an adaptive block may train in one study run (None: no limit)."""
+        return None
+
     def hparam_payload(self, spec: RunSpec) -> dict[str, Any] | None:
         """What the run's hyperparameter choice depends on (runs with equal payloads share one search), or
         None when the kind searches none."""

@@ -40,7 +40,7 @@ from biastransfer.interventions import Pool, Selection, get_intervention, natura
 from biastransfer.metrics.audit import evaluate_predictions
 from biastransfer.metrics.threshold import cell_proportions, parse_threshold_policy, resolve_threshold
 from biastransfer.seeding import rng
-from biastransfer.spec import RunSpec, StudyDefaults, threshold_policy_of
+from biastransfer.spec import RunSpec, StudyDefaults, content_key, threshold_policy_of
 
 
 def _level(run: dict[str, Any]) -> float:
@@ -291,6 +291,13 @@ class FinetuneExperiment(Experiment):
 
     def hparam_payload(self, spec: RunSpec) -> dict[str, Any]:
         return spec.hparam_key()
+
+    def result_key(self, spec: RunSpec) -> str | None:
+        """Every kind that runs :func:`run` unchanged gives the same result for the same settings, whatever its
+        block's name: the run key without ``experiment`` and ``kind``."""
+        if type(self).run is not FinetuneExperiment.run:
+            return None
+        return content_key({**spec.replace(experiment="", kind="").key_payload(), "run": "spurious.run"})
 
     def search(self, spec: RunSpec, inputs: RunInputs) -> dict[str, Any]:
         return search(spec, inputs)

@@ -1,0 +1,178 @@
+"""The recommendation read from the stored runs: the answer (one paragraph), the tradeoff of what was tried with
+the chosen point, its paired intervals, and the runs spent against a full sweep's count."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from biastransfer.analysis.text import fmt, fmt_ci
+from biastransfer.experiments.recommend.search import Candidate, Choice, Values, choose
+from biastransfer.report.plots import METRIC_NAMES
+
+if TYPE_CHECKING:
+    from biastransfer.experiments.base import Experiment, Results
+    from biastransfer.report.markup import Page
+    from biastransfer.spec import RunSpec
+
+
+def values_of(runs: dict[tuple[Candidate, int], RunSpec], results: dict[str, dict[str, Any]], gap: str) -> Values:
+    """(candidate, seed) → (AUC, gap) of the finished runs (``results``: run key → result)."""
+    return {cs: (float(results[spec.key]["auc"]), float(results[spec.key].get(gap, math.nan)))
+            for cs, spec in runs.items()}
+
+
+def _level(label: str) -> float | str:
+    return "natural" if label == "natural" else float(label)
+
+
+def row_candidate(row: pd.Series) -> Candidate:
+    opts = str(row.get("intervention_options") or "")
+    return Candidate(str(row["base"]), str(row["intervention"]),
+                     tuple(sorted(json.loads(opts).items())) if opts else (), _level(str(row["level_label"])))
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One block's recommendation: the choice, the text, and what the search spent."""
+
+    experiment: str
+    task: str
+    gap: str
+    tolerance: float
+    choice: Choice
+    recommended: Candidate        # the chosen setting, or the test-equal set when none beats it
+    run_keys: dict[int, str]      # seed → run key of the recommended setting
+    runs: int                     # runs of the block in the folder
+    reused: int                   # of which adopted from runs stored by other blocks
+    full: int                     # runs of a full sweep
+    budget: float                 # options.budget (NaN: none)
+    n_train: int
+    test: str
+    headline: str
+    text: str
+
+
+def answers(runs: pd.DataFrame) -> dict[str, Answer]:
+    """Each recommend block's answer (by block name) from its tidy rows."""
+    out: dict[str, Answer] = {}
+    if runs.empty:
+        return out
+    for name, rows in runs.groupby("experiment", sort=True):
+        out[str(name)] = _answer(str(name), rows.reset_index(drop=True))
+    return out
+
+
+def _answer(name: str, rows: pd.DataFrame) -> Answer:
+    first = rows.iloc[0]
+    gap, tol = str(first["gap"]), float(first["auc_tolerance"])
+    test = str(first["test_label"])
+    cands = [row_candidate(r) for _, r in rows.iterrows()]
+    seeds = sorted({int(s) for s in rows["seed"]})
+
+    def reference(c: Candidate) -> Candidate:
+        return Candidate(c.base, "collect", (), _level(test))
+
+    values: dict[tuple[Candidate, int], tuple[float, float]] = {}
+    keys: dict[tuple[Candidate, int], str] = {}
+    for c, (_, r) in zip(cands, rows.iterrows(), strict=True):
+        values[c, int(r["seed"])] = (float(r["auc"]), float(r[gap]))
+        keys[c, int(r["seed"])] = str(r["run_key"])
+    tried = [c for c in dict.fromkeys(cands) if c != reference(c)]
+    choice = choose(tried, reference, seeds, values, tol)
+    chosen = choice.best.candidate if choice.status == "chosen" and choice.best else choice.reference
+    reused = int(rows["reused"].astype(bool).sum()) if "reused" in rows.columns else 0
+    full = int(pd.to_numeric(rows["full_sweep_runs"], errors="coerce").max())
+    budget = float(pd.to_numeric(rows["budget"], errors="coerce").iloc[0])
+    answer = Answer(name, str(first["task"]), gap, tol, choice, chosen,
+                    {s: keys[chosen, s] for s in seeds if (chosen, s) in keys}, len(rows), reused, full, budget,
+                    int(first["n_requested"]), test, "", "")
+    headline, text = _texts(answer, len(tried))
+    return Answer(**{**answer.__dict__, "headline": headline, "text": text})
+
+
+def _texts(a: Answer, k: int) -> tuple[str, str]:
+    c, gap = a.choice, METRIC_NAMES.get(a.gap, a.gap)
+    ref = c.reference.setting
+    spent = (f"Searched {k} setting{'s' if k != 1 else ''} by successive halving: {a.runs} runs ({a.reused} "
+             f"reused from runs already in the folder) of the {a.full} a full sweep needs"
+             + ("" if math.isnan(a.budget) else f"; budget {int(a.budget)} new runs per study run") + ".")
+    head = f"{a.task} ({a.experiment}, N={a.n_train}, test {a.test})"
+    if c.status == "chosen" and c.best is not None:
+        b = c.best
+        headline = (f"Recommended for {head}: {b.candidate.label}, |{gap}| {fmt(abs(c.ref_gap))} → "
+                    f"{fmt(b.abs_gap)} with AUC kept within {a.tolerance:g} (paired, {b.n} seeds).")
+        text = (f"Recommended for {head}: finetune on {b.candidate.label}. It keeps AUC within ε = {a.tolerance:g} "
+                f"of collecting at the test-equal level ({ref}; AUC {fmt(c.ref_auc)}): paired AUC difference "
+                f"{fmt_ci(*b.auc_diff)} over {b.n} seeds. It cuts |{gap}| from {fmt(abs(c.ref_gap))} to "
+                f"{fmt(b.abs_gap)}; paired difference of |{gap}| {fmt_ci(*c.gap_paired)} (Bonferroni for {k} "
+                f"settings: {'established' if c.gap_paired[2] < 0 else 'not established'}). {spent}")
+        return headline, text
+    if c.status == "reference" and c.best is not None:
+        b = c.best
+        text = (f"For {head}, no setting tried beats collecting at the test-equal level ({ref}, base "
+                f"{c.reference.base}; |{gap}| {fmt(abs(c.ref_gap))}): the best that keeps AUC within "
+                f"ε = {a.tolerance:g}, {b.candidate.label}, has |{gap}| {fmt(b.abs_gap)}. Finetune on the "
+                f"test-equal set. {spent}")
+        return f"No setting tried beats the test-equal set for {head}.", text
+    closest = "; ".join(f"{s.candidate.label}: paired AUC difference {fmt_ci(*s.auc_diff)}, |{gap}| "
+                        f"{fmt(s.abs_gap)}, {s.n} seeds" for s in c.closest) or "none was run on 2 seeds"
+    text = (f"For {head}, no setting tried keeps AUC within ε = {a.tolerance:g} of collecting at the test-equal "
+            f"level ({ref}, base {c.reference.base}; AUC {fmt(c.ref_auc)}, |{gap}| {fmt(abs(c.ref_gap))}), so "
+            f"the test-equal set stays the answer. The closest settings: {closest}. A larger tolerance, budget or "
+            f"more seeds may change this. {spent}")
+    return f"No setting keeps AUC within {a.tolerance:g} for {head}; the test-equal set stays the answer.", text
+
+
+def tried_table(a: Answer) -> pd.DataFrame:
+    """One row per setting tried: seeds, mean AUC, the paired AUC difference, keeps AUC, |gap|, chosen."""
+    rows = []
+    for s in sorted(a.choice.scores, key=lambda s: (-s.n, s.abs_gap if not math.isnan(s.gap) else 9.0)):
+        rows.append({"setting": s.candidate.label, "seeds": s.n, "AUC": fmt(s.auc),
+                     "AUC difference": fmt_ci(*s.auc_diff),
+                     "keeps AUC": "yes" if s.keeps else ("inferior" if s.inferior else "no"),
+                     f"|{METRIC_NAMES.get(a.gap, a.gap)}|": fmt(s.abs_gap),
+                     "chosen": "yes" if s.candidate == a.recommended else ""})
+    return pd.DataFrame(rows)
+
+
+def budget_table(a: Answer) -> pd.DataFrame:
+    return pd.DataFrame([{"runs in the recommendation": a.runs, "new runs": a.runs - a.reused, "reused": a.reused,
+                          "full sweep": a.full, "budget": "none" if math.isnan(a.budget) else int(a.budget),
+                          "saved": f"{(1 - a.runs / a.full) * 100:.0f}%" if a.full else "—"}])
+
+
+def section(plugin: Experiment, results: Results, page: Page) -> list[str]:
+    """The answer, the tradeoff of what was tried (the chosen point starred), the settings table, the budget."""
+    from biastransfer.experiments.correlation_sweep.plot import tradeoff_plot
+
+    body: list[str] = []
+    found = answers(results.runs)
+    for name, a in found.items():
+        if len(found) > 1:
+            body.append(page.heading(name))
+        body.append(page.paragraph(a.text))
+        agg = plugin.aggregate(results.runs[results.runs["experiment"] == name])
+        fig = tradeoff_plot(agg, metric=a.gap, title=f"What the search tried — {name}")
+        chosen = agg[[row_candidate(r) == a.recommended for _, r in agg.iterrows()]]
+        if len(fig.axes) and not chosen.empty:
+            ax = fig.axes[0]
+            ax.plot(chosen["auc_mean"], chosen[f"{a.gap}_mean"], "*", ms=20, color="gold", markeredgecolor="black",
+                    zorder=6, label="recommended")
+        body += page.figure(fig, f"recommend_{name}" if len(found) > 1 else "recommend",
+                            f"Tradeoff of the settings tried for {name}",
+                            f"x = test AUC, y = {a.gap}; one line per intervention, the star is the recommended "
+                            "setting, the outlined point the test-equal level. Bars: 95% CI over the seeds each "
+                            "setting got (settings dropped early have fewer).")
+        body.append(page.heading("Each setting tried against the test-equal set, paired by seed"))
+        body.append(page.note(f"AUC difference: setting − collect at the test level on the same base, Student-t "
+                              f"95% CI; keeps AUC when the lower bound lies above −{a.tolerance:g}; inferior when "
+                              "the upper bound lies below it."))
+        body += page.table(tried_table(a))
+        body.append(page.heading("Runs spent"))
+        body += page.table(budget_table(a))
+    return body

@@ -1,0 +1,219 @@
+"""The recommender's search, as pure functions of the finished runs (docs/recommend.md).
+
+A **candidate** is one finetuning setting of a base: an intervention (with its options) at a level. Its
+**reference** is ``collect`` at the test-equal level on the same base (what a user who matches the test
+distribution would do). A candidate is scored against its reference by **paired** differences over the seeds
+both have (they share their finetuning draw at a seed), with the sweep's rule (:func:`keeps_auc`):
+
+* it **keeps AUC** when the lower bound of the two-sided 95% Student-t interval of ``AUC(c, s) − AUC(ref, s)``
+  lies above ``−ε`` (``n ≥ 2`` seeds);
+* it is **inferior** when the upper bound lies below ``−ε`` (its AUC is shown to be more than ε lower);
+* otherwise it is undecided (more seeds may decide it).
+
+**Successive halving** (:func:`schedule`, :func:`next_round`): round 0 runs every candidate (and each base's
+reference) on the first ``s₀ = min_seeds`` seeds; round r+1 keeps the best half of round r's survivors
+(:func:`select_survivors`: inferior ones dropped; those that keep AUC first, then the undecided, each by the
+smallest ``|mean gap|``) and runs them on ``s_{r+1} = min(2·s_r, S)`` seeds. It ends when the survivors have
+every seed of the block (``S``). Each round is replayed from the stored results, so a study run stopped by its
+budget goes on where it stopped, and runs already in the folder cost nothing.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from biastransfer.analysis.aggregate import paired_interval
+from biastransfer.experiments.correlation_sweep.analysis import ALPHA, keeps_auc
+
+GAPS = ("fpr_diff", "tpr_diff", "eo_diff")
+"""The gaps a recommendation can minimise (their absolute mean over seeds)."""
+
+
+@dataclass(frozen=True, order=True)
+class Candidate:
+    """One setting searched: base, intervention, its options (as sorted items) and level."""
+
+    base: str
+    intervention: str
+    options: tuple[tuple[str, Any], ...]
+    level: float | str
+
+    @property
+    def setting(self) -> str:
+        """``reweight(start_level=0.8) @ 0.3``: the intervention, its options and level."""
+        opts = f"({', '.join(f'{k}={v}' for k, v in self.options)})" if self.options else ""
+        level = self.level if isinstance(self.level, str) else f"{float(self.level):g}"
+        return f"{self.intervention}{opts} @ {level}"
+
+    @property
+    def label(self) -> str:
+        return f"{self.setting}, base {self.base}"
+
+
+def candidate_of(spec: Mapping[str, Any]) -> Candidate:
+    """The candidate a run (its spec as a dict) belongs to."""
+    level = spec["level"]
+    return Candidate(str(spec["base_name"]), str(spec["intervention"]),
+                     tuple(sorted((spec.get("intervention_options") or {}).items())),
+                     level if isinstance(level, str) else float(level))
+
+
+def schedule(n_candidates: int, n_seeds: int, min_seeds: int) -> list[tuple[int, int]]:
+    """``(survivors, seeds)`` of each round when no candidate is dropped as inferior: ``K`` candidates on
+    ``s₀ = min(min_seeds, S)`` seeds, then ``⌈K_r/2⌉`` on ``min(2·s_r, S)``, until the seeds reach ``S``."""
+    rounds, k, s = [], n_candidates, min(min_seeds, n_seeds)
+    while True:
+        rounds.append((k, s))
+        if s >= n_seeds or k <= 0:
+            return rounds
+        k, s = math.ceil(k / 2), min(2 * s, n_seeds)
+
+
+def halving_runs(n_candidates: int, n_bases: int, n_seeds: int, min_seeds: int) -> int:
+    """Runs successive halving needs from an empty folder when no candidate is dropped as inferior: each round
+    adds its survivors' new seeds, and each base's reference runs on every seed a round reaches (the bound
+    assumes every base keeps a survivor)."""
+    total, prev = 0, 0
+    for k, s in schedule(n_candidates, n_seeds, min_seeds):
+        total += k * (s - prev)
+        prev = s
+    return total + n_bases * prev
+
+
+@dataclass(frozen=True)
+class Score:
+    """A candidate against its reference over the seeds both have."""
+
+    candidate: Candidate
+    n: int
+    auc: float                 # mean AUC of the candidate
+    auc_diff: tuple[float, float, float]   # paired AUC(c) − AUC(ref): mean, 95% low, high
+    gap: float                 # mean gap over the seeds
+    keeps: bool
+    inferior: bool
+
+    @property
+    def abs_gap(self) -> float:
+        return abs(self.gap)
+
+
+Values = Mapping[tuple[Candidate, int], tuple[float, float]]
+"""(candidate, seed) → (AUC, gap) of a finished run."""
+
+
+def _series(values: Values, candidate: Candidate, seeds: Sequence[int]) -> tuple[pd.Series, pd.Series]:
+    have = [s for s in seeds if (candidate, s) in values]
+    auc = pd.Series([values[candidate, s][0] for s in have], index=have, dtype=float)
+    gap = pd.Series([values[candidate, s][1] for s in have], index=have, dtype=float)
+    return auc, gap
+
+
+def score(values: Values, candidate: Candidate, reference: Candidate, seeds: Sequence[int],
+          tolerance: float) -> Score:
+    """``candidate`` against ``reference`` on ``seeds`` (those both have), by the paired rule."""
+    auc, gap = _series(values, candidate, seeds)
+    ref_auc, _ = _series(values, reference, seeds)
+    keeps, (mean, low, high, n) = keeps_auc(auc, ref_auc, tolerance)
+    common = auc.index.intersection(ref_auc.index)
+    inferior = bool(n >= 2 and not math.isnan(high) and high < -tolerance)
+    return Score(candidate, n, float(auc.loc[common].mean()) if n else math.nan, (mean, low, high),
+                 float(gap.loc[common].mean()) if n else math.nan, keeps, inferior)
+
+
+def _rank(s: Score) -> tuple[Any, ...]:
+    gap = s.abs_gap if not math.isnan(s.gap) else math.inf
+    return (0 if s.keeps else 1, gap, -s.auc if not math.isnan(s.auc) else math.inf, s.candidate)
+
+
+def select_survivors(scores: Sequence[Score], keep: int) -> list[Candidate]:
+    """The best ``keep`` candidates of a round: those whose AUC is significantly inferior dropped; those that keep
+    AUC first, then the undecided, each by the smallest ``|mean gap|`` (ties: the higher AUC, then the name)."""
+    alive = sorted((s for s in scores if not s.inferior), key=_rank)
+    return [s.candidate for s in alive[:keep]]
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where the halving stands: the runs it wants next (``(candidate, seed)``, priority order; empty when done),
+    each round's ``(survivors, seeds)``, and how far each candidate got (its last round)."""
+
+    wanted: list[tuple[Candidate, int]]
+    rounds: list[tuple[list[Candidate], int]]
+    reached: dict[Candidate, int]
+
+
+def next_round(candidates: Sequence[Candidate], reference: Callable[[Candidate], Candidate], seeds: Sequence[int],
+               min_seeds: int, values: Values, tolerance: float) -> Progress:
+    """Replay the halving on ``values`` (the finished runs) and return what it needs next: the runs of the first
+    round that lacks some, seed by seed (the references first at each seed), or nothing when the survivors have
+    every seed."""
+    survivors, s = list(candidates), min(min_seeds, len(seeds))
+    rounds: list[tuple[list[Candidate], int]] = []
+    reached = {c: 0 for c in candidates}
+    while survivors:
+        rounds.append((survivors, s))
+        for c in survivors:
+            reached[c] = len(rounds) - 1
+        wanted = []
+        for seed in seeds[:s]:
+            refs = list(dict.fromkeys(reference(c) for c in survivors))
+            wanted += [(c, seed) for c in [*refs, *survivors] if (c, seed) not in values]
+        if wanted or s >= len(seeds):
+            return Progress(wanted, rounds, reached)
+        scores = [score(values, c, reference(c), seeds[:s], tolerance) for c in survivors]
+        survivors, s = select_survivors(scores, math.ceil(len(survivors) / 2)), min(2 * s, len(seeds))
+    return Progress([], rounds, reached)
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The recommendation: ``status`` is ``chosen`` (a setting keeps AUC and has a smaller |gap| than its
+    reference), ``reference`` (none tried beats the test-equal set) or ``none`` (no setting keeps AUC: the
+    test-equal set is the answer, ``closest`` the settings nearest to keeping it)."""
+
+    status: str
+    best: Score | None
+    reference: Candidate
+    ref_gap: float
+    ref_auc: float
+    gap_paired: tuple[float, float, float]   # |gap(best, s)| − |gap(ref, s)|: mean, low, high (Bonferroni)
+    confidence: float
+    scores: list[Score]
+    closest: list[Score]
+
+
+def choose(candidates: Sequence[Candidate], reference: Callable[[Candidate], Candidate], seeds: Sequence[int],
+           values: Values, tolerance: float) -> Choice:
+    """Every candidate scored on all the seeds it has; the one that keeps AUC with the smallest |mean gap| (ties:
+    higher AUC), compared with its reference by the paired difference of |gap| (Bonferroni over the candidates
+    tried, as the sweep does over its levels)."""
+    scores = [score(values, c, reference(c), seeds, tolerance) for c in candidates]
+    tried = [s for s in scores if s.n > 0]
+    kept = sorted((s for s in tried if s.keeps), key=_rank)
+    confidence = 1.0 - ALPHA / max(len(tried), 1)
+    nan3 = (math.nan, math.nan, math.nan)
+    refs = list(dict.fromkeys(reference(c) for c in candidates))
+
+    def ref_stats(ref: Candidate) -> tuple[float, float]:
+        auc, gap = _series(values, ref, seeds)
+        return float(auc.mean()) if len(auc) else math.nan, float(gap.mean()) if len(gap) else math.nan
+
+    if kept:
+        best = kept[0]
+        ref = reference(best.candidate)
+        ref_auc, ref_gap = ref_stats(ref)
+        _, gap = _series(values, best.candidate, seeds)
+        _, rgap = _series(values, ref, seeds)
+        mean, low, high, _ = paired_interval(gap.abs(), rgap.abs(), confidence=confidence)
+        status = "chosen" if best.abs_gap < abs(ref_gap) else "reference"
+        return Choice(status, best, ref, ref_gap, ref_auc, (mean, low, high), confidence, scores, [])
+    ref = min(refs, key=lambda r: abs(ref_stats(r)[1]) if not math.isnan(ref_stats(r)[1]) else math.inf)
+    ref_auc, ref_gap = ref_stats(ref)
+    lower = [s for s in tried if not math.isnan(s.auc_diff[1])]
+    closest = sorted(lower, key=lambda s: (-s.auc_diff[1], s.abs_gap))[:3]
+    return Choice("none", None, ref, ref_gap, ref_auc, nan3, confidence, scores, closest)

@@ -1,0 +1,549 @@
+"""The recommender (docs/recommend.md): successive halving on constructed results (pure), the budget, runs reused
+from the folder (trainings counted), the CSV of the recommended set, and end to end on the synthetic benchmark
+and on a manifest folder with a checkpoint file."""
+
+from __future__ import annotations
+
+import copy
+import csv
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+from inline_snapshot import snapshot
+from PIL import Image
+from typer.testing import CliRunner
+
+from biastransfer.cli import app
+from biastransfer.driver import run_study
+from biastransfer.experiments import spurious
+from biastransfer.experiments.recommend import Recommend, RecommendBlock, report, search
+from biastransfer.models.architectures import build_model
+from biastransfer.plan import parse_study
+from biastransfer.store.sqlite import ResultStore
+from report_snapshot import page_snapshot
+from tiny_study import TINY_PARAMS, kind_study_dict
+
+C = search.Candidate
+REF = C("b", "collect", (), 0.8)
+
+
+def ref_of(_: search.Candidate) -> search.Candidate:
+    return REF
+
+
+def values(table: dict[search.Candidate, list[tuple[float, float]]]) -> dict:
+    return {(c, s): v for c, rows in table.items() for s, v in enumerate(rows)}
+
+
+# ------------------------------------------------------------------------------------------ pure search
+
+
+def test_schedule_and_the_budget_arithmetic() -> None:
+    assert search.schedule(30, 8, 3) == [(30, 3), (15, 6), (8, 8)]
+    assert search.schedule(3, 4, 2) == [(3, 2), (2, 4)]
+    assert search.schedule(1, 2, 2) == [(1, 2)]
+    # 30·3 + 15·3 + 8·2 new candidate runs, and the reference on all 8 seeds
+    assert search.halving_runs(30, 1, 8, 3) == 90 + 45 + 16 + 8
+    block = RecommendBlock(task="t", seeds=list(range(8)))
+    assert len(block.candidates()) == 27 and block.full_sweep_runs() == 28 * 8  # collect @ natural is the reference
+
+
+def test_survivors_keep_auc_first_then_undecided_by_gap_and_inferior_ones_are_dropped() -> None:
+    """Paired AUC differences over 3 seeds (ref 0.80, 0.81, 0.82): keeps = d ≈ 0 with tiny spread; inferior = d ≈
+    −0.2 with tiny spread; undecided = a wide spread around 0."""
+    keeps_big, keeps_small = C("b", "collect", (), 0.5), C("b", "reweight", (), 0.5)
+    inferior, undecided = C("b", "collect", (), 0.2), C("b", "subselect", (), 0.5)
+    table = {
+        REF: [(0.80, 0.30), (0.81, 0.30), (0.82, 0.30)],
+        keeps_big: [(0.801, 0.20), (0.811, 0.20), (0.821, 0.20)],
+        keeps_small: [(0.800, 0.10), (0.812, 0.10), (0.819, 0.10)],
+        inferior: [(0.60, 0.00), (0.61, 0.00), (0.62, 0.00)],  # the smallest gap, but AUC lost
+        undecided: [(0.70, 0.05), (0.90, 0.05), (0.75, 0.05)],
+    }
+    vals = values(table)
+    scores = {c: search.score(vals, c, REF, [0, 1, 2], 0.01) for c in table if c != REF}
+    assert scores[keeps_big].keeps and scores[keeps_small].keeps
+    assert scores[inferior].inferior and not scores[inferior].keeps
+    assert not scores[undecided].keeps and not scores[undecided].inferior
+    order = search.select_survivors(list(scores.values()), 4)
+    assert order == [keeps_small, keeps_big, undecided]  # inferior dropped though its gap is the smallest
+    assert search.select_survivors(list(scores.values()), 2) == [keeps_small, keeps_big]
+    choice = search.choose(list(scores), ref_of, [0, 1, 2], vals, 0.01)
+    assert choice.status == "chosen" and choice.best.candidate == keeps_small
+    assert choice.ref_gap == pytest.approx(0.30) and choice.gap_paired[0] == pytest.approx(-0.20)
+
+
+def test_next_round_replays_the_halving_from_the_stored_results() -> None:
+    """Round 0: every candidate and the reference on 2 seeds (reference first at each seed); once they are
+    there, the better half on 4 seeds; then nothing."""
+    cands = [C("b", "reweight", (), lv) for lv in (0.2, 0.4, 0.6, 0.9)]
+    gaps = {0.2: 0.05, 0.4: 0.10, 0.6: 0.15, 0.9: 0.20}
+    seeds = [0, 1, 2, 3]
+    vals: dict = {}
+    first = search.next_round(cands, ref_of, seeds, 2, vals, 0.01)
+    assert first.wanted == [(REF, 0), *[(c, 0) for c in cands], (REF, 1), *[(c, 1) for c in cands]]
+
+    def fill(wanted: list) -> None:
+        for c, s in wanted:
+            vals[c, s] = (0.8 + 0.001 * s, 0.3 if c == REF else gaps[c.level])
+
+    fill(first.wanted)
+    second = search.next_round(cands, ref_of, seeds, 2, vals, 0.01)
+    assert second.wanted == [(REF, 2), (cands[0], 2), (cands[1], 2), (REF, 3), (cands[0], 3), (cands[1], 3)]
+    assert second.reached == {cands[0]: 1, cands[1]: 1, cands[2]: 0, cands[3]: 0}
+    fill(second.wanted)
+    assert search.next_round(cands, ref_of, seeds, 2, vals, 0.01).wanted == []
+
+
+def _rows(table: dict[search.Candidate, list[tuple[float, float]]]) -> pd.DataFrame:
+    rows = []
+    for c, runs in table.items():
+        for s, (auc, fpr) in enumerate(runs):
+            rows.append(
+                {
+                    "experiment": "rec",
+                    "task": "t3",
+                    "base": c.base,
+                    "intervention": c.intervention,
+                    "intervention_options": "",
+                    "level_label": f"{c.level:g}",
+                    "test_label": "0.8",
+                    "seed": s,
+                    "auc": auc,
+                    "fpr_diff": fpr,
+                    "run_key": f"{c.setting}|{s}",
+                    "gap": "fpr_diff",
+                    "auc_tolerance": 0.01,
+                    "full_sweep_runs": 12,
+                    "budget": 6.0,
+                    "reused": s == 0,
+                    "n_requested": 32,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def test_a_tolerance_no_setting_meets_says_so_and_names_the_closest() -> None:
+    wide = C("b", "reweight", (), 0.5)
+    table = {REF: [(0.80, 0.30), (0.81, 0.30), (0.82, 0.30)], wide: [(0.70, 0.05), (0.90, 0.05), (0.75, 0.05)]}
+    answer = report.answers(_rows(table))["rec"]
+    assert answer.choice.status == "none" and answer.recommended == REF
+    assert "no setting tried keeps AUC within ε = 0.01" in answer.text
+    assert "The closest settings: reweight @ 0.5, base b" in answer.text
+    assert "6 runs (2 reused from runs already in the folder) of the 12" in answer.text
+    assert answer.run_keys == {0: "collect @ 0.8|0", 1: "collect @ 0.8|1", 2: "collect @ 0.8|2"}
+
+
+# ------------------------------------------------------------------------------- study runs (tiny)
+
+FAST = {"lr": [0.05], "weight_decay": [0.0005], "max_epochs": 1, "patience": 1}
+
+
+def tiny_study(block: dict, name: str = "rec", *extra: dict) -> dict:
+    study = kind_study_dict("recommend")
+    study["name"] = name
+    study["train"] = dict(FAST)
+    study["evaluation"] = {"threshold": "val", "test_size": 100}
+    study["bases"] = {"scratch": {"kind": "scratch"}}
+    study["experiments"] = [
+        {"name": "rec", "kind": "recommend", "task": "t3", "bases": ["scratch"], "n_train": 16, "test": 0.8, **block},
+        *extra,
+    ]
+    return study
+
+
+@pytest.fixture
+def trainings(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every finetuning a run trains (inprocess), by the run it is for."""
+    calls: list[str] = []
+    real = spurious.finetune
+
+    def counted(spec, *args, **kwargs):
+        calls.append(spec.describe())
+        return real(spec, *args, **kwargs)
+
+    monkeypatch.setattr(spurious, "finetune", counted)
+    return calls
+
+
+def _run(study: dict, out: Path, cache: Path):
+    return run_study(parse_study(copy.deepcopy(study)), out, device=torch.device("cpu"), cache_dir=cache, quiet=True)
+
+
+def test_the_budget_is_never_exceeded_and_a_rerun_goes_on(
+    tmp_path: Path, cache_dir: Path, trainings: list[str]
+) -> None:
+    """3 candidates × 2 seeds + the reference need 8 runs in round 0; a budget of 5 runs 5, the next study run 3
+    more (round 0 done) and 2 of round 1, never more than the budget."""
+    study = tiny_study(
+        {
+            "interventions": ["collect", "reweight"],
+            "levels": [0.5, 0.8],
+            "seeds": [0, 1, 2],
+            "options": {"min_seeds": 2, "budget": 5},
+        }
+    )
+    first = _run(study, tmp_path / "out", cache_dir)
+    assert first.ran == 5 and len(trainings) == 5
+    second = _run(study, tmp_path / "out", cache_dir)
+    assert second.ran == 5 and len(trainings) == 10
+    store = ResultStore.open_existing(tmp_path / "out")
+    levels = sorted((r["spec"]["intervention"], r["spec"]["level"], r["spec"]["seed"]) for r in store.runs())
+    store.close()
+    assert len(levels) == 10 and all(s <= 2 for _, _, s in levels)
+    third_seed = [x for x in levels if x[2] == 2]  # round 1 begun: the reference first, then one survivor
+    assert len(third_seed) == 2 and ("collect", 0.8, 2) in third_seed
+
+
+def test_runs_already_in_the_folder_are_reused_not_trained(
+    tmp_path: Path, cache_dir: Path, trainings: list[str]
+) -> None:
+    """A sweep stored the reference (collect @ 0.8) and reweight @ 0.5 on seeds 0, 1: a recommendation searching
+    reweight @ 0.5 on those seeds adopts all 4 runs and trains nothing."""
+    sweep = tiny_study({})
+    sweep["experiments"] = [
+        {
+            "name": "sweep",
+            "kind": "correlation_sweep",
+            "tasks": ["t3"],
+            "bases": ["scratch"],
+            "interventions": ["collect", "reweight"],
+            "levels": [0.5, 0.8],
+            "n_train": 16,
+            "seeds": [0, 1],
+            "test": 0.8,
+        }
+    ]
+    assert _run(sweep, tmp_path / "out", cache_dir).ran == 8 and len(trainings) == 8
+    rec = tiny_study({"interventions": ["reweight"], "levels": [0.5], "seeds": [0, 1], "options": {"min_seeds": 2}})
+    summary = _run(rec, tmp_path / "out", cache_dir)
+    assert (summary.ran, summary.reused, len(trainings)) == (0, 4, 8)
+    store = ResultStore.open_existing(tmp_path / "out")
+    runs = {r["key"]: r for r in store.runs()}
+    store.close()
+    adopted = [r for r in runs.values() if r["spec"]["kind"] == "recommend"]
+    assert len(adopted) == 4
+    for r in adopted:
+        source = runs[r["result"]["reused_from"]]
+        assert source["spec"]["kind"] == "correlation_sweep" and source["result"]["auc"] == r["result"]["auc"]
+    assert _run(rec, tmp_path / "out", cache_dir).ran == 0 and len(trainings) == 8  # nothing left to do
+
+
+def _cli(args: list[str]) -> str:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        result = CliRunner().invoke(app, ["recommend", *args, "--workers", "1", "--quiet"])
+    finally:
+        torch.set_num_threads(threads)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def _csv(path: Path) -> list[dict[str, str]]:
+    with path.open() as fh:
+        return list(csv.DictReader(fh))
+
+
+def _chosen_artifacts(out: Path) -> tuple[dict, dict]:
+    from biastransfer.driver import split_runs
+    from biastransfer.experiments.base import Results
+    from biastransfer.store.export import runs_frame
+
+    store = ResultStore.open_existing(out)
+    try:
+        current, _ = split_runs(store)
+        answer = next(iter(Recommend().answers(Results(runs_frame(store, current))).values()))
+        key = answer.run_keys[min(answer.run_keys)]
+        return store.artifacts(key), next(r["spec"] for r in current if r["key"] == key)
+    finally:
+        store.close()
+
+
+def test_end_to_end_on_the_synthetic_benchmark_writes_the_chosen_set(tmp_path: Path, cache_dir: Path) -> None:
+    params = [f"--param={k}={v}" for k, v in TINY_PARAMS.items()]
+    text = _cli(
+        [
+            "--out",
+            str(tmp_path / "out"),
+            "--task",
+            "t3",
+            "--n",
+            "16",
+            *params,
+            "--resolution",
+            "16",
+            "--test",
+            "0.8",
+            "--test-size",
+            "100",
+            "--interventions",
+            "reweight",
+            "--levels",
+            "0.5",
+            "--seeds",
+            "2",
+            "--min-seeds",
+            "2",
+            "--epochs",
+            "1",
+            "--lr",
+            "0.05",
+            "--tolerance",
+            "0.5",
+            "--cache-dir",
+            str(cache_dir),
+        ]
+    )
+    assert "ε = 0.5" in text and "Recommended set (" in text
+    rows = _csv(tmp_path / "out" / "recommended_set.csv")
+    artifacts, spec = _chosen_artifacts(tmp_path / "out")
+    assert [int(r["row"]) for r in rows] == artifacts["train_rows"].tolist()
+    assert [r["id"] for r in rows] == [str(i) for i in artifacts["train_rows"]]  # synthetic: the row is the id
+    weights = artifacts.get("train_weights", np.ones(len(rows)))
+    assert np.allclose([float(r["weight"]) for r in rows], weights, rtol=1e-5)
+    assert (spec["intervention"] == "reweight") == ("train_weights" in artifacts)
+    html = (tmp_path / "out" / "report.html").read_text()
+    assert 'id="recommendation"' in html and "Runs spent" in html
+
+
+def write_manifest(root: Path, n: int = 160) -> None:
+    """``n`` 16×16 images, a (sensitive) and y balanced in every split (train / val / test = 1/2, 1/4, 1/4)."""
+    rows = ["path,split,a,y"]
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        split = "train" if i % 4 < 2 else ("val" if i % 4 == 2 else "test")
+        a, y = (i // 4) % 2, (i // 8) % 2
+        img = rng.integers(0, 256, size=(16, 16, 3), dtype=np.uint8)
+        img[..., 0] = np.clip(img[..., 0].astype(int) // 2 + 100 * y, 0, 255)
+        (root / "imgs").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img).save(root / "imgs" / f"{i}.png")
+        rows.append(f"imgs/{i}.png,{split},{a},{y}")
+    (root / "manifest.csv").write_text("\n".join(rows) + "\n")
+
+
+def test_end_to_end_on_a_manifest_folder_with_a_checkpoint_file(tmp_path: Path, cache_dir: Path) -> None:
+    write_manifest(tmp_path / "data")
+    model = build_model("small_resnet")
+    torch.save(
+        {
+            **model.backbone.state_dict(),
+            "fc.weight": torch.randn(1000, model.feature_dim),
+            "fc.bias": torch.randn(1000),
+        },
+        tmp_path / "backbone.pth",
+    )
+    common = [
+        "--dataset",
+        "manifest",
+        "--root",
+        str(tmp_path / "data"),
+        "--task",
+        "y",
+        "--resolution",
+        "16",
+        "--base",
+        f"checkpoint:torchvision:{tmp_path / 'backbone.pth'}",
+        "--interventions",
+        "collect,reweight",
+        "--levels",
+        "0.25",
+        "--seeds",
+        "2",
+        "--min-seeds",
+        "2",
+        "--epochs",
+        "1",
+        "--lr",
+        "0.05",
+        "--cache-dir",
+        str(cache_dir),
+    ]
+    text = _cli(["--out", str(tmp_path / "out"), "--sensitive", "a", "--n", "16", *common])
+    assert "(recommendation, N=16, test natural)" in text and "base backbone" in text
+    rows = _csv(tmp_path / "out" / "recommended_set.csv")
+    assert len(rows) == 16 and all(r["id"].startswith("imgs/") for r in rows)
+    artifacts, _ = _chosen_artifacts(tmp_path / "out")
+    assert [int(r["row"]) for r in rows] == artifacts["train_rows"].tolist()
+
+    # bad input: a dataset without the attribute names its columns; an infeasible N gives the cell counts
+    runner = CliRunner()
+    missing = runner.invoke(
+        app, ["recommend", "--out", str(tmp_path / "x"), "--sensitive", "female", "--n", "16", *common]
+    )
+    assert missing.exit_code != 0 and "columns: path, split, a, y" in missing.output
+    big = runner.invoke(app, ["recommend", "--out", str(tmp_path / "y"), "--sensitive", "a", "--n", "400", *common])
+    assert big.exit_code != 0 and "cell (a=1, y=1)" in big.output and "available:" in big.output
+
+
+def test_the_example_block_report(kind_report) -> None:
+    assert page_snapshot(kind_report("recommend").html) == snapshot(
+        {
+            "summary": {"numbers": ["8", "8", "3", "3", "2", "3", "1", "0", "95"]},
+            "reading": {
+                "headings": ["Reading"],
+                "tables": [],
+                "figures": [],
+                "numbers": [
+                    [
+                        "3",
+                        "32",
+                        "0.8",
+                        "0.01",
+                        "0.8",
+                        "0.476",
+                        "0.092",
+                        "0.8",
+                        "-0.002",
+                        "-0.041",
+                        "0.037",
+                        "0.188",
+                        "2",
+                        "0.5",
+                        "-0.012",
+                        "-0.059",
+                        "0.035",
+                        "0.079",
+                        "3",
+                        "2",
+                        "8",
+                        "0",
+                        "9",
+                        "8",
+                    ]
+                ],
+            },
+            "recommendation": {
+                "headings": [
+                    "Recommended finetuning set",
+                    "Each setting tried against the test-equal set, paired by seed",
+                    "Runs spent",
+                ],
+                "tables": [
+                    [
+                        ["setting", "seeds", "AUC", "AUC difference", "keeps AUC", "|FPR difference|", "chosen"],
+                        ["reweight @ 0.5, base gendered", "3", "0.464", "-0.012 [-0.059, 0.035]", "no", "0.079", ""],
+                        ["reweight @ 0.8, base gendered", "2", "0.453", "-0.002 [-0.041, 0.037]", "no", "0.188", ""],
+                    ],
+                    [
+                        ["runs in the recommendation", "new runs", "reused", "full sweep", "budget", "saved"],
+                        ["8", "8", "0", "9", "8", "11%"],
+                    ],
+                ],
+                "figures": ["plots/recommend.png"],
+                "numbers": [
+                    [
+                        "3",
+                        "32",
+                        "0.8",
+                        "0.01",
+                        "0.8",
+                        "0.476",
+                        "0.092",
+                        "0.8",
+                        "-0.002",
+                        "-0.041",
+                        "0.037",
+                        "0.188",
+                        "2",
+                        "0.5",
+                        "-0.012",
+                        "-0.059",
+                        "0.035",
+                        "0.079",
+                        "3",
+                        "2",
+                        "8",
+                        "0",
+                        "9",
+                        "8",
+                    ],
+                    ["95", "−0.01"],
+                ],
+            },
+            "results": {
+                "headings": ["Results per setting", "recommend"],
+                "tables": [
+                    [
+                        [
+                            "task",
+                            "base",
+                            "intervention",
+                            "level",
+                            "seeds",
+                            "auc",
+                            "fpr_diff",
+                            "tpr_diff",
+                            "eo_diff",
+                            "fpr_diff_signed",
+                            "fpr_diff_abs",
+                        ],
+                        [
+                            "t3",
+                            "gendered",
+                            "collect",
+                            "0.8",
+                            "3",
+                            "0.476 [0.327, 0.626]",
+                            "-0.092 [-0.505, 0.322]",
+                            "-0.029 [-0.397, 0.339]",
+                            "0.192 [0.156, 0.228]",
+                            "-0.092 [-0.505, 0.322]",
+                            "0.158 [0.029, 0.288]",
+                        ],
+                        [
+                            "t3",
+                            "gendered",
+                            "reweight",
+                            "0.5",
+                            "3",
+                            "0.464 [0.308, 0.620]",
+                            "-0.079 [-0.525, 0.367]",
+                            "-0.058 [-0.365, 0.248]",
+                            "0.188 [0.105, 0.270]",
+                            "—",
+                            "0.163 [0.051, 0.274]",
+                        ],
+                        [
+                            "t3",
+                            "gendered",
+                            "reweight",
+                            "0.8",
+                            "2",
+                            "0.453 [-0.183, 1.089]",
+                            "-0.188 [-0.346, -0.029]",
+                            "0.069 [-0.011, 0.148]",
+                            "0.188 [0.029, 0.346]",
+                            "-0.188 [-0.346, -0.029]",
+                            "0.188 [0.029, 0.346]",
+                        ],
+                    ]
+                ],
+                "figures": [],
+                "numbers": [["95"], []],
+            },
+            "hparams": {
+                "headings": ["Chosen hyperparameters"],
+                "tables": [
+                    [
+                        ["base", "task", "n_train", "lr", "weight_decay", "val_loss", "trials"],
+                        ["gendered", "t3", "32", "0.05", "0.0005", "—", "0"],
+                    ]
+                ],
+                "figures": [],
+                "numbers": [],
+            },
+        }
+    )
+
+
+def test_yaml_block_round_trip() -> None:
+    block = yaml.safe_load(yaml.safe_dump(Recommend.example))
+    fields = RecommendBlock.model_validate(block)
+    assert [c.setting for c in fields.candidates()] == ["reweight @ 0.5", "reweight @ 0.8"]
+    assert math.isclose(fields.options.auc_tolerance, 0.01)
