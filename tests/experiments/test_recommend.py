@@ -19,6 +19,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from biastransfer.cli import app
+from biastransfer.cli.recommend import write_set
 from biastransfer.driver import run_study
 from biastransfer.experiments import spurious
 from biastransfer.experiments.recommend import Recommend, RecommendBlock, report, search
@@ -300,7 +301,7 @@ def test_end_to_end_on_the_synthetic_benchmark_writes_the_chosen_set(tmp_path: P
             str(cache_dir),
         ]
     )
-    assert "ε = 0.5" in text and "Recommended set (" in text
+    assert "ε = 0.5" in text and "Recommended set (" in text, text
     rows = _csv(tmp_path / "out" / "recommended_set.csv")
     artifacts, spec = _chosen_artifacts(tmp_path / "out")
     assert [int(r["row"]) for r in rows] == artifacts["train_rows"].tolist()
@@ -310,6 +311,19 @@ def test_end_to_end_on_the_synthetic_benchmark_writes_the_chosen_set(tmp_path: P
     assert (spec["intervention"] == "reweight") == ("train_weights" in artifacts)
     html = (tmp_path / "out" / "report.html").read_text()
     assert 'id="recommendation"' in html and "Runs spent" in html
+
+
+def test_the_csv_holds_ids_rows_labels_and_weights(tmp_path: Path) -> None:
+    class Table:
+        frame = pd.DataFrame({"id": ["a.png", "b.png", "c.png"]})
+        y, a = np.array([1, 0, 1]), np.array([0, 1, 1])
+
+    assert write_set(tmp_path / "w.csv", Table, np.array([0, 2]), np.array([1.5, 0.5])) == 2
+    assert _csv(tmp_path / "w.csv") == [{"id": "a.png", "row": "0", "y": "1", "a": "0", "weight": "1.5"},
+                                        {"id": "c.png", "row": "2", "y": "1", "a": "1", "weight": "0.5"}]
+    Table.frame = pd.DataFrame({"x": [0, 0, 0]})  # no id column: the row is the id; no weights: 1
+    write_set(tmp_path / "u.csv", Table, np.array([1]), None)
+    assert _csv(tmp_path / "u.csv") == [{"id": "1", "row": "1", "y": "0", "a": "1", "weight": "1"}]
 
 
 def write_manifest(root: Path, n: int = 160) -> None:
