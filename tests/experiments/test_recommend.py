@@ -59,20 +59,23 @@ def test_survivors_keep_auc_first_then_undecided_by_gap_and_inferior_ones_are_dr
     −0.2 with tiny spread; undecided = a wide spread around 0."""
     keeps_big, keeps_small = C("b", "collect", (), 0.5), C("b", "reweight", (), 0.5)
     inferior, undecided = C("b", "collect", (), 0.2), C("b", "subselect", (), 0.5)
+    near = C("b", "subselect", (), 0.6)  # below the reference, but not shown to be more than ε below
     table = {
         REF: [(0.80, 0.30), (0.81, 0.30), (0.82, 0.30)],
         keeps_big: [(0.801, 0.20), (0.811, 0.20), (0.821, 0.20)],
         keeps_small: [(0.800, 0.10), (0.812, 0.10), (0.819, 0.10)],
         inferior: [(0.60, 0.00), (0.61, 0.00), (0.62, 0.00)],  # the smallest gap, but AUC lost
         undecided: [(0.70, 0.05), (0.90, 0.05), (0.75, 0.05)],
+        near: [(0.788, 0.04), (0.802, 0.04), (0.810, 0.04)],  # d = −0.012, −0.008, −0.010: [−0.015, −0.005]
     }
     vals = values(table)
     scores = {c: search.score(vals, c, REF, [0, 1, 2], 0.01) for c in table if c != REF}
     assert scores[keeps_big].keeps and scores[keeps_small].keeps
     assert scores[inferior].inferior and not scores[inferior].keeps
     assert not scores[undecided].keeps and not scores[undecided].inferior
-    order = search.select_survivors(list(scores.values()), 4)
-    assert order == [keeps_small, keeps_big, undecided]  # inferior dropped though its gap is the smallest
+    assert not scores[near].keeps and not scores[near].inferior
+    order = search.select_survivors(list(scores.values()), 5)
+    assert order == [keeps_small, keeps_big, near, undecided]  # inferior dropped though its gap is the smallest
     assert search.select_survivors(list(scores.values()), 2) == [keeps_small, keeps_big]
     choice = search.choose(list(scores), ref_of, [0, 1, 2], vals, 0.01)
     assert choice.status == "chosen" and choice.best.candidate == keeps_small
