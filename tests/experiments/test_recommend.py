@@ -146,6 +146,23 @@ def _rows(table: dict[search.Candidate, list[tuple[float, float]]]) -> pd.DataFr
     return pd.DataFrame(rows)
 
 
+def test_the_answer_names_the_chosen_setting_and_its_paired_intervals() -> None:
+    """reweight @ 0.5 keeps AUC (d = +0.001, +0.002, −0.001) and has |FPR difference| 0.1 against 0.3: chosen;
+    the paired |gap| difference is −0.2 at every seed (a zero-width interval)."""
+    good = C("b", "reweight", (), 0.5)
+    table = {REF: [(0.80, 0.30), (0.81, 0.30), (0.82, 0.30)], good: [(0.801, 0.10), (0.812, 0.10), (0.819, 0.10)]}
+    answer = report.answers(_rows(table))["rec"]
+    assert answer.choice.status == "chosen" and answer.recommended == good
+    assert answer.run_keys == {0: "reweight @ 0.5|0", 1: "reweight @ 0.5|1", 2: "reweight @ 0.5|2"}
+    assert "finetune on reweight @ 0.5, base b" in answer.text and "over 3 seeds" in answer.text
+    assert "from 0.300 to 0.100" in answer.text and "-0.200 [-0.200, -0.200]" in answer.text
+    assert "established" in answer.text and "not established" not in answer.text
+    worse = {REF: table[REF], good: [(0.801, 0.40), (0.812, 0.40), (0.819, 0.40)]}
+    answer = report.answers(_rows(worse))["rec"]
+    assert answer.choice.status == "reference" and answer.recommended == REF
+    assert "no setting tried beats collecting at the test-equal level" in answer.text
+
+
 def test_a_tolerance_no_setting_meets_says_so_and_names_the_closest() -> None:
     wide = C("b", "reweight", (), 0.5)
     table = {REF: [(0.80, 0.30), (0.81, 0.30), (0.82, 0.30)], wide: [(0.70, 0.05), (0.90, 0.05), (0.75, 0.05)]}
