@@ -19,7 +19,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from biastransfer.cli import app
-from biastransfer.cli.recommend import write_set
+from biastransfer.cli.recommend import parse_interventions, write_set
 from biastransfer.driver import run_study
 from biastransfer.experiments import spurious
 from biastransfer.experiments.recommend import Recommend, RecommendBlock, report, search
@@ -355,6 +355,11 @@ def test_a_study_file_with_a_recommend_block_runs_through_the_command(tmp_path: 
                  str(cache_dir)])
     assert "3 runs (0 reused from runs already in the folder) of the 4" in text and "budget 3" in text
     assert (tmp_path / "out" / "recommended_set.csv").exists()
+
+
+def test_interventions_with_options_on_the_command_line() -> None:
+    assert parse_interventions("collect, reweight[start_level=0.8],subselect[start_level=0.5]") == [
+        "collect", {"name": "reweight", "start_level": 0.8}, {"name": "subselect", "start_level": 0.5}]
 
 
 def test_the_csv_holds_ids_rows_labels_and_weights(tmp_path: Path) -> None:

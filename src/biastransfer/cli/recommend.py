@@ -35,6 +35,32 @@ def parse_base(text: str) -> tuple[str, dict]:
     raise AssertionError  # unreachable
 
 
+def parse_interventions(text: str) -> list:
+    """``collect,reweight[start_level=0.8]`` → ``["collect", {"name": "reweight", "start_level": 0.8}]``."""
+    items, depth, word = [], 0, ""
+    for ch in text + ",":
+        depth += (ch == "[") - (ch == "]")
+        if ch == "," and depth == 0:
+            items.append(word.strip())
+            word = ""
+        else:
+            word += ch
+    out: list = []
+    for item in filter(None, items):
+        name, _, rest = item.partition("[")
+        if not rest:
+            out.append(name)
+            continue
+        options = {}
+        for pair in rest.rstrip("]").split(","):
+            key, eq, value = pair.partition("=")
+            if not eq:
+                _fail(f"--interventions {item!r}: options are KEY=VALUE, e.g. reweight[start_level=0.8]")
+            options[key.strip()] = yaml.safe_load(value)
+        out.append({"name": name.strip(), **options})
+    return out
+
+
 def _number_or_name(text: str) -> float | str:
     try:
         return float(text)
@@ -68,7 +94,7 @@ def build_study(*, dataset: str, root: Path | None, params: list[str], resolutio
     if lr is not None:
         train["lr"] = [float(x) for x in lr.split(",")]
     block = {"name": BLOCK, "kind": kind, "task": task, "bases": list(named),
-             "interventions": [x.strip() for x in interventions.split(",") if x.strip()],
+             "interventions": parse_interventions(interventions),
              "levels": [float(x) for x in levels.split(",") if x.strip()], "n_train": n, "test": _number_or_name(test),
              "seeds": list(range(seeds)),
              "options": {"auc_tolerance": tolerance, "gap": gap, "budget": budget, "min_seeds": min_seeds}}
@@ -122,7 +148,8 @@ def recommend(
     = None,
     seeds: Annotated[int, typer.Option(min=2, help="The most seeds a setting gets.")] = 8,
     min_seeds: Annotated[int, typer.Option(min=2, help="Seeds of the first round.")] = 3,
-    interventions: Annotated[str, typer.Option(help="Interventions searched, comma-separated.")]
+    interventions: Annotated[str, typer.Option(help="Interventions searched, comma-separated, each with its "
+                                                   "options in brackets: reweight[start_level=0.8].")]
     = "collect,subselect,reweight",
     levels: Annotated[str, typer.Option(help="Levels searched, comma-separated.")]
     = "0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9",
