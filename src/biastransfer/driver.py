@@ -11,7 +11,6 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,11 +19,20 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from biastransfer.adaptive import adopt, search_block, stored_index
 from biastransfer.backends import BACKENDS, JOB_KINDS, Backend, BackendOptions, JobFailedError, Resources
 from biastransfer.backends.workspace import Workspace
 from biastransfer.config import ConfigError
 from biastransfer.paths import default_cache_dir
-from biastransfer.plan import Block, Study, parse_study, plan_jobs, preflight, resolve_roles, result_key, search_record
+from biastransfer.plan import (
+    Study,
+    adaptive_kind,
+    parse_study,
+    plan_jobs,
+    preflight,
+    resolve_roles,
+    search_record,
+)
 from biastransfer.spec import RunSpec
 from biastransfer.store.lock import folder_lock
 from biastransfer.store.sqlite import ResultStore
@@ -199,6 +207,10 @@ def _run_study(study: Study, out_dir: Path, *, device: torch.device, cache_dir: 
             runners[0].close()
             raise
         runner = runners[0]
+        reused = adopt(store, todo, stored_index(store, adaptive_kind)) if todo else 0  # an adaptive block's runs
+        if reused:
+            todo = [s for s in todo if s.key not in store.done_keys()]
+            jobs = plan_jobs(todo, store.get_hparams)
         console.print(f"Study {study.name!r}: {len(specs)} runs, {len(specs) - len(todo)} already done, "
                       f"{len(todo)} to run on {device} ({runner.workers} worker{'s' if runner.workers > 1 else ''}, "
                       f"backend {runner.registry_name})" if not searching else
@@ -209,11 +221,12 @@ def _run_study(study: Study, out_dir: Path, *, device: torch.device, cache_dir: 
             return runners.pop() if runners else make_backend(backend, resources, n_workers, options)
 
         trainings = _drive(store, new_runner(), jobs, console, quiet) if todo else 0
-        ran, reused = len(todo), 0
+        ran = len(todo)
         for block in adaptive.values():
             left = None if max_runs is None else max_runs - ran
-            r, t, a = _search(store, block, [s for s in searching if s.experiment == block.name], left,
-                              new_runner, console, quiet)
+            r, t, a = search_block(store, block, [s for s in searching if s.experiment == block.name], left,
+                                   lambda room: _drive(store, new_runner(), plan_jobs(room, store.get_hparams), console,
+                                                       quiet), console)
             ran, trainings, reused = ran + r, trainings + t, reused + a
         for unused in runners:
             unused.close()
@@ -224,56 +237,6 @@ def _run_study(study: Study, out_dir: Path, *, device: torch.device, cache_dir: 
         return summary
     finally:
         store.close()
-
-
-def _search(store: ResultStore, block: Block, specs: list[RunSpec], max_new: int | None,
-            new_runner: Callable[[], Backend], console: Console, quiet: bool) -> tuple[int, int, int]:
-    """Drive one adaptive block (:meth:`Experiment.next_runs`): ask it for its next runs given those finished,
-    adopt the equal runs the folder already has (:func:`_adopt`), run the rest, and ask again, until it wants
-    nothing or its budget (:meth:`Experiment.run_budget`, and ``max_new``) of new runs is spent. Returns (new
-    runs, trainings, runs adopted)."""
-    limits = [n for n in (block.plugin.run_budget(block.fields), max_new) if n is not None]
-    limit = min(limits) if limits else None
-    keys = {s.key for s in specs}
-    spent = trainings = adopted = 0
-    index: dict[str, dict[str, Any]] | None = None
-    while True:
-        results = {r["key"]: r["result"] for r in store.runs() if r["key"] in keys}
-        want = [s for s in block.plugin.next_runs(block.fields, specs, results) or [] if s.key not in results]
-        if not want:
-            break
-        if index is None:  # every stored run (of any block or kind) by the key of its result
-            index = {k: r for r in store.runs() if (k := result_key(RunSpec.from_dict(r["spec"]))) is not None}
-        if n := _adopt(store, want, index):
-            adopted += n
-            continue
-        room = want if limit is None else want[: limit - spent]
-        if not room:
-            console.print(f"[yellow]{block.name}:[/] its budget of {limit} new runs is spent; the answer is read "
-                          "from the runs done (rerun with a larger budget to go on)", highlight=False)
-            break
-        trainings += _drive(store, new_runner(), plan_jobs(room, store.get_hparams), console, quiet)
-        spent += len(room)
-    return spent, trainings, adopted
-
-
-def _adopt(store: ResultStore, specs: list[RunSpec], index: dict[str, dict[str, Any]]) -> int:
-    """Store, under each spec's own key, the result of an equal run already in the folder (same
-    :func:`~biastransfer.plan.result_key`, e.g. a correlation sweep's run on the same settings), marked
-    ``reused_from`` its key; trains nothing. Returns how many were adopted."""
-    n = 0
-    for spec in specs:
-        found = index.get(result_key(spec) or "")
-        if found is None or found["key"] == spec.key:
-            continue
-        try:
-            artifacts = store.artifacts(found["key"])
-        except KeyError:
-            artifacts = {}
-        store.add_run(spec.key, spec.to_dict(), {**found["result"], "reused_from": found["key"]},
-                      {**found["provenance"], "reused_from": found["key"]}, artifacts, found["seconds"])
-        n += 1
-    return n
 
 
 def _record_study(store: ResultStore, study: Study, fingerprints: dict[str, str]) -> None:

@@ -48,7 +48,12 @@ class Block:
     @property
     def adaptive(self) -> bool:
         """Whether the block's plugin chooses its runs as it goes (:meth:`Experiment.next_runs`)."""
-        return type(self.plugin).next_runs is not Experiment.next_runs
+        return adaptive_kind(self.plugin.registry_name)
+
+
+def adaptive_kind(kind: str) -> bool:
+    """Whether the experiment kind chooses its runs as it goes (:meth:`Experiment.next_runs`)."""
+    return kind in EXPERIMENTS and EXPERIMENTS.get(kind).next_runs is not Experiment.next_runs
 
 
 @dataclass(frozen=True)

@@ -269,6 +269,20 @@ def test_runs_already_in_the_folder_are_reused_not_trained(
     assert _run(rec, tmp_path / "out", cache_dir).ran == 0 and len(trainings) == 8  # nothing left to do
 
 
+def test_a_sweep_after_a_recommendation_reuses_its_runs(tmp_path: Path, cache_dir: Path,
+                                                       trainings: list[str]) -> None:
+    """The other way round: the recommendation's 4 runs (reference and reweight @ 0.5, seeds 0, 1) are adopted by
+    a sweep on the same settings, which trains only its 4 others (collect @ 0.5, reweight @ 0.8)."""
+    rec = tiny_study({"interventions": ["reweight"], "levels": [0.5], "seeds": [0, 1], "options": {"min_seeds": 2}})
+    assert _run(rec, tmp_path / "out", cache_dir).ran == 4 and len(trainings) == 4
+    sweep = tiny_study({})
+    sweep["experiments"] = [{"name": "sweep", "kind": "correlation_sweep", "tasks": ["t3"], "bases": ["scratch"],
+                             "interventions": ["collect", "reweight"], "levels": [0.5, 0.8], "n_train": 16,
+                             "seeds": [0, 1], "test": 0.8}]
+    summary = _run(sweep, tmp_path / "out", cache_dir)
+    assert (summary.ran, summary.reused, len(trainings)) == (4, 4, 8)
+
+
 def _cli(args: list[str]) -> str:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
