@@ -157,6 +157,8 @@ def test_the_answer_names_the_chosen_setting_and_its_paired_intervals() -> None:
     assert "finetune on reweight @ 0.5, base b" in answer.text and "over 3 seeds" in answer.text
     assert "from 0.300 to 0.100" in answer.text and "-0.200 [-0.200, -0.200]" in answer.text
     assert "established" in answer.text and "not established" not in answer.text
+    unknown = _rows(table).assign(full_sweep_runs=math.nan, budget=math.nan)  # the block not in the stored study
+    assert "of the ? a full sweep needs." in report.answers(unknown)["rec"].text
     worse = {REF: table[REF], good: [(0.801, 0.40), (0.812, 0.40), (0.819, 0.40)]}
     answer = report.answers(_rows(worse))["rec"]
     assert answer.choice.status == "reference" and answer.recommended == REF

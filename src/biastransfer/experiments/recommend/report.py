@@ -86,7 +86,8 @@ def _answer(name: str, rows: pd.DataFrame) -> Answer:
     choice = choose(tried, reference, seeds, values, tol)
     chosen = choice.best.candidate if choice.status == "chosen" and choice.best else choice.reference
     reused = int(rows["reused"].astype(bool).sum()) if "reused" in rows.columns else 0
-    full = int(pd.to_numeric(rows["full_sweep_runs"], errors="coerce").max())
+    full_max = pd.to_numeric(rows["full_sweep_runs"], errors="coerce").max()
+    full = 0 if pd.isna(full_max) else int(full_max)  # 0: the block is not in the stored study
     budget = float(pd.to_numeric(rows["budget"], errors="coerce").iloc[0])
     answer = Answer(name, str(first["task"]), gap, tol, choice, chosen,
                     {s: keys[chosen, s] for s in seeds if (chosen, s) in keys}, len(rows), reused, full, budget,
@@ -99,7 +100,7 @@ def _texts(a: Answer, k: int) -> tuple[str, str]:
     c, gap = a.choice, METRIC_NAMES.get(a.gap, a.gap)
     ref = c.reference.setting
     spent = (f"Searched {k} setting{'s' if k != 1 else ''} by successive halving: {a.runs} runs ({a.reused} "
-             f"reused from runs already in the folder) of the {a.full} a full sweep needs"
+             f"reused from runs already in the folder) of the {a.full or '?'} a full sweep needs"
              + ("" if math.isnan(a.budget) else f"; budget {int(a.budget)} new runs per study run") + ".")
     head = f"{a.task} ({a.experiment}, N={a.n_train}, test {a.test})"
     if c.status == "chosen" and c.best is not None:
