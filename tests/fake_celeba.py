@@ -38,28 +38,16 @@ def write_fake_celeba(root: Path, n: int = 3000, seed: int = 0) -> Path:
 
 def write_fake_checkpoints(folder: Path, arch: str = "resnet50") -> dict[str, Path]:
     """Randomly initialised ``arch`` backbones saved as the four files celeba_paper.yaml names, each in its
-    format's layout (torchvision, moco_v3, simclr_converted, places365). Returns format → path."""
+    format's published layout (:data:`checkpoint_layouts.LAYOUTS`). Returns format → path."""
     from biastransfer.models.architectures import build_model
+    from checkpoint_layouts import LAYOUTS
 
     folder.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
     backbone = build_model(arch).backbone.state_dict()
-    dim = backbone["layer4.2.bn3.weight"].shape[0] if arch == "resnet50" else 512
-    fc = {"fc.weight": torch.randn(1000, dim), "fc.bias": torch.randn(1000)}
-    files = {
-        "torchvision": ("resnet50-11ad3fa6.pth", {**backbone, **fc}),
-        "moco_v3": ("r-50-1000ep.pth.tar",
-                    {"epoch": 1000, "arch": "resnet50",
-                     "state_dict": {f"module.base_encoder.{k}": v for k, v in backbone.items()}}),
-        "simclr_converted": ("resnet50-1x.pth", {"state_dict": {**backbone, **fc}}),
-        "places365": ("resnet50_places365.pth.tar",
-                      {"epoch": 90, "arch": "resnet50",
-                       "state_dict": {**{f"module.{k}": v for k, v in backbone.items()},
-                                      "module.fc.weight": torch.randn(365, dim), "module.fc.bias": torch.randn(365)}}),
-    }
     out = {}
-    for fmt, (name, obj) in files.items():
-        torch.save(obj, folder / name)
+    for fmt, name in zip(("torchvision", "moco_v3", "simclr_converted", "places365"), CHECKPOINT_FILES, strict=True):
+        torch.save(LAYOUTS[fmt](backbone)[0], folder / name)
         out[fmt] = folder / name
     return out
 
