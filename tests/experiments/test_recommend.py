@@ -111,11 +111,72 @@ def test_each_base_is_compared_with_its_own_reference() -> None:
     cands = [C(b, "reweight", (), 0.5) for b in ("x", "y")]
     first = search.next_round(cands, lambda c: refs[c.base], [0, 1], 2, {}, 0.01)
     assert first.wanted[:2] == [(refs["x"], 0), (refs["y"], 0)]
-    table = {refs["x"]: [(0.80, 0.30), (0.81, 0.30)], refs["y"]: [(0.60, 0.02), (0.70, 0.02)],
-             cands[0]: [(0.801, 0.10), (0.8115, 0.10)], cands[1]: [(0.601, 0.01), (0.7015, 0.01)]}
+    table = {
+        refs["x"]: [(0.80, 0.30), (0.81, 0.30)],
+        refs["y"]: [(0.60, 0.02), (0.70, 0.02)],
+        cands[0]: [(0.801, 0.10), (0.8115, 0.10)],
+        cands[1]: [(0.601, 0.01), (0.7015, 0.01)],
+    }
     choice = search.choose(cands, lambda c: refs[c.base], [0, 1], values(table), 0.05)
     assert choice.status == "chosen" and choice.best.candidate == cands[1] and choice.reference == refs["y"]
     assert choice.ref_gap == pytest.approx(0.02)
+
+
+def test_screen_runs_arithmetic_and_stages() -> None:
+    # screen: 11 candidates + 1 reference on 1 seed; then one candidate and its reference on the other 7
+    assert search.screen_runs(11, 1, 8, 1) == 12 + 14
+    assert search.screen_runs(26, 2, 8, 2) == 56 + 12
+    assert search._stages(1, 8) == [2, 4, 8] and search._stages(2, 6) == [4, 6] and search._stages(1, 2) == [2]
+
+
+def test_the_screen_orders_settings_that_may_keep_auc_first_by_gap() -> None:
+    """One seed each (reference AUC 0.80): a setting whose AUC difference is −0.05 (< −ε) goes last although its gap
+    is the smallest; the others by |gap|."""
+    low_auc, small, big = C("b", "collect", (), 0.5), C("b", "collect", (), 0.6), C("b", "reweight", (), 0.6)
+    edge = C("b", "subselect", (), 0.6)  # exactly −ε: may keep AUC
+    vals = {
+        (REF, 0): (0.80, 0.4),
+        (low_auc, 0): (0.75, 0.01),
+        (small, 0): (0.805, -0.10),
+        (big, 0): (0.79, 0.20),
+        (edge, 0): (0.79, 0.15),
+    }
+    scores = [search.score(vals, c, REF, [0], 0.01) for c in (low_auc, small, big, edge)]
+    assert all(not s.keeps and not s.inferior for s in scores)  # one seed decides nothing
+    assert search.screen_order(scores, 0.01) == [small, edge, big, low_auc]
+
+
+def test_screen_and_confirm_replays_from_the_stored_results() -> None:
+    """Seeds 0-7. The screen wants the reference and every candidate on seed 0. The screen's best (the smallest
+    gap) is confirmed on 2 seeds; its mean AUC difference there is below −ε, so it is dropped and the next one is
+    confirmed on 2, 4, then 8 seeds, where it keeps AUC: the search ends and the last one is never confirmed."""
+    a, b, c = (C("b", "reweight", (), lv) for lv in (0.5, 0.6, 0.7))
+    seeds = list(range(8))
+    truth = {
+        REF: lambda s: (0.80 + 0.01 * (s % 3), 0.40),
+        a: lambda s: (0.80 + 0.01 * (s % 3) - (0.0 if s == 0 else 0.05), 0.05),  # screen passes, then fails
+        b: lambda s: (0.80 + 0.01 * (s % 3) + (0.012 if s % 2 == 0 else -0.008), 0.10),  # keeps on 8 only
+        c: lambda s: (0.80 + 0.01 * (s % 3), 0.20),
+    }
+    vals: dict = {}
+    step = search.next_screen([a, b, c], ref_of, seeds, 1, vals, 0.01)
+    assert step.wanted == [(REF, 0), (a, 0), (b, 0), (c, 0)]
+    spent = []
+    for _ in range(10):
+        for cs in step.wanted:
+            vals[cs] = truth[cs[0]](cs[1])
+        spent.append(len(step.wanted))
+        step = search.next_screen([a, b, c], ref_of, seeds, 1, vals, 0.01)
+        if not step.wanted:
+            break
+    assert spent == [4, 2, 1, 4, 8]  # screen; a + ref on seed 1; b on seed 1; b + ref on 2-3, then on 4-7
+    assert {cs for cs in vals if cs[0] == c} == {(c, 0)}
+    assert search.confirmation(vals, a, REF, seeds, 1, 0.01) == ("dropped", 2)
+    assert search.confirmation(vals, b, REF, seeds, 1, 0.01) == ("accepted", 8)
+    assert search.confirmation(vals, c, REF, seeds, 1, 0.01) == ("wants", 2)
+    assert [(r[0], n) for r, n in step.rounds][1:] == [(a, 2), (b, 8)]
+    choice = search.choose([a, b, c], ref_of, seeds, vals, 0.01)
+    assert choice.status == "chosen" and choice.best.candidate == b and choice.best.n == 8
 
 
 def _rows(table: dict[search.Candidate, list[tuple[float, float]]]) -> pd.DataFrame:
@@ -215,14 +276,14 @@ def _run(study: dict, out: Path, cache: Path):
 def test_the_budget_is_never_exceeded_and_a_rerun_goes_on(
     tmp_path: Path, cache_dir: Path, trainings: list[str]
 ) -> None:
-    """3 candidates × 2 seeds + the reference need 8 runs in round 0; a budget of 5 runs 5, the next study run 3
-    more (round 0 done) and 2 of round 1, never more than the budget."""
+    """Successive halving: 3 candidates × 2 seeds + the reference need 8 runs in round 0; a budget of 5 runs 5, the
+    next study run 3 more (round 0 done) and 2 of round 1, never more than the budget."""
     study = tiny_study(
         {
             "interventions": ["collect", "reweight"],
             "levels": [0.5, 0.8],
             "seeds": [0, 1, 2],
-            "options": {"min_seeds": 2, "budget": 5},
+            "options": {"strategy": "halving", "min_seeds": 2, "budget": 5},
         }
     )
     first = _run(study, tmp_path / "out", cache_dir)
@@ -271,16 +332,25 @@ def test_runs_already_in_the_folder_are_reused_not_trained(
     assert _run(rec, tmp_path / "out", cache_dir).ran == 0 and len(trainings) == 8  # nothing left to do
 
 
-def test_a_sweep_after_a_recommendation_reuses_its_runs(tmp_path: Path, cache_dir: Path,
-                                                       trainings: list[str]) -> None:
+def test_a_sweep_after_a_recommendation_reuses_its_runs(tmp_path: Path, cache_dir: Path, trainings: list[str]) -> None:
     """The other way round: the recommendation's 4 runs (reference and reweight @ 0.5, seeds 0, 1) are adopted by
     a sweep on the same settings, which trains only its 4 others (collect @ 0.5, reweight @ 0.8)."""
     rec = tiny_study({"interventions": ["reweight"], "levels": [0.5], "seeds": [0, 1], "options": {"min_seeds": 2}})
     assert _run(rec, tmp_path / "out", cache_dir).ran == 4 and len(trainings) == 4
     sweep = tiny_study({})
-    sweep["experiments"] = [{"name": "sweep", "kind": "correlation_sweep", "tasks": ["t3"], "bases": ["scratch"],
-                             "interventions": ["collect", "reweight"], "levels": [0.5, 0.8], "n_train": 16,
-                             "seeds": [0, 1], "test": 0.8}]
+    sweep["experiments"] = [
+        {
+            "name": "sweep",
+            "kind": "correlation_sweep",
+            "tasks": ["t3"],
+            "bases": ["scratch"],
+            "interventions": ["collect", "reweight"],
+            "levels": [0.5, 0.8],
+            "n_train": 16,
+            "seeds": [0, 1],
+            "test": 0.8,
+        }
+    ]
     summary = _run(sweep, tmp_path / "out", cache_dir)
     assert (summary.ran, summary.reused, len(trainings)) == (4, 4, 8)
 
@@ -364,18 +434,23 @@ def test_end_to_end_on_the_synthetic_benchmark_writes_the_chosen_set(tmp_path: P
 
 
 def test_a_study_file_with_a_recommend_block_runs_through_the_command(tmp_path: Path, cache_dir: Path) -> None:
-    study = tiny_study({"interventions": ["reweight"], "levels": [0.5], "seeds": [0, 1],
-                        "options": {"min_seeds": 2, "budget": 3}})
+    study = tiny_study(
+        {"interventions": ["reweight"], "levels": [0.5], "seeds": [0, 1], "options": {"min_seeds": 2, "budget": 3}}
+    )
     (tmp_path / "study.yaml").write_text(yaml.safe_dump(study))
-    text = _cli(["--out", str(tmp_path / "out"), "--study", str(tmp_path / "study.yaml"), "--cache-dir",
-                 str(cache_dir)])
+    text = _cli(
+        ["--out", str(tmp_path / "out"), "--study", str(tmp_path / "study.yaml"), "--cache-dir", str(cache_dir)]
+    )
     assert "3 runs (0 reused from runs already in the folder) of the 4" in text and "budget 3" in text
     assert (tmp_path / "out" / "recommended_set.csv").exists()
 
 
 def test_interventions_with_options_on_the_command_line() -> None:
     assert parse_interventions("collect, reweight[start_level=0.8],subselect[start_level=0.5]") == [
-        "collect", {"name": "reweight", "start_level": 0.8}, {"name": "subselect", "start_level": 0.5}]
+        "collect",
+        {"name": "reweight", "start_level": 0.8},
+        {"name": "subselect", "start_level": 0.5},
+    ]
 
 
 def test_the_csv_holds_ids_rows_labels_and_weights(tmp_path: Path) -> None:
@@ -384,8 +459,10 @@ def test_the_csv_holds_ids_rows_labels_and_weights(tmp_path: Path) -> None:
         y, a = np.array([1, 0, 1]), np.array([0, 1, 1])
 
     assert write_set(tmp_path / "w.csv", Table, np.array([0, 2]), np.array([1.5, 0.5])) == 2
-    assert _csv(tmp_path / "w.csv") == [{"id": "a.png", "row": "0", "y": "1", "a": "0", "weight": "1.5"},
-                                        {"id": "c.png", "row": "2", "y": "1", "a": "1", "weight": "0.5"}]
+    assert _csv(tmp_path / "w.csv") == [
+        {"id": "a.png", "row": "0", "y": "1", "a": "0", "weight": "1.5"},
+        {"id": "c.png", "row": "2", "y": "1", "a": "1", "weight": "0.5"},
+    ]
     Table.frame = pd.DataFrame({"x": [0, 0, 0]})  # no id column: the row is the id; no weights: 1
     write_set(tmp_path / "u.csv", Table, np.array([1]), None)
     assert _csv(tmp_path / "u.csv") == [{"id": "1", "row": "1", "y": "0", "a": "1", "weight": "1"}]
@@ -464,7 +541,7 @@ def test_end_to_end_on_a_manifest_folder_with_a_checkpoint_file(tmp_path: Path, 
 def test_the_example_block_report(kind_report) -> None:
     assert page_snapshot(kind_report("recommend").html) == snapshot(
         {
-            "summary": {"numbers": ["8", "8", "3", "3", "2", "3", "1", "0", "95"]},
+            "summary": {"numbers": ["7", "7", "3", "3", "1", "3", "1", "0", "95"]},
             "reading": {
                 "headings": ["Reading"],
                 "tables": [],
@@ -474,24 +551,13 @@ def test_the_example_block_report(kind_report) -> None:
                         "3",
                         "32",
                         "0.8",
+                        "0.8",
+                        "0.092",
                         "0.01",
                         "0.8",
-                        "0.476",
                         "0.092",
-                        "0.8",
-                        "-0.002",
-                        "-0.041",
-                        "0.037",
-                        "0.188",
                         "2",
-                        "0.5",
-                        "-0.012",
-                        "-0.059",
-                        "0.035",
-                        "0.079",
-                        "3",
-                        "2",
-                        "8",
+                        "7",
                         "0",
                         "9",
                         "8",
@@ -507,12 +573,12 @@ def test_the_example_block_report(kind_report) -> None:
                 "tables": [
                     [
                         ["setting", "seeds", "AUC", "AUC difference", "keeps AUC", "|FPR difference|", "chosen"],
-                        ["reweight @ 0.5, base gendered", "3", "0.464", "-0.012 [-0.059, 0.035]", "no", "0.079", ""],
-                        ["reweight @ 0.8, base gendered", "2", "0.453", "-0.002 [-0.041, 0.037]", "no", "0.188", ""],
+                        ["reweight @ 0.8, base gendered", "3", "0.475", "-0.002 [-0.009, 0.006]", "yes", "0.092", ""],
+                        ["reweight @ 0.5, base gendered", "1", "0.469", "-0.033", "no", "0.213", ""],
                     ],
                     [
                         ["runs in the recommendation", "new runs", "reused", "full sweep", "budget", "saved"],
-                        ["8", "8", "0", "9", "8", "11%"],
+                        ["7", "7", "0", "9", "8", "22%"],
                     ],
                 ],
                 "figures": ["plots/recommend.png"],
@@ -521,24 +587,13 @@ def test_the_example_block_report(kind_report) -> None:
                         "3",
                         "32",
                         "0.8",
+                        "0.8",
+                        "0.092",
                         "0.01",
                         "0.8",
-                        "0.476",
                         "0.092",
-                        "0.8",
-                        "-0.002",
-                        "-0.041",
-                        "0.037",
-                        "0.188",
                         "2",
-                        "0.5",
-                        "-0.012",
-                        "-0.059",
-                        "0.035",
-                        "0.079",
-                        "3",
-                        "2",
-                        "8",
+                        "7",
                         "0",
                         "9",
                         "8",
@@ -581,26 +636,26 @@ def test_the_example_block_report(kind_report) -> None:
                             "gendered",
                             "reweight",
                             "0.5",
-                            "3",
-                            "0.464 [0.308, 0.620]",
-                            "-0.079 [-0.525, 0.367]",
-                            "-0.058 [-0.365, 0.248]",
-                            "0.188 [0.105, 0.270]",
+                            "1",
+                            "0.469",
+                            "-0.213",
+                            "0.025",
+                            "0.213",
                             "—",
-                            "0.163 [0.051, 0.274]",
+                            "0.213",
                         ],
                         [
                             "t3",
                             "gendered",
                             "reweight",
                             "0.8",
-                            "2",
-                            "0.453 [-0.183, 1.089]",
-                            "-0.188 [-0.346, -0.029]",
-                            "0.069 [-0.011, 0.148]",
-                            "0.188 [0.029, 0.346]",
-                            "-0.188 [-0.346, -0.029]",
-                            "0.188 [0.029, 0.346]",
+                            "3",
+                            "0.475 [0.319, 0.631]",
+                            "-0.092 [-0.505, 0.322]",
+                            "-0.025 [-0.429, 0.379]",
+                            "0.196 [0.148, 0.243]",
+                            "-0.092 [-0.505, 0.322]",
+                            "0.158 [0.029, 0.288]",
                         ],
                     ]
                 ],

@@ -71,6 +71,7 @@ def _number_or_name(text: str) -> float | str:
 def build_study(*, dataset: str, root: Path | None, params: list[str], resolution: int, task: str,
                 sensitive: str | None, bases: list[str], arch: str, n: int, n_val: int | None, test: str,
                 tolerance: float, gap: str, budget: int | None, seeds: int, min_seeds: int, interventions: str,
+                strategy: str = "screen", screen_seeds: int = 1,
                 levels: str, epochs: int | None, lr: str | None, kind: str, test_size: int | None = None) -> dict:
     """The study mapping of one recommend block (validated later, like a study file)."""
     from biastransfer import plugins  # noqa: F401
@@ -97,7 +98,8 @@ def build_study(*, dataset: str, root: Path | None, params: list[str], resolutio
              "interventions": parse_interventions(interventions),
              "levels": [float(x) for x in levels.split(",") if x.strip()], "n_train": n, "test": _number_or_name(test),
              "seeds": list(range(seeds)),
-             "options": {"auc_tolerance": tolerance, "gap": gap, "budget": budget, "min_seeds": min_seeds}}
+             "options": {"auc_tolerance": tolerance, "gap": gap, "budget": budget, "strategy": strategy,
+                         "screen_seeds": screen_seeds, "min_seeds": min_seeds}}
     if n_val is not None:
         block["n_val"] = n_val
     study = {"name": f"recommend-{task}", "dataset": {"name": dataset, "resolution": resolution, "params": dparams},
@@ -147,7 +149,11 @@ def recommend(
     budget: Annotated[int | None, typer.Option(min=1, help="Most new runs (runs already in --out are free).")]
     = None,
     seeds: Annotated[int, typer.Option(min=2, help="The most seeds a setting gets.")] = 8,
-    min_seeds: Annotated[int, typer.Option(min=2, help="Seeds of the first round.")] = 3,
+    strategy: Annotated[str, typer.Option(help="screen: every setting on --screen-seeds, then the best confirmed "
+                                               "on all seeds, one at a time; halving: successive halving from "
+                                               "--min-seeds.")] = "screen",
+    screen_seeds: Annotated[int, typer.Option(min=1, help="Seeds of the screen (--strategy screen).")] = 1,
+    min_seeds: Annotated[int, typer.Option(min=2, help="Seeds of the first round (--strategy halving).")] = 3,
     interventions: Annotated[str, typer.Option(help="Interventions searched, comma-separated, each with its "
                                                    "options in brackets: reweight[start_level=0.8].")]
     = "collect,subselect,reweight",
@@ -168,8 +174,9 @@ def recommend(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Recommend a finetuning set: the intervention setting (collect / subselect / reweight at a level) that
-    minimises a group gap while AUC stays within ε of the test-equal set (paired rule), found by successive
-    halving within --budget new runs. Writes the report, the set as a CSV and prints the answer."""
+    minimises a group gap while AUC stays within ε of the test-equal set (paired rule), found within --budget new
+    runs by screening every setting on one seed and confirming the most promising on all seeds (or by successive
+    halving). Writes the report, the set as a CSV and prints the answer."""
     from biastransfer.cli.reporting import write_report
     from biastransfer.experiments.recommend import Recommend
 
@@ -180,6 +187,7 @@ def recommend(
         data = build_study(dataset=dataset, root=root, params=param or [], resolution=resolution, task=task,
                            sensitive=sensitive, bases=base or ["scratch"], arch=arch, n=n, n_val=n_val, test=test,
                            tolerance=tolerance, gap=gap, budget=budget, seeds=seeds, min_seeds=min_seeds,
+                           strategy=strategy, screen_seeds=screen_seeds,
                            interventions=interventions, levels=levels, epochs=epochs, lr=lr, kind=kind,
                            test_size=test_size)
         check = None if "sensitive" in data["dataset"]["params"] else sensitive

@@ -5,9 +5,9 @@ its options) that minimises a group gap while keeping AUC non-inferior to the te
 The runs **are** the correlation sweep's finetuning runs (:func:`biastransfer.experiments.spurious.run`, the
 same specs but for the block's name and kind): their :meth:`result_key` equals a sweep run's on the same
 settings, so the driver adopts runs already in the folder instead of training them again. The block is
-**adaptive** (:meth:`Recommend.next_runs`): successive halving over the candidates × seeds
-(:mod:`.search`), at most ``options.budget`` new runs per study run. The options are read by the search and
-the analysis only: none reaches a run's spec, so none is in a run key.
+**adaptive** (:meth:`Recommend.next_runs`): screen-and-confirm (the default) or successive halving over the
+candidates × seeds (:mod:`.search`), at most ``options.budget`` new runs per study run. The options are read by
+the search and the analysis only: none reaches a run's spec, so none is in a run key.
 """
 
 from __future__ import annotations
@@ -37,7 +37,11 @@ class RecommendOptions(BaseModel):
     auc_tolerance: float = Field(0.01, ge=0.0, lt=1.0, description="ε: a setting keeps AUC when the paired 95% "
                                  "lower bound of AUC(setting) − AUC(test-equal set) lies above −ε")
     budget: int | None = Field(None, ge=1, description="most new runs per study run (None: no limit)")
-    min_seeds: int = Field(3, ge=2, description="seeds of the first round of successive halving")
+    strategy: Literal["screen", "halving"] = Field(
+        "screen", description="screen: every setting on screen_seeds, then confirm the best on all seeds, one at a "
+        "time; halving: successive halving from min_seeds (docs/recommend.md)")
+    screen_seeds: int = Field(1, ge=1, description="seeds of the screen (strategy screen)")
+    min_seeds: int = Field(3, ge=2, description="seeds of the first round of successive halving (strategy halving)")
 
 
 class RecommendBlock(Seeds):
@@ -110,10 +114,12 @@ def _from_block(get: Any, default: Any) -> Any:
 
 @EXPERIMENTS.register("recommend")
 class Recommend(FinetuneExperiment):
-    """the finetuning set that minimises a gap with AUC kept, found by successive halving within a budget."""
+    """the finetuning set that minimises a gap with AUC kept, found by screen-and-confirm (or successive halving)
+    within a budget."""
 
     title = "Recommended finetuning set"
-    description = ("searches interventions × levels by successive halving (budgeted) for the finetuning set that "
+    description = ("searches interventions × levels by screen-and-confirm or successive halving (budgeted) for the "
+                   "finetuning set that "
                    "minimises a gap while AUC stays within ε of the test-equal set")
     report_order = 25
     Block = RecommendBlock
@@ -127,6 +133,8 @@ class Recommend(FinetuneExperiment):
                       get=_from_block(lambda b: b.options.gap, "fpr_diff")),
                Column("auc_tolerance", "float", "outcome", "ε (options.auc_tolerance)",
                       get=_from_block(lambda b: b.options.auc_tolerance, 0.01)),
+               Column("strategy", "str", "outcome", "the search (options.strategy)",
+                      get=_from_block(lambda b: b.options.strategy, "")),
                Column("budget", "float", "outcome", "options.budget (NaN: no limit)",
                       get=_from_block(lambda b: b.options.budget if b.options.budget else float("nan"),
                                       float("nan"))),
@@ -162,8 +170,13 @@ class Recommend(FinetuneExperiment):
         by_run = {(search.candidate_of(s.to_dict()), s.seed): s for s in specs}
         values = report.values_of({k: v for k, v in by_run.items() if v.key in done},
                                   {s.key: done[s.key] for s in specs if s.key in done}, block.options.gap)
-        progress = search.next_round(block.candidates(), block.reference, block.seeds, block.options.min_seeds,
-                                     values, block.options.auc_tolerance)
+        o = block.options
+        if o.strategy == "screen":
+            progress = search.next_screen(block.candidates(), block.reference, block.seeds, o.screen_seeds, values,
+                                          o.auc_tolerance)
+        else:
+            progress = search.next_round(block.candidates(), block.reference, block.seeds, o.min_seeds, values,
+                                         o.auc_tolerance)
         return [by_run[c, seed] for c, seed in progress.wanted if (c, seed) in by_run]
 
     def run_budget(self, block: RecommendBlock) -> int | None:

@@ -51,6 +51,7 @@ class Answer:
     reused: int                   # of which adopted from runs stored by other blocks
     full: int                     # runs of a full sweep
     budget: float                 # options.budget (NaN: none)
+    strategy: str                 # options.strategy ('' when the block is not in the stored study)
     n_train: int
     test: str
     headline: str
@@ -89,9 +90,10 @@ def _answer(name: str, rows: pd.DataFrame) -> Answer:
     full_max = pd.to_numeric(rows["full_sweep_runs"], errors="coerce").max()
     full = 0 if pd.isna(full_max) else int(full_max)  # 0: the block is not in the stored study
     budget = float(pd.to_numeric(rows["budget"], errors="coerce").iloc[0])
+    strategy = str(first["strategy"]) if "strategy" in rows.columns and pd.notna(first["strategy"]) else ""
     answer = Answer(name, str(first["task"]), gap, tol, choice, chosen,
                     {s: keys[chosen, s] for s in seeds if (chosen, s) in keys}, len(rows), reused, full, budget,
-                    int(first["n_requested"]), test, "", "")
+                    strategy, int(first["n_requested"]), test, "", "")
     headline, text = _texts(answer, len(tried))
     return Answer(**{**answer.__dict__, "headline": headline, "text": text})
 
@@ -99,7 +101,8 @@ def _answer(name: str, rows: pd.DataFrame) -> Answer:
 def _texts(a: Answer, k: int) -> tuple[str, str]:
     c, gap = a.choice, METRIC_NAMES.get(a.gap, a.gap)
     ref = c.reference.setting
-    spent = (f"Searched {k} setting{'s' if k != 1 else ''} by successive halving: {a.runs} runs ({a.reused} "
+    how = {"screen": "screen-and-confirm", "halving": "successive halving"}.get(a.strategy, "an adaptive search")
+    spent = (f"Searched {k} setting{'s' if k != 1 else ''} by {how}: {a.runs} runs ({a.reused} "
              f"reused from runs already in the folder) of the {a.full or '?'} a full sweep needs"
              + ("" if math.isnan(a.budget) else f"; budget {int(a.budget)} new runs per study run") + ".")
     head = f"{a.task} ({a.experiment}, N={a.n_train}, test {a.test})"

@@ -16,6 +16,24 @@ reference) on the first ``s₀ = min_seeds`` seeds; round r+1 keeps the best hal
 smallest ``|mean gap|``) and runs them on ``s_{r+1} = min(2·s_r, S)`` seeds. It ends when the survivors have
 every seed of the block (``S``). Each round is replayed from the stored results, so a study run stopped by its
 budget goes on where it stopped, and runs already in the folder cost nothing.
+
+**Screen and confirm** (:func:`next_screen`, the default strategy): halving spends most of a small budget on its
+first round, and a round of 2–3 seeds cannot show any setting non-inferior within ε. This strategy spends seeds
+where the decision is made instead:
+
+1. *screen*: every candidate and each base's reference on the first ``s₀ = screen_seeds`` seeds;
+2. *order* (:func:`screen_order`): candidates whose mean paired AUC difference on those seeds is at least ``−ε``
+   first, then the rest; each group by the smallest ``|mean gap|`` (ties: the higher AUC, then the name);
+3. *confirm*, in that order, one candidate at a time together with its reference, on ``2·s₀, 4·s₀, …, S``
+   seeds (:func:`confirmation`). After each stage of ``n ≥ 2`` seeds it is **accepted** when it keeps AUC by
+   the paired rule, **dropped** when its mean paired AUC difference is below ``−ε`` (more seeds would narrow the
+   interval around a mean that already fails) or when it has all ``S`` seeds without keeping AUC; otherwise it
+   gets the next stage. The search ends at the first accepted candidate, or when every candidate is dropped.
+
+The first accepted candidate is the one the screen ranked best among those that can keep AUC, so the answer
+(:func:`choose`, the same for both strategies) is it. From an empty folder, with ``B`` bases, ``K`` candidates
+and the first candidate accepted on all ``S`` seeds, it costs ``(K + B)·s₀ + 2·(S − s₀)`` runs
+(:func:`screen_runs`); each dropped candidate adds the seeds it got beyond the screen.
 """
 
 from __future__ import annotations
@@ -167,6 +185,78 @@ def next_round(candidates: Sequence[Candidate], reference: Callable[[Candidate],
             return Progress(wanted, rounds, reached)
         scores = [score(values, c, reference(c), seeds[:s], tolerance) for c in survivors]
         survivors, s = select_survivors(scores, math.ceil(len(survivors) / 2)), min(2 * s, len(seeds))
+    return Progress([], rounds, reached)
+
+
+def screen_runs(n_candidates: int, n_bases: int, n_seeds: int, screen_seeds: int) -> int:
+    """Runs screen-and-confirm needs from an empty folder when its first confirmed candidate is accepted on all
+    ``S`` seeds: the screen, ``(K + B)·s₀``, and the candidate with its reference on the other ``S − s₀``."""
+    s0 = min(screen_seeds, n_seeds)
+    return (n_candidates + n_bases) * s0 + 2 * (n_seeds - s0)
+
+
+def screen_order(scores: Sequence[Score], tolerance: float) -> list[Candidate]:
+    """Candidates ordered for confirmation from their screen: mean paired AUC difference ``≥ −ε`` first, then the
+    rest, each by the smallest ``|mean gap|`` (ties: the higher AUC, then the name)."""
+    def rank(s: Score) -> tuple[Any, ...]:
+        plausible = not math.isnan(s.auc_diff[0]) and s.auc_diff[0] >= -tolerance - 1e-12  # −ε itself counts
+        return (0 if plausible else 1, *_rank(s)[1:])
+    return [s.candidate for s in sorted(scores, key=rank)]
+
+
+def _stages(s0: int, n_seeds: int) -> list[int]:
+    """Seed counts a confirmed candidate is judged at: ``2·s₀, 4·s₀, …`` capped at ``S`` (at least 2 seeds)."""
+    out, s = [], min(max(2 * s0, 2), n_seeds)
+    while True:
+        out.append(s)
+        if s >= n_seeds:
+            return out
+        s = min(2 * s, n_seeds)
+
+
+def confirmation(values: Values, candidate: Candidate, reference: Candidate, seeds: Sequence[int],
+                 screen_seeds: int, tolerance: float) -> tuple[str, int]:
+    """Where a candidate's confirmation stands, replayed from ``values``: ``("accepted", n)`` or
+    ``("dropped", n)`` with the seeds it was decided on, or ``("wants", n)``: it (and its reference) need the
+    first ``n`` seeds."""
+    s0 = min(screen_seeds, len(seeds))
+    for n in _stages(s0, len(seeds)):
+        if any((c, seed) not in values for seed in seeds[:n] for c in (candidate, reference)):
+            return "wants", n
+        sc = score(values, candidate, reference, seeds[:n], tolerance)
+        if sc.n >= 2 and sc.keeps:
+            return "accepted", n
+        if sc.inferior or (not math.isnan(sc.auc_diff[0]) and sc.auc_diff[0] < -tolerance - 1e-12) or n >= len(seeds):
+            return "dropped", n
+    return "dropped", len(seeds)  # only reached when a block has a single seed
+
+
+def next_screen(candidates: Sequence[Candidate], reference: Callable[[Candidate], Candidate], seeds: Sequence[int],
+                screen_seeds: int, values: Values, tolerance: float) -> Progress:
+    """Replay screen-and-confirm on ``values`` and return what it needs next: the screen's missing runs (the
+    references first at each seed), else the next stage of the first candidate in screen order that is neither
+    accepted nor dropped (its reference's seeds first), else nothing. ``rounds`` holds the screen and then each
+    confirmed candidate with the seeds it reached; ``reached`` is 0 for the screen, ``i`` for the i-th confirmed."""
+    s0 = min(screen_seeds, len(seeds))
+    reached = {c: 0 for c in candidates}
+    rounds: list[tuple[list[Candidate], int]] = [(list(candidates), s0)]
+    wanted = []
+    for seed in seeds[:s0]:
+        refs = list(dict.fromkeys(reference(c) for c in candidates))
+        wanted += [(c, seed) for c in [*refs, *candidates] if (c, seed) not in values]
+    if wanted:
+        return Progress(wanted, rounds, reached)
+    screened = [score(values, c, reference(c), seeds[:s0], tolerance) for c in candidates]
+    for c in screen_order(screened, tolerance):
+        state, n = confirmation(values, c, reference(c), seeds, screen_seeds, tolerance)
+        rounds.append(([c], n))
+        reached[c] = len(rounds) - 1
+        if state == "accepted":
+            break
+        if state == "wants":
+            ref = reference(c)
+            return Progress([(x, seed) for seed in seeds[:n] for x in (ref, c) if (x, seed) not in values],
+                            rounds, reached)
     return Progress([], rounds, reached)
 
 
