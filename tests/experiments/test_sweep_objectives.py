@@ -81,3 +81,30 @@ def test_the_report_draws_every_objective_on_one_tradeoff_plot_and_tabulates_the
     assert "Training objectives against ERM, paired by seed" in html and "group_dro(eta=0.1)" in html
     (erm_section,) = plugin.sections(Results(runs.query("objective == 'erm'")), Page(tmp_path / "erm"))
     assert "Training objectives against ERM" not in "\n".join(erm_section.body)
+
+
+def test_the_reading_says_which_fix_wins_at_the_tolerance() -> None:
+    """One reference for both kinds: ERM on collect @ 0.8 (AUC 0.86, 0.88, 0.87). At ε = 0.1: ERM @ 0.5 keeps AUC
+    (d = −0.06, −0.04, −0.05: lower bound −0.0748) with |mean FPR| 0.05; group_dro @ 0.8 keeps it (d = −0.02,
+    −0.01, −0.03: −0.0448) with |mean FPR| |0.14/3| = 0.047, so the objective wins; group_dro @ 0.5 does not
+    (d = −0.08, −0.05, −0.08: −0.113). Paired |FPR| objective − data: (0.05, 0.08, 0.02), whose interval holds 0.
+    At ε = 0.01 nothing keeps AUC."""
+    runs = sweep_runs()
+    (found,) = analysis.fixes_at_tolerance(runs, CorrelationSweep.settings(), 0.1)
+    assert found["n_keep"] == 2 and found["reference"]["abs_fpr"] == pytest.approx(0.30)
+    winner, data = found["winner"], found["best_data"]
+    assert winner == found["best_objective"] and winner["objective"] == "group_dro(eta=0.1)"
+    assert winner["level"] == 0.8 and winner["abs_fpr"] == pytest.approx(0.14 / 3)
+    assert data["level"] == 0.5 and data["abs_fpr"] == pytest.approx(0.05)
+    d = np.array([-0.05, -0.08, -0.02])  # data − objective
+    half = stats.t.ppf(0.975, 2) * np.std(d, ddof=1) / np.sqrt(3)
+    assert found["versus"] == pytest.approx((d.mean(), d.mean() - half, d.mean() + half))
+    (text,) = analysis.fixes_reading([found])
+    assert "is group_dro(eta=0.1) on collect @ 0.8, an objective: 0.047" in text
+    assert "the best data fix, collect @ 0.5 (ERM), has 0.050" in text and "not established" in text
+    assert "(winner − it) 0.050 [-0.025, 0.125]" in text  # objective − data: the sign turned around
+    (strict,) = analysis.fixes_at_tolerance(runs, CorrelationSweep.settings(), 0.01)
+    assert strict["winner"] is None and "no setting keeps AUC within ε = 0.01" in analysis.fixes_reading([strict])[0]
+    assert analysis.fixes_at_tolerance(runs.query("objective == 'erm'"), CorrelationSweep.settings()) == []
+    reading = CorrelationSweep().reading(Results(runs))
+    assert any(line.startswith("Data fixes against objectives (task t3, base moco") for line in reading)

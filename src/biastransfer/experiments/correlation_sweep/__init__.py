@@ -71,7 +71,8 @@ class CorrelationSweep(FinetuneExperiment):
         return analysis.findings(results.runs, self.settings())
 
     def reading(self, results: Results) -> list[str]:
-        return analysis.reading(self.findings(results))
+        return [*analysis.reading(self.findings(results)),
+                *analysis.fixes_reading(analysis.fixes_at_tolerance(results.runs, self.settings()))]
 
     def verdict(self, results: Results) -> list[Verdict]:
         return [Verdict(text, "tradeoff") for text in analysis.verdict(self.findings(results))]
