@@ -155,7 +155,7 @@ def recommend(
     screen_seeds: Annotated[int, typer.Option(min=1, help="Seeds of the screen (--strategy screen).")] = 1,
     min_seeds: Annotated[int, typer.Option(min=2, help="Seeds of the first round (--strategy halving).")] = 3,
     interventions: Annotated[str, typer.Option(help="Interventions searched, comma-separated, each with its "
-                                                   "options in brackets: reweight[start_level=0.8].")]
+                                                   "options in brackets: reweight\\[start_level=0.8].")]
     = "collect,subselect,reweight",
     levels: Annotated[str, typer.Option(help="Levels searched, comma-separated.")]
     = "0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9",
