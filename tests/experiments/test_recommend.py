@@ -574,7 +574,7 @@ def test_the_example_block_report(kind_report) -> None:
                     [
                         ["setting", "seeds", "AUC", "AUC difference", "keeps AUC", "|FPR difference|", "chosen"],
                         ["reweight @ 0.8, base gendered", "3", "0.475", "-0.002 [-0.009, 0.006]", "yes", "0.092", ""],
-                        ["reweight @ 0.5, base gendered", "1", "0.469", "-0.033", "no", "0.213", ""],
+                        ["reweight @ 0.5, base gendered", "1", "0.469", "-0.033", "untested (1 seed)", "0.213", ""],
                     ],
                     [
                         ["runs in the recommendation", "new runs", "reused", "full sweep", "budget", "saved"],

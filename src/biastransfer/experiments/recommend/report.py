@@ -133,12 +133,14 @@ def _texts(a: Answer, k: int) -> tuple[str, str]:
 
 
 def tried_table(a: Answer) -> pd.DataFrame:
-    """One row per setting tried: seeds, mean AUC, the paired AUC difference, keeps AUC, |gap|, chosen."""
+    """One row per setting tried: seeds, mean AUC, the paired AUC difference, keeps AUC (``untested`` on one
+    seed: no paired interval, as after the screen), |gap|, chosen."""
     rows = []
     for s in sorted(a.choice.scores, key=lambda s: (-s.n, s.abs_gap if not math.isnan(s.gap) else 9.0)):
         rows.append({"setting": s.candidate.label, "seeds": s.n, "AUC": fmt(s.auc),
                      "AUC difference": fmt_ci(*s.auc_diff),
-                     "keeps AUC": "yes" if s.keeps else ("inferior" if s.inferior else "no"),
+                     "keeps AUC": "yes" if s.keeps else ("inferior" if s.inferior else
+                                                         "no" if s.n >= 2 else "untested (1 seed)"),
                      f"|{METRIC_NAMES.get(a.gap, a.gap)}|": fmt(s.abs_gap),
                      "chosen": "yes" if s.candidate == a.recommended else ""})
     return pd.DataFrame(rows)
