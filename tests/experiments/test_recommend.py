@@ -237,6 +237,28 @@ def test_a_tolerance_no_setting_meets_says_so_and_names_the_closest() -> None:
     assert answer.run_keys == {0: "collect @ 0.8|0", 1: "collect @ 0.8|1", 2: "collect @ 0.8|2"}
 
 
+def test_a_screen_stopped_mid_stage_is_provisional_and_accepts_only_at_the_end_of_a_stage() -> None:
+    """Screen-and-confirm over seeds 0-7: reweight @ 0.5 was screened (seed 0) and confirmed on seeds 1-2 of the
+    4-seed stage when the budget ran out. On 2 seeds (d = +0.001, +0.004) the rule does not pass (lower bound
+    0.0025 − 12.71·0.0021/√2 = −0.017); on 3 (d = +0.001, +0.004, +0.0025) it would (−0.0012), but a stage of 4 was
+    never finished, so the search has not accepted it: the answer is the test-equal set, marked provisional. With
+    the 4th seed (d = +0.0025) the stage is finished and it is accepted."""
+    good = C("b", "reweight", (), 0.5)
+    table = {REF: [(0.80, 0.30), (0.81, 0.30), (0.82, 0.30)], good: [(0.801, 0.10), (0.814, 0.10), (0.8225, 0.10)]}
+    assert search.score(values(table), good, REF, [0, 1, 2], 0.01).keeps
+    assert not search.score(values(table), good, REF, [0, 1], 0.01).keeps
+    block = {"strategy": "screen", "screen_seeds": 1, "min_seeds": 3, "block_seeds": "[0, 1, 2, 3, 4, 5, 6, 7]",
+             "full_sweep_runs": 16}
+    answer = report.answers(_rows(table).assign(**block))["rec"]
+    assert not answer.finished and answer.recommended == REF and answer.choice.status == "none"
+    assert "provisional" in answer.headline and "The search is not finished" in answer.text
+    assert "by screen-and-confirm" in answer.text
+    table = {REF: [*table[REF], (0.83, 0.30)], good: [*table[good], (0.8325, 0.10)]}
+    answer = report.answers(_rows(table).assign(**block))["rec"]
+    assert answer.finished and answer.recommended == good and "provisional" not in answer.headline
+    assert "not finished" not in answer.text
+
+
 # ------------------------------------------------------------------------------- study runs (tiny)
 
 FAST = {"lr": [0.05], "weight_decay": [0.0005], "max_epochs": 1, "patience": 1}

@@ -11,7 +11,15 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from biastransfer.analysis.text import fmt, fmt_ci
-from biastransfer.experiments.recommend.search import Candidate, Choice, Values, choose
+from biastransfer.experiments.recommend.search import (
+    Candidate,
+    Choice,
+    Values,
+    choose,
+    confirmation,
+    next_round,
+    next_screen,
+)
 from biastransfer.report.plots import METRIC_NAMES
 
 if TYPE_CHECKING:
@@ -52,6 +60,7 @@ class Answer:
     full: int                     # runs of a full sweep
     budget: float                 # options.budget (NaN: none)
     strategy: str                 # options.strategy ('' when the block is not in the stored study)
+    finished: bool                # the search wants no more runs (False: its budget ran out first)
     n_train: int
     test: str
     headline: str
@@ -84,18 +93,44 @@ def _answer(name: str, rows: pd.DataFrame) -> Answer:
         values[c, int(r["seed"])] = (float(r["auc"]), float(r[gap]))
         keys[c, int(r["seed"])] = str(r["run_key"])
     tried = [c for c in dict.fromkeys(cands) if c != reference(c)]
-    choice = choose(tried, reference, seeds, values, tol)
-    chosen = choice.best.candidate if choice.status == "chosen" and choice.best else choice.reference
-    reused = int(rows["reused"].astype(bool).sum()) if "reused" in rows.columns else 0
+    strategy = str(first["strategy"]) if "strategy" in rows.columns and pd.notna(first["strategy"]) else ""
     full_max = pd.to_numeric(rows["full_sweep_runs"], errors="coerce").max()
     full = 0 if pd.isna(full_max) else int(full_max)  # 0: the block is not in the stored study
+    eligible, finished = _search_state(first, strategy, tried, reference, values, tol, full)
+    choice = choose(tried, reference, seeds, values, tol, eligible)
+    chosen = choice.best.candidate if choice.status == "chosen" and choice.best else choice.reference
+    reused = int(rows["reused"].astype(bool).sum()) if "reused" in rows.columns else 0
     budget = float(pd.to_numeric(rows["budget"], errors="coerce").iloc[0])
-    strategy = str(first["strategy"]) if "strategy" in rows.columns and pd.notna(first["strategy"]) else ""
     answer = Answer(name, str(first["task"]), gap, tol, choice, chosen,
                     {s: keys[chosen, s] for s in seeds if (chosen, s) in keys}, len(rows), reused, full, budget,
-                    strategy, int(first["n_requested"]), test, "", "")
+                    strategy, finished, int(first["n_requested"]), test, "", "")
     headline, text = _texts(answer, len(tried))
+    if not finished:
+        headline = f"{headline[:-1]} (provisional: the search is not finished; run it again to go on)."
     return Answer(**{**answer.__dict__, "headline": headline, "text": text})
+
+
+def _search_state(first: pd.Series, strategy: str, tried: list[Candidate], reference, values: Values,
+                  tolerance: float, full: int) -> tuple[set[Candidate] | None, bool]:
+    """Replay the block's search on its stored runs: the candidates it accepted (screen-and-confirm; None: any
+    that keeps AUC, as halving answers) and whether it is finished (it wants no more runs). Runs stored before
+    these columns existed read as finished, with every candidate eligible."""
+    raw = first.get("block_seeds")
+    if not isinstance(raw, str) or not raw:
+        return None, True
+    block_seeds = [int(s) for s in json.loads(raw)]
+    refs = {reference(c) for c in tried}
+    missing = full > 0 and (len(tried) + len(refs)) * len(block_seeds) < full  # some setting never ran
+    if strategy == "screen":
+        s0 = int(first["screen_seeds"])
+        wanted = next_screen(tried, reference, block_seeds, s0, values, tolerance).wanted
+        accepted = {c for c in tried
+                    if confirmation(values, c, reference(c), block_seeds, s0, tolerance)[0] == "accepted"}
+        return accepted, not (wanted or missing)
+    if strategy == "halving":
+        wanted = next_round(tried, reference, block_seeds, int(first["min_seeds"]), values, tolerance).wanted
+        return None, not (wanted or missing)
+    return None, True
 
 
 def _texts(a: Answer, k: int) -> tuple[str, str]:
@@ -105,6 +140,10 @@ def _texts(a: Answer, k: int) -> tuple[str, str]:
     spent = (f"Searched {k} setting{'s' if k != 1 else ''} by {how}: {a.runs} runs ({a.reused} "
              f"reused from runs already in the folder) of the {a.full or '?'} a full sweep needs"
              + ("" if math.isnan(a.budget) else f"; budget {int(a.budget)} new runs per study run") + ".")
+    if not a.finished:
+        spent += (" The search is not finished: the budget ran out before it accepted a setting or ruled every one "
+                  "out, so this answer is provisional. Run the same command again to go on (the runs already in "
+                  "the folder are reused, not trained).")
     head = f"{a.task} ({a.experiment}, N={a.n_train}, test {a.test})"
     if c.status == "chosen" and c.best is not None:
         b = c.best

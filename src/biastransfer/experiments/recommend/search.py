@@ -39,7 +39,7 @@ and the first candidate accepted on all ``S`` seeds, it costs ``(K + B)·s₀ + 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -278,13 +278,15 @@ class Choice:
 
 
 def choose(candidates: Sequence[Candidate], reference: Callable[[Candidate], Candidate], seeds: Sequence[int],
-           values: Values, tolerance: float) -> Choice:
+           values: Values, tolerance: float, eligible: Collection[Candidate] | None = None) -> Choice:
     """Every candidate scored on all the seeds it has; the one that keeps AUC with the smallest |mean gap| (ties:
     higher AUC), compared with its reference by the paired difference of |gap| (Bonferroni over the candidates
-    tried, as the sweep does over its levels)."""
+    tried, as the sweep does over its levels). ``eligible`` (default: all) limits the answer to the candidates the
+    search itself accepted: screen-and-confirm accepts only at the end of a stage, so a candidate whose AUC
+    happens to pass on the seeds of an unfinished stage (a budget spent mid-stage) is not the answer."""
     scores = [score(values, c, reference(c), seeds, tolerance) for c in candidates]
     tried = [s for s in scores if s.n > 0]
-    kept = sorted((s for s in tried if s.keeps), key=_rank)
+    kept = sorted((s for s in tried if s.keeps and (eligible is None or s.candidate in eligible)), key=_rank)
     confidence = 1.0 - ALPHA / max(len(tried), 1)
     nan3 = (math.nan, math.nan, math.nan)
     refs = list(dict.fromkeys(reference(c) for c in candidates))
