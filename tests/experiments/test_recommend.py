@@ -320,25 +320,21 @@ def test_the_budget_is_never_exceeded_and_a_rerun_goes_on(
     assert len(third_seed) == 2 and ("collect", 0.8, 2) in third_seed
 
 
+def tiny_sweep() -> dict:
+    """A correlation sweep on the recommendation's settings: collect and reweight at 0.5 and 0.8, seeds 0, 1."""
+    sweep = tiny_study({})
+    sweep["experiments"] = [{"name": "sweep", "kind": "correlation_sweep", "tasks": ["t3"], "bases": ["scratch"],
+                             "interventions": ["collect", "reweight"], "levels": [0.5, 0.8], "n_train": 16,
+                             "seeds": [0, 1], "test": 0.8}]
+    return sweep
+
+
 def test_runs_already_in_the_folder_are_reused_not_trained(
     tmp_path: Path, cache_dir: Path, trainings: list[str]
 ) -> None:
     """A sweep stored the reference (collect @ 0.8) and reweight @ 0.5 on seeds 0, 1: a recommendation searching
     reweight @ 0.5 on those seeds adopts all 4 runs and trains nothing."""
-    sweep = tiny_study({})
-    sweep["experiments"] = [
-        {
-            "name": "sweep",
-            "kind": "correlation_sweep",
-            "tasks": ["t3"],
-            "bases": ["scratch"],
-            "interventions": ["collect", "reweight"],
-            "levels": [0.5, 0.8],
-            "n_train": 16,
-            "seeds": [0, 1],
-            "test": 0.8,
-        }
-    ]
+    sweep = tiny_sweep()
     assert _run(sweep, tmp_path / "out", cache_dir).ran == 8 and len(trainings) == 8
     rec = tiny_study({"interventions": ["reweight"], "levels": [0.5], "seeds": [0, 1], "options": {"min_seeds": 2}})
     summary = _run(rec, tmp_path / "out", cache_dir)
@@ -359,20 +355,7 @@ def test_a_sweep_after_a_recommendation_reuses_its_runs(tmp_path: Path, cache_di
     a sweep on the same settings, which trains only its 4 others (collect @ 0.5, reweight @ 0.8)."""
     rec = tiny_study({"interventions": ["reweight"], "levels": [0.5], "seeds": [0, 1], "options": {"min_seeds": 2}})
     assert _run(rec, tmp_path / "out", cache_dir).ran == 4 and len(trainings) == 4
-    sweep = tiny_study({})
-    sweep["experiments"] = [
-        {
-            "name": "sweep",
-            "kind": "correlation_sweep",
-            "tasks": ["t3"],
-            "bases": ["scratch"],
-            "interventions": ["collect", "reweight"],
-            "levels": [0.5, 0.8],
-            "n_train": 16,
-            "seeds": [0, 1],
-            "test": 0.8,
-        }
-    ]
+    sweep = tiny_sweep()
     summary = _run(sweep, tmp_path / "out", cache_dir)
     assert (summary.ran, summary.reused, len(trainings)) == (4, 4, 8)
 
