@@ -14,6 +14,7 @@ from biastransfer.analysis.text import fmt, fmt_ci
 from biastransfer.experiments.recommend.search import (
     Candidate,
     Choice,
+    Score,
     Values,
     choose,
     confirmation,
@@ -61,6 +62,7 @@ class Answer:
     budget: float                 # options.budget (NaN: none)
     strategy: str                 # options.strategy ('' when the block is not in the stored study)
     finished: bool                # the search wants no more runs (False: its budget ran out first)
+    accepted: frozenset[Candidate] | None  # what screen-and-confirm accepted (None: any that keeps AUC counts)
     n_train: int
     test: str
     headline: str
@@ -103,7 +105,8 @@ def _answer(name: str, rows: pd.DataFrame) -> Answer:
     budget = float(pd.to_numeric(rows["budget"], errors="coerce").iloc[0])
     answer = Answer(name, str(first["task"]), gap, tol, choice, chosen,
                     {s: keys[chosen, s] for s in seeds if (chosen, s) in keys}, len(rows), reused, full, budget,
-                    strategy, finished, int(first["n_requested"]), test, "", "")
+                    strategy, finished, None if eligible is None else frozenset(eligible),
+                    int(first["n_requested"]), test, "", "")
     headline, text = _texts(answer, len(tried))
     if not finished:
         headline = f"{headline[:-1]} (provisional: the search is not finished; run it again to go on)."
@@ -171,15 +174,21 @@ def _texts(a: Answer, k: int) -> tuple[str, str]:
     return f"No setting keeps AUC within {a.tolerance:g} for {head}; the test-equal set stays the answer.", text
 
 
+def _keeps_text(s: Score, accepted: frozenset[Candidate] | None) -> str:
+    if s.keeps:
+        return "yes" if accepted is None or s.candidate in accepted else "yes, on an unfinished stage"
+    return "inferior" if s.inferior else "no" if s.n >= 2 else "untested (1 seed)"
+
+
 def tried_table(a: Answer) -> pd.DataFrame:
     """One row per setting tried: seeds, mean AUC, the paired AUC difference, keeps AUC (``untested`` on one
-    seed: no paired interval, as after the screen), |gap|, chosen."""
+    seed: no paired interval, as after the screen; ``yes, on an unfinished stage`` when the rule passes on seeds
+    the search has not finished judging, so it is not the answer), |gap|, chosen."""
     rows = []
     for s in sorted(a.choice.scores, key=lambda s: (-s.n, s.abs_gap if not math.isnan(s.gap) else 9.0)):
         rows.append({"setting": s.candidate.label, "seeds": s.n, "AUC": fmt(s.auc),
                      "AUC difference": fmt_ci(*s.auc_diff),
-                     "keeps AUC": "yes" if s.keeps else ("inferior" if s.inferior else
-                                                         "no" if s.n >= 2 else "untested (1 seed)"),
+                     "keeps AUC": _keeps_text(s, a.accepted),
                      f"|{METRIC_NAMES.get(a.gap, a.gap)}|": fmt(s.abs_gap),
                      "chosen": "yes" if s.candidate == a.recommended else ""})
     return pd.DataFrame(rows)
