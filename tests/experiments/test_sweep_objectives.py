@@ -11,7 +11,7 @@ import pytest
 from scipy import stats
 
 from biastransfer.experiments.base import Results
-from biastransfer.experiments.correlation_sweep import CorrelationSweep, analysis, objectives_table
+from biastransfer.experiments.correlation_sweep import CorrelationSweep, analysis, fixes, objectives_table
 from biastransfer.experiments.correlation_sweep.plot import tradeoff_plot
 from biastransfer.report.markup import Page
 
@@ -90,7 +90,7 @@ def test_the_reading_says_which_fix_wins_at_the_tolerance() -> None:
     (d = −0.08, −0.05, −0.08: −0.113). Paired |FPR| objective − data: (0.05, 0.08, 0.02), whose interval holds 0.
     At ε = 0.01 nothing keeps AUC."""
     runs = sweep_runs()
-    (found,) = analysis.fixes_at_tolerance(runs, CorrelationSweep.settings(), 0.1)
+    (found,) = fixes.fixes_at_tolerance(runs, CorrelationSweep.settings(), 0.1)
     assert found["n_keep"] == 2 and found["reference"]["abs_fpr"] == pytest.approx(0.30)
     winner, data = found["winner"], found["best_data"]
     assert winner == found["best_objective"] and winner["objective"] == "group_dro(eta=0.1)"
@@ -99,12 +99,12 @@ def test_the_reading_says_which_fix_wins_at_the_tolerance() -> None:
     d = np.array([-0.05, -0.08, -0.02])  # data − objective
     half = stats.t.ppf(0.975, 2) * np.std(d, ddof=1) / np.sqrt(3)
     assert found["versus"] == pytest.approx((d.mean(), d.mean() - half, d.mean() + half))
-    (text,) = analysis.fixes_reading([found])
+    (text,) = fixes.fixes_reading([found])
     assert "is group_dro(eta=0.1) on collect @ 0.8, an objective: 0.047" in text
     assert "the best data fix, collect @ 0.5 (ERM), has 0.050" in text and "not established" in text
     assert "(winner − it) 0.050 [-0.025, 0.125]" in text  # objective − data: the sign turned around
-    (strict,) = analysis.fixes_at_tolerance(runs, CorrelationSweep.settings(), 0.01)
-    assert strict["winner"] is None and "no setting keeps AUC within ε = 0.01" in analysis.fixes_reading([strict])[0]
-    assert analysis.fixes_at_tolerance(runs.query("objective == 'erm'"), CorrelationSweep.settings()) == []
+    (strict,) = fixes.fixes_at_tolerance(runs, CorrelationSweep.settings(), 0.01)
+    assert strict["winner"] is None and "no setting keeps AUC within ε = 0.01" in fixes.fixes_reading([strict])[0]
+    assert fixes.fixes_at_tolerance(runs.query("objective == 'erm'"), CorrelationSweep.settings()) == []
     reading = CorrelationSweep().reading(Results(runs))
     assert any(line.startswith("Data fixes against objectives (task t3, base moco") for line in reading)

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from biastransfer.analysis.text import fmt, fmt_ci, level_text
 from biastransfer.experiments.base import EXPERIMENTS, Column, Results, Verdict
-from biastransfer.experiments.correlation_sweep import analysis
+from biastransfer.experiments.correlation_sweep import analysis, fixes
 from biastransfer.experiments.correlation_sweep.plot import tradeoff_plot
 from biastransfer.experiments.grid import Objectives
 from biastransfer.experiments.spurious import COLUMNS, FinetuneBlock, FinetuneExperiment
@@ -72,7 +72,7 @@ class CorrelationSweep(FinetuneExperiment):
 
     def reading(self, results: Results) -> list[str]:
         return [*analysis.reading(self.findings(results)),
-                *analysis.fixes_reading(analysis.fixes_at_tolerance(results.runs, self.settings()))]
+                *fixes.fixes_reading(fixes.fixes_at_tolerance(results.runs, self.settings()))]
 
     def verdict(self, results: Results) -> list[Verdict]:
         return [Verdict(text, "tradeoff") for text in analysis.verdict(self.findings(results))]
