@@ -73,14 +73,19 @@ def line_name(key: Mapping[str, object]) -> str:
     return f"{intervention} + {objective}"
 
 
+def has_objectives(runs: pd.DataFrame) -> bool:
+    """The runs hold ERM and at least one other training objective."""
+    return not runs.empty and "objective" in runs.columns and runs["objective"].nunique() >= 2 \
+        and "erm" in set(runs["objective"])
+
+
 def objective_pairs(runs: pd.DataFrame, settings: Sequence[str],
                     metrics: Sequence[str] = ("auc", "fpr_diff_abs")) -> pd.DataFrame:
     """Every objective against ERM on the same task, base, intervention, level and N, paired by seed (they share
     their finetuning sets): per metric ``m``, ``m_mean``, ``m_low``, ``m_high`` of objective − ERM
     (:func:`~biastransfer.analysis.aggregate.paired_interval`, Student-t 95%) and ``n_pairs``. Empty unless the
     runs have ERM and another objective."""
-    if runs.empty or "objective" not in runs.columns or runs["objective"].nunique() < 2 \
-            or "erm" not in set(runs["objective"]):
+    if not has_objectives(runs):
         return pd.DataFrame()
     by = [s for s in settings if s in runs.columns and s != "objective"]
     merged: pd.DataFrame | None = None

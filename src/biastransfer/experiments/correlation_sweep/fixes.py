@@ -13,7 +13,7 @@ import pandas as pd
 
 from biastransfer.analysis.aggregate import paired_interval
 from biastransfer.analysis.text import fmt, fmt_ci, level_text
-from biastransfer.experiments.correlation_sweep.analysis import _tolerance, is_test_level, keeps_auc
+from biastransfer.experiments.correlation_sweep.analysis import _tolerance, has_objectives, is_test_level, keeps_auc
 
 #: Columns that tell the settings compared by :func:`fixes_at_tolerance` apart (everything else is the context).
 FIX_KEYS = ("intervention", "objective", "level", "level_label", "n_train")
@@ -30,8 +30,7 @@ def fixes_at_tolerance(runs: pd.DataFrame, settings: Sequence[str], auc_toleranc
     AUC, the one with the smallest ``|mean FPR difference|`` wins (ties: higher AUC). When both kinds have a
     setting that keeps AUC, ``e_s = |FPR(best data fix, s)| − |FPR(best objective, s)|`` gets a Student-t 95%
     interval (``versus``). Empty unless the runs hold ERM and another objective."""
-    if runs.empty or "objective" not in runs.columns or runs["objective"].nunique() < 2 \
-            or "erm" not in set(runs["objective"]):
+    if not has_objectives(runs):
         return []
     context = [s for s in settings if s in runs.columns and s not in FIX_KEYS]
     fix = [k for k in FIX_KEYS if k in runs.columns and k != "n_train"]
@@ -45,12 +44,8 @@ def fixes_at_tolerance(runs: pd.DataFrame, settings: Sequence[str], auc_toleranc
         tol = _tolerance(group) if auc_tolerance is None else float(auc_tolerance)
         ref = ref_rows.groupby("seed")[["auc", "fpr_diff"]].mean()
         kept = []
-        for key, rows in group.groupby(fix, dropna=False, sort=True):
+        for key, rows in group.drop(index=ref_rows.index).groupby(fix, dropna=False, sort=True):
             setting = dict(zip(fix, key if isinstance(key, tuple) else (key,), strict=True))
-            is_ref = setting["objective"] == "erm" and setting["intervention"] == "collect" and bool(
-                is_test_level(rows.iloc[:1]).iloc[0])
-            if is_ref:
-                continue
             by_seed = rows.groupby("seed")[["auc", "fpr_diff"]].mean()
             keeps, (mean, low, high, n) = keeps_auc(by_seed["auc"], ref["auc"], tol)
             if keeps:
@@ -67,9 +62,8 @@ def fixes_at_tolerance(runs: pd.DataFrame, settings: Sequence[str], auc_toleranc
         out.append({"context": dict(zip(context, ctx, strict=True)), "tolerance": tol,
                     "reference": {"level": ref_rows["level_label"].iloc[0], "auc": float(ref["auc"].mean()),
                                   "abs_fpr": abs(float(ref["fpr_diff"].mean())), "n": len(ref)},
-                    "winner": clean["data"] if kept and kept[0]["kind"] == "data" else clean["objective"]
-                    if kept else None, "best_data": clean["data"], "best_objective": clean["objective"],
-                    "versus": versus, "n_keep": len(kept)})
+                    "winner": clean[kept[0]["kind"]] if kept else None, "best_data": clean["data"],
+                    "best_objective": clean["objective"], "versus": versus, "n_keep": len(kept)})
     return out
 
 
@@ -84,9 +78,9 @@ def fixes_reading(found: Sequence[Mapping[str, Any]]) -> list[str]:
     """One sentence per context of :func:`fixes_at_tolerance`: which fix wins at the tolerance, the best of the
     other kind, and whether the difference between them is established (95% interval of the paired |FPR
     difference| difference excluding 0)."""
+    names = {"task": "task", "base": "base", "n_requested": "N"}
     lines = []
     for f in found:
-        names = {"task": "task", "base": "base", "n_requested": "N"}
         ctx = ", ".join(f"{names[k]} {v}" for k, v in f["context"].items() if k in names)
         ref = f["reference"]
         head = (f"Data fixes against objectives ({ctx}; reference: ERM on the test-equal set, collect @ "
@@ -100,7 +94,7 @@ def fixes_reading(found: Sequence[Mapping[str, Any]]) -> list[str]:
                 f"(AUC difference {fmt_ci(*w['auc_diff'])}, {w['n']} seeds)")
         other = f["best_objective"] if w["kind"] == "data" else f["best_data"]
         if other is None:
-            text += (f"; no {'objective' if w['kind'] == 'data' else 'data fix'} keeps AUC" + ".")
+            text += f"; no {'objective' if w['kind'] == 'data' else 'data fix'} keeps AUC."
         else:
             mean, low, high = f["versus"]
             if w["kind"] == "objective":  # versus is data − objective; the sentence reads winner − the other

@@ -177,12 +177,8 @@ class Recommend(FinetuneExperiment):
         values = report.values_of({k: v for k, v in by_run.items() if v.key in done},
                                   {s.key: done[s.key] for s in specs if s.key in done}, block.options.gap)
         o = block.options
-        if o.strategy == "screen":
-            progress = search.next_screen(block.candidates(), block.reference, block.seeds, o.screen_seeds, values,
-                                          o.auc_tolerance)
-        else:
-            progress = search.next_round(block.candidates(), block.reference, block.seeds, o.min_seeds, values,
-                                         o.auc_tolerance)
+        progress = search.progress(o.strategy, block.candidates(), block.reference, block.seeds, o.screen_seeds,
+                                   o.min_seeds, values, o.auc_tolerance)
         return [by_run[c, seed] for c, seed in progress.wanted if (c, seed) in by_run]
 
     def run_budget(self, block: RecommendBlock) -> int | None:

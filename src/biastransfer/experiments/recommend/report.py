@@ -18,8 +18,7 @@ from biastransfer.experiments.recommend.search import (
     Values,
     choose,
     confirmation,
-    next_round,
-    next_screen,
+    progress,
 )
 from biastransfer.report.plots import METRIC_NAMES
 
@@ -124,16 +123,13 @@ def _search_state(first: pd.Series, strategy: str, tried: list[Candidate], refer
     block_seeds = [int(s) for s in json.loads(raw)]
     refs = {reference(c) for c in tried}
     missing = full > 0 and (len(tried) + len(refs)) * len(block_seeds) < full  # some setting never ran
-    if strategy == "screen":
-        s0 = int(first["screen_seeds"])
-        wanted = next_screen(tried, reference, block_seeds, s0, values, tolerance).wanted
-        accepted = {c for c in tried
-                    if confirmation(values, c, reference(c), block_seeds, s0, tolerance)[0] == "accepted"}
-        return accepted, not (wanted or missing)
-    if strategy == "halving":
-        wanted = next_round(tried, reference, block_seeds, int(first["min_seeds"]), values, tolerance).wanted
-        return None, not (wanted or missing)
-    return None, True
+    if strategy not in ("screen", "halving"):
+        return None, True
+    s0, m0 = int(first["screen_seeds"]), int(first["min_seeds"])
+    wanted = progress(strategy, tried, reference, block_seeds, s0, m0, values, tolerance).wanted
+    accepted = ({c for c in tried if confirmation(values, c, reference(c), block_seeds, s0, tolerance)[0] == "accepted"}
+                if strategy == "screen" else None)
+    return accepted, not (wanted or missing)
 
 
 def _texts(a: Answer, k: int) -> tuple[str, str]:

@@ -195,11 +195,16 @@ def screen_runs(n_candidates: int, n_bases: int, n_seeds: int, screen_seeds: int
     return (n_candidates + n_bases) * s0 + 2 * (n_seeds - s0)
 
 
+def _mean_below_tolerance(s: Score, tolerance: float) -> bool:
+    """The mean paired AUC difference lies below ``−ε`` (−ε itself does not; NaN does not)."""
+    return not math.isnan(s.auc_diff[0]) and s.auc_diff[0] < -tolerance - 1e-12
+
+
 def screen_order(scores: Sequence[Score], tolerance: float) -> list[Candidate]:
     """Candidates ordered for confirmation from their screen: mean paired AUC difference ``≥ −ε`` first, then the
     rest, each by the smallest ``|mean gap|`` (ties: the higher AUC, then the name)."""
     def rank(s: Score) -> tuple[Any, ...]:
-        plausible = not math.isnan(s.auc_diff[0]) and s.auc_diff[0] >= -tolerance - 1e-12  # −ε itself counts
+        plausible = not math.isnan(s.auc_diff[0]) and not _mean_below_tolerance(s, tolerance)
         return (0 if plausible else 1, *_rank(s)[1:])
     return [s.candidate for s in sorted(scores, key=rank)]
 
@@ -224,9 +229,9 @@ def confirmation(values: Values, candidate: Candidate, reference: Candidate, see
         if any((c, seed) not in values for seed in seeds[:n] for c in (candidate, reference)):
             return "wants", n
         sc = score(values, candidate, reference, seeds[:n], tolerance)
-        if sc.n >= 2 and sc.keeps:
+        if sc.keeps:  # the paired rule needs n ≥ 2
             return "accepted", n
-        if sc.inferior or (not math.isnan(sc.auc_diff[0]) and sc.auc_diff[0] < -tolerance - 1e-12) or n >= len(seeds):
+        if sc.inferior or _mean_below_tolerance(sc, tolerance) or n >= len(seeds):
             return "dropped", n
     return "dropped", len(seeds)  # only reached when a block has a single seed
 
@@ -258,6 +263,15 @@ def next_screen(candidates: Sequence[Candidate], reference: Callable[[Candidate]
             return Progress([(x, seed) for seed in seeds[:n] for x in (ref, c) if (x, seed) not in values],
                             rounds, reached)
     return Progress([], rounds, reached)
+
+
+def progress(strategy: str, candidates: Sequence[Candidate], reference: Callable[[Candidate], Candidate],
+             seeds: Sequence[int], screen_seeds: int, min_seeds: int, values: Values, tolerance: float) -> Progress:
+    """The search of ``strategy`` (``screen``: :func:`next_screen`; ``halving``: :func:`next_round`) replayed on
+    ``values``."""
+    if strategy == "screen":
+        return next_screen(candidates, reference, seeds, screen_seeds, values, tolerance)
+    return next_round(candidates, reference, seeds, min_seeds, values, tolerance)
 
 
 @dataclass(frozen=True)
