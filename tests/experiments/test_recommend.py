@@ -253,7 +253,7 @@ def test_a_screen_stopped_mid_stage_is_provisional_and_accepts_only_at_the_end_o
     assert not answer.finished and answer.recommended == REF and answer.choice.status == "none"
     assert "provisional" in answer.headline and "The search is not finished" in answer.text
     assert "by screen-and-confirm" in answer.text
-    assert report.tried_table(answer)["keeps AUC"].tolist() == ["yes, on an unfinished stage"]
+    assert report.tried_table(answer)["keeps AUC"].tolist() == ["yes, not confirmed"]
     table = {REF: [*table[REF], (0.83, 0.30)], good: [*table[good], (0.8325, 0.10)]}
     answer = report.answers(_rows(table).assign(**block))["rec"]
     assert answer.finished and answer.recommended == good and "provisional" not in answer.headline

@@ -16,8 +16,8 @@ from biastransfer.experiments.recommend.search import (
     Choice,
     Score,
     Values,
+    accepted,
     choose,
-    confirmation,
     progress,
 )
 from biastransfer.report.plots import METRIC_NAMES
@@ -34,14 +34,16 @@ def values_of(runs: dict[tuple[Candidate, int], RunSpec], results: dict[str, dic
             for cs, spec in runs.items()}
 
 
-def _level(label: str) -> float | str:
+def level_of(label: str) -> float | str:
+    """A stored level label as a level: ``'natural'`` or a float."""
     return "natural" if label == "natural" else float(label)
 
 
 def row_candidate(row: pd.Series) -> Candidate:
-    opts = str(row.get("intervention_options") or "")
+    raw = row.get("intervention_options")
+    opts = raw if isinstance(raw, str) else ""  # absent or NaN (a sweep's rows pooled with a recommendation's)
     return Candidate(str(row["base"]), str(row["intervention"]),
-                     tuple(sorted(json.loads(opts).items())) if opts else (), _level(str(row["level_label"])))
+                     tuple(sorted(json.loads(opts).items())) if opts else (), level_of(str(row["level_label"])))
 
 
 @dataclass(frozen=True)
@@ -86,7 +88,7 @@ def _answer(name: str, rows: pd.DataFrame) -> Answer:
     seeds = sorted({int(s) for s in rows["seed"]})
 
     def reference(c: Candidate) -> Candidate:
-        return Candidate(c.base, "collect", (), _level(test))
+        return Candidate(c.base, "collect", (), level_of(test))
 
     values: dict[tuple[Candidate, int], tuple[float, float]] = {}
     keys: dict[tuple[Candidate, int], str] = {}
@@ -127,9 +129,7 @@ def _search_state(first: pd.Series, strategy: str, tried: list[Candidate], refer
         return None, True
     s0, m0 = int(first["screen_seeds"]), int(first["min_seeds"])
     wanted = progress(strategy, tried, reference, block_seeds, s0, m0, values, tolerance).wanted
-    accepted = ({c for c in tried if confirmation(values, c, reference(c), block_seeds, s0, tolerance)[0] == "accepted"}
-                if strategy == "screen" else None)
-    return accepted, not (wanted or missing)
+    return accepted(strategy, tried, reference, block_seeds, s0, values, tolerance), not (wanted or missing)
 
 
 def _texts(a: Answer, k: int) -> tuple[str, str]:
@@ -172,14 +172,15 @@ def _texts(a: Answer, k: int) -> tuple[str, str]:
 
 def _keeps_text(s: Score, accepted: frozenset[Candidate] | None) -> str:
     if s.keeps:
-        return "yes" if accepted is None or s.candidate in accepted else "yes, on an unfinished stage"
+        return "yes" if accepted is None or s.candidate in accepted else "yes, not confirmed"
     return "inferior" if s.inferior else "no" if s.n >= 2 else "untested (1 seed)"
 
 
 def tried_table(a: Answer) -> pd.DataFrame:
     """One row per setting tried: seeds, mean AUC, the paired AUC difference, keeps AUC (``untested`` on one
-    seed: no paired interval, as after the screen; ``yes, on an unfinished stage`` when the rule passes on seeds
-    the search has not finished judging, so it is not the answer), |gap|, chosen."""
+    seed: no paired interval, as after the screen; ``yes, not confirmed`` when the rule passes on seeds the
+    search did not judge it on: a screen of 2 or more seeds, or a stage the budget cut short; so it is not the
+    answer), |gap|, chosen."""
     rows = []
     for s in sorted(a.choice.scores, key=lambda s: (-s.n, s.abs_gap if not math.isnan(s.gap) else 9.0)):
         rows.append({"setting": s.candidate.label, "seeds": s.n, "AUC": fmt(s.auc),

@@ -265,6 +265,16 @@ def next_screen(candidates: Sequence[Candidate], reference: Callable[[Candidate]
     return Progress([], rounds, reached)
 
 
+def accepted(strategy: str, candidates: Sequence[Candidate], reference: Callable[[Candidate], Candidate],
+             seeds: Sequence[int], screen_seeds: int, values: Values, tolerance: float) -> set[Candidate] | None:
+    """The candidates screen-and-confirm accepted at the end of a stage (:func:`confirmation`), replayed from
+    ``values``; ``None`` for halving, whose answer may be any candidate that keeps AUC."""
+    if strategy != "screen":
+        return None
+    return {c for c in candidates
+            if confirmation(values, c, reference(c), seeds, screen_seeds, tolerance)[0] == "accepted"}
+
+
 def progress(strategy: str, candidates: Sequence[Candidate], reference: Callable[[Candidate], Candidate],
              seeds: Sequence[int], screen_seeds: int, min_seeds: int, values: Values, tolerance: float) -> Progress:
     """The search of ``strategy`` (``screen``: :func:`next_screen`; ``halving``: :func:`next_round`) replayed on
