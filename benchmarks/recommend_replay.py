@@ -6,7 +6,8 @@ on a stored full sweep (:mod:`biastransfer.experiments.recommend.replay`; docs/r
 pools the finished runs of the folders (one task, N and test level; a correlation sweep's or recommendation's),
 reads the pool's own answer (the target), and for each screen size replays ``--trials`` searches on ``--seeds``
 seeds drawn with replacement from the pool. It prints, per screen size, the share of searches whose answer hits the
-target's interval, the mean runs they spent and their commonest answers, after the same for a full sweep on the
+target's interval, the share that agree with a full sweep on their own seeds (the search's own loss, without
+the seeds' noise), the mean runs they spent and their commonest answers, after the same for a full sweep on the
 resampled seeds (the ceiling). It trains nothing: a design tool, not a speed benchmark, and its hit rates are
 optimistic where the pool has few seeds.
 """
@@ -73,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
             g, lo, hi = r.target_interval
             print(f"target (the pool's answer): {r.target.label}, |{args.gap}| {g:.3f} [{lo:.3f}, {hi:.3f}]")
         top = ", ".join(f"{k} {v}" for k, v in r.answers().most_common(4))
-        print(f"{label}: hit {r.hit_rate:.2f} of {len(r.trials)}; mean runs {r.mean_runs:.1f}; "
+        print(f"{label}: hit {r.hit_rate:.2f} of {len(r.trials)}; agrees with a full sweep on its own seeds "
+              f"{r.agreement:.2f}; mean runs {r.mean_runs:.1f}; "
               f"unfinished {sum(not t.finished for t in r.trials)}; answers: {top}")
     return 0
 

@@ -64,11 +64,12 @@ def test_a_clear_case_hits_every_time_and_a_spent_budget_misses() -> None:
     seeds = list(range(12))
     enough = replay.bootstrap(pool(), CANDS, ref_of, seeds, 8, replay.SearchOptions(budget=18), 30, 1)
     assert enough.hit_rate == 1.0 and all(t.finished and t.answer == KEEPS for t in enough.trials)
+    assert enough.agreement == 1.0
     # LOSES (gap 0) screens below −ε and goes last; KEEPS (gap 0.2) is confirmed first: accepted at 4 seeds at
     # the earliest (2 seeds cannot show it within ε), so no trial needs more than the screen + 2·7.
     assert enough.mean_runs <= 4 + 14
     short = replay.bootstrap(pool(), CANDS, ref_of, seeds, 8, replay.SearchOptions(budget=4), 30, 1)
-    assert short.hit_rate == 0.0
+    assert short.hit_rate == 0.0 and short.agreement == 0.0  # a full sweep on those seeds finds KEEPS
     assert all(not t.finished and t.answer == REF for t in short.trials)  # only screened: the test-equal set stays
 
 

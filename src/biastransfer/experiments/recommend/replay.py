@@ -99,11 +99,14 @@ def pooled_target(pool: Values, candidates: Sequence[Candidate], reference: Refe
 
 @dataclass(frozen=True)
 class Trial:
-    """One replayed search: its answer, the runs it spent and whether it finished within the budget."""
+    """One replayed search: its answer, the runs it spent, whether it finished within the budget, and whether it
+    agrees with a full sweep on the same seeds (its answer's |mean gap| on those seeds lies inside the 95%
+    interval of that sweep's answer's): the search's own loss, without the noise of the seeds."""
 
     answer: Candidate
     runs: int
     finished: bool
+    agrees: bool
 
 
 @dataclass(frozen=True)
@@ -124,6 +127,11 @@ class Replay:
     @property
     def hit_rate(self) -> float:
         return sum(map(self.hit, self.trials)) / len(self.trials) if self.trials else math.nan
+
+    @property
+    def agreement(self) -> float:
+        """Share of trials that agree with a full sweep on their own seeds."""
+        return sum(t.agrees for t in self.trials) / len(self.trials) if self.trials else math.nan
 
     @property
     def mean_runs(self) -> float:
@@ -147,7 +155,9 @@ def bootstrap(pool: Values, candidates: Sequence[Candidate], reference: Referenc
         lookup = {(c, i): pool[c, s] for c in settings for i, s in enumerate(draw)}
         seeds = list(range(n_seeds))
         values, spent, finished = search_on(lookup, candidates, reference, seeds, options)
-        out.append(Trial(answer_of(candidates, reference, seeds, values, options), spent, finished))
+        answer = answer_of(candidates, reference, seeds, values, options)
+        _, (_, low, high), same_seeds = pooled_target(lookup, candidates, reference, seeds, options.tolerance)
+        out.append(Trial(answer, spent, finished, bool(low <= same_seeds[answer] <= high)))
     return Replay(options, n_seeds, target, target_interval, gaps, out)
 
 
