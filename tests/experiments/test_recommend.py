@@ -226,6 +226,26 @@ def test_the_answer_names_the_chosen_setting_and_its_paired_intervals() -> None:
     assert "no setting tried beats collecting at the test-equal level" in answer.text
 
 
+def test_the_answer_names_undecided_settings_with_a_smaller_gap_whose_mean_lies_within_eps() -> None:
+    """reweight @ 0.5 keeps AUC with |FPR| 0.1 and is chosen. collect @ 0.6 (|FPR| 0.05) has d = −0.004, +0.006,
+    −0.017: mean −0.005 ≥ −ε but a wide interval, so undecided and named. collect @ 0.5 (|FPR| 0.02) has d =
+    −0.03, −0.005, −0.04: mean −0.025 < −ε, not named. subselect @ 0.5 (|FPR| 0.3) has a larger gap: not named."""
+    good, near, far, wider = (C("b", "reweight", (), 0.5), C("b", "collect", (), 0.6), C("b", "collect", (), 0.5),
+                              C("b", "subselect", (), 0.5))
+    table = {REF: [(0.80, 0.40), (0.81, 0.40), (0.82, 0.40)], good: [(0.801, 0.10), (0.812, 0.10), (0.819, 0.10)],
+             near: [(0.796, 0.05), (0.816, 0.05), (0.803, 0.05)], far: [(0.77, 0.02), (0.805, 0.02), (0.78, 0.02)],
+             wider: [(0.70, 0.30), (0.90, 0.30), (0.80, 0.30)]}
+    answer = report.answers(_rows(table))["rec"]
+    assert answer.recommended == good
+    assert [s.candidate for s in report.undecided(answer, 0.1)] == [near]
+    assert "Undecided with a smaller |FPR difference|: collect @ 0.6, base b (|FPR difference| 0.050" in answer.text
+    assert "collect @ 0.5" not in answer.text and "subselect" not in answer.text
+    assert "Its mean AUC difference lies within ε" in answer.text
+    decided = {**table, near: [(0.801, 0.05), (0.812, 0.05), (0.819, 0.05)]}  # keeps AUC: it is the answer
+    answer = report.answers(_rows(decided))["rec"]
+    assert answer.recommended == near and "Undecided" not in answer.text
+
+
 def test_a_tolerance_no_setting_meets_says_so_and_names_the_closest() -> None:
     wide = C("b", "reweight", (), 0.5)
     table = {REF: [(0.80, 0.30), (0.81, 0.30), (0.82, 0.30)], wide: [(0.70, 0.05), (0.90, 0.05), (0.75, 0.05)]}

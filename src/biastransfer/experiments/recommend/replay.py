@@ -55,7 +55,8 @@ def search_on(lookup: Mapping[tuple[Candidate, int], tuple[float, float]], candi
     """Run the search on ``seeds`` as the driver runs it (``adaptive.search_block``), with ``lookup`` standing in
     for training: ``(values it saw, runs spent, finished)``. It never spends more than ``options.budget``."""
     if options.strategy == "full":
-        values = {(c, s): v for (c, s), v in lookup.items() if s in set(seeds)}
+        drawn = set(seeds)
+        values = {(c, s): v for (c, s), v in lookup.items() if s in drawn}
         return values, len(values), True
     values: dict[tuple[Candidate, int], tuple[float, float]] = {}
     spent = 0

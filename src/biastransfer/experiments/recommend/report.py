@@ -152,14 +152,15 @@ def _texts(a: Answer, k: int) -> tuple[str, str]:
                 f"of collecting at the test-equal level ({ref}; AUC {fmt(c.ref_auc)}): paired AUC difference "
                 f"{fmt_ci(*b.auc_diff)} over {b.n} seeds. It cuts |{gap}| from {fmt(abs(c.ref_gap))} to "
                 f"{fmt(b.abs_gap)}; paired difference of |{gap}| {fmt_ci(*c.gap_paired)} (Bonferroni for {k} "
-                f"settings: {'established' if c.gap_paired[2] < 0 else 'not established'}). {spent}")
+                f"settings: {'established' if c.gap_paired[2] < 0 else 'not established'}). "
+                f"{_undecided_text(a, b.abs_gap)}{spent}")
         return headline, text
     if c.status == "reference" and c.best is not None:
         b = c.best
         text = (f"For {head}, no setting tried beats collecting at the test-equal level ({ref}, base "
                 f"{c.reference.base}; |{gap}| {fmt(abs(c.ref_gap))}): the best that keeps AUC within "
                 f"ε = {a.tolerance:g}, {b.candidate.label}, has |{gap}| {fmt(b.abs_gap)}. Finetune on the "
-                f"test-equal set. {spent}")
+                f"test-equal set. {_undecided_text(a, abs(c.ref_gap))}{spent}")
         return f"No setting tried beats the test-equal set for {head}.", text
     closest = "; ".join(f"{s.candidate.label}: paired AUC difference {fmt_ci(*s.auc_diff)}, |{gap}| "
                         f"{fmt(s.abs_gap)}, {s.n} seeds" for s in c.closest) or "none was run on 2 seeds"
@@ -168,6 +169,27 @@ def _texts(a: Answer, k: int) -> tuple[str, str]:
             f"the test-equal set stays the answer. The closest settings: {closest}. A larger tolerance, budget or "
             f"more seeds may change this. {spent}")
     return f"No setting keeps AUC within {a.tolerance:g} for {head}; the test-equal set stays the answer.", text
+
+
+def undecided(a: Answer, below: float) -> list[Score]:
+    """Settings with a |gap| below ``below`` that the paired rule leaves undecided although their mean AUC
+    difference lies within ε (≥ −ε): more seeds may show that they keep AUC. At most 3, smallest |gap| first."""
+    out = [s for s in a.choice.scores
+           if s.n >= 2 and not s.keeps and not s.inferior and not math.isnan(s.gap) and s.abs_gap < below
+           and not math.isnan(s.auc_diff[0]) and s.auc_diff[0] >= -a.tolerance]
+    return sorted(out, key=lambda s: (s.abs_gap, s.candidate))[:3]
+
+
+def _undecided_text(a: Answer, below: float) -> str:
+    near = undecided(a, below)
+    if not near:
+        return ""
+    gap = METRIC_NAMES.get(a.gap, a.gap)
+    names = "; ".join(f"{s.candidate.label} (|{gap}| {fmt(s.abs_gap)}; paired AUC difference "
+                      f"{fmt_ci(*s.auc_diff)} on {s.n} seeds)" for s in near)
+    its, keeps = ("Its", "it keeps") if len(near) == 1 else ("Their", "they keep")
+    return (f"Undecided with a smaller |{gap}|: {names}. {its} mean AUC difference lies within ε, so more seeds "
+            f"per setting (a larger --seeds) may show that {keeps} AUC. ")
 
 
 def _keeps_text(s: Score, accepted: frozenset[Candidate] | None) -> str:
