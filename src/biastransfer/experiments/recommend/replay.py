@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from biastransfer.analysis.aggregate import abs_interval, interval
-from biastransfer.experiments.recommend.report import level_of, row_candidate
+from biastransfer.experiments.recommend.report import reference_at, row_candidate
 from biastransfer.experiments.recommend.search import Candidate, Choice, Values, accepted, choose, progress
 
 Reference = Callable[[Candidate], Candidate]
@@ -82,6 +82,11 @@ def answer_of(candidates: Sequence[Candidate], reference: Reference, seeds: Sequ
     return _setting(choose(candidates, reference, seeds, values, options.tolerance, eligible))
 
 
+def _settings(candidates: Sequence[Candidate], reference: Reference) -> list[Candidate]:
+    """The candidates and their references, each once."""
+    return list(dict.fromkeys([*candidates, *(reference(c) for c in candidates)]))
+
+
 def _setting(c: Choice) -> Candidate:
     return c.best.candidate if c.status == "chosen" and c.best is not None else c.reference
 
@@ -92,8 +97,7 @@ def pooled_target(pool: Values, candidates: Sequence[Candidate], reference: Refe
     (:func:`~biastransfer.analysis.aggregate.abs_interval` of the Student-t interval of the mean gap), and every
     setting's pooled ``|mean gap|`` (references included)."""
     target = _setting(choose(candidates, reference, seeds, pool, tolerance))
-    settings = list(dict.fromkeys([*candidates, *(reference(c) for c in candidates)]))
-    gaps = {c: abs(float(np.mean([pool[c, s][1] for s in seeds]))) for c in settings}
+    gaps = {c: abs(float(np.mean([pool[c, s][1] for s in seeds]))) for c in _settings(candidates, reference)}
     mean, low, high = interval(np.array([pool[target, s][1] for s in seeds], dtype=float))
     return target, abs_interval(mean, low, high), gaps
 
@@ -149,10 +153,10 @@ def bootstrap(pool: Values, candidates: Sequence[Candidate], reference: Referenc
         raise ValueError("the pool has no seed on which every setting ran")
     target, target_interval, gaps = pooled_target(pool, candidates, reference, pool_seeds, options.tolerance)
     rng = random.Random(rng_seed)
-    settings = list(dict.fromkeys([*candidates, *(reference(c) for c in candidates)]))
+    settings, population = _settings(candidates, reference), list(pool_seeds)
     out = []
     for _ in range(trials):
-        draw = [rng.choice(list(pool_seeds)) for _ in range(n_seeds)]
+        draw = [rng.choice(population) for _ in range(n_seeds)]
         lookup = {(c, i): pool[c, s] for c in settings for i, s in enumerate(draw)}
         seeds = list(range(n_seeds))
         values, spent, finished = search_on(lookup, candidates, reference, seeds, options)
@@ -175,16 +179,12 @@ def pool_of(runs: pd.DataFrame, gap: str) -> tuple[Values, list[Candidate], Refe
                              "pool the runs of one task, N, test level and objective (--experiment picks a block)")
     if gap not in runs.columns:
         raise ValueError(f"the runs have no column {gap!r}")
-    test = level_of(str(runs["test_label"].iloc[0]))
-
-    def reference(c: Candidate) -> Candidate:
-        return Candidate(c.base, "collect", (), test)
-
+    reference = reference_at(str(runs["test_label"].iloc[0]))
     values: dict[tuple[Candidate, int], tuple[float, float]] = {}
     for _, row in runs.iterrows():
         values[row_candidate(row), int(row["seed"])] = (float(row["auc"]), float(row[gap]))
     settings = sorted({c for c, _ in values})
     candidates = [c for c in settings if c != reference(c)]
-    needed = list(dict.fromkeys([*candidates, *(reference(c) for c in candidates)]))
+    needed = _settings(candidates, reference)
     seeds = sorted(s for s in {s for _, s in values} if all((c, s) in values for c in needed))
     return values, candidates, reference, seeds

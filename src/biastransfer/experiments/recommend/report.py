@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +38,15 @@ def values_of(runs: dict[tuple[Candidate, int], RunSpec], results: dict[str, dic
 def level_of(label: str) -> float | str:
     """A stored level label as a level: ``'natural'`` or a float."""
     return "natural" if label == "natural" else float(label)
+
+
+def reference_at(test_label: str) -> Callable[[Candidate], Candidate]:
+    """The reference of a candidate: ``collect`` at the test level (``test_label`` as stored) on its base."""
+    level = level_of(test_label)
+
+    def reference(c: Candidate) -> Candidate:
+        return Candidate(c.base, "collect", (), level)
+    return reference
 
 
 def row_candidate(row: pd.Series) -> Candidate:
@@ -87,9 +97,7 @@ def _answer(name: str, rows: pd.DataFrame) -> Answer:
     cands = [row_candidate(r) for _, r in rows.iterrows()]
     seeds = sorted({int(s) for s in rows["seed"]})
 
-    def reference(c: Candidate) -> Candidate:
-        return Candidate(c.base, "collect", (), level_of(test))
-
+    reference = reference_at(test)
     values: dict[tuple[Candidate, int], tuple[float, float]] = {}
     keys: dict[tuple[Candidate, int], str] = {}
     for c, (_, r) in zip(cands, rows.iterrows(), strict=True):
