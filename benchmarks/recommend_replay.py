@@ -27,7 +27,8 @@ from biastransfer.store.export import runs_frame
 from biastransfer.store.sqlite import ResultStore
 
 
-def _frame(folder: Path) -> pd.DataFrame:
+def folder_runs(folder: Path) -> pd.DataFrame:
+    """The tidy rows of the current study's finished runs in ``folder`` (as `biastransfer export` writes them)."""
     store = ResultStore.open_existing(folder)
     try:
         current, _ = split_runs(store)
@@ -51,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rng", type=int, default=0, help="seed of the resampling")
     args = p.parse_args(argv)
     try:
-        runs = pd.concat([_frame(f) for f in args.folders], ignore_index=True)
+        runs = pd.concat([folder_runs(f) for f in args.folders], ignore_index=True)
         if args.experiment:
             runs = runs[runs["experiment"] == args.experiment]
         pool, candidates, reference, seeds = pool_of(runs, args.gap)

@@ -381,6 +381,48 @@ def test_a_sweep_after_a_recommendation_reuses_its_runs(tmp_path: Path, cache_di
     assert (summary.ran, summary.reused, len(trainings)) == (4, 4, 8)
 
 
+def test_the_check_script_judges_a_recommendation_against_a_sweep_on_its_own_seeds(
+    tmp_path: Path, cache_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """benchmarks/recommend_check.py, the acceptance rule of issue 14: a recommendation (reweight @ 0.5, seeds 0,
+    1), its folder copied and completed by a sweep there (which adopts its 4 runs), judged on its own seeds; the
+    printed verdict is replay.check's on the sweep's runs. A sweep of another test level or without the
+    recommendation's seeds is refused with the reason."""
+    import shutil
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    import recommend_check
+    from recommend_replay import folder_runs
+
+    from biastransfer.experiments.recommend import replay
+
+    rec = tiny_study({"interventions": ["reweight"], "levels": [0.5], "seeds": [0, 1], "options": {"min_seeds": 2}})
+    _run(rec, tmp_path / "rec", cache_dir)
+    shutil.copytree(tmp_path / "rec", tmp_path / "sweep")
+    assert _run(tiny_sweep(), tmp_path / "sweep", cache_dir).ran == 4
+    assert recommend_check.main([str(tmp_path / "rec"), "--sweep", str(tmp_path / "sweep")]) == 0
+    out = capsys.readouterr().out
+    answer = report.answers(folder_runs(tmp_path / "rec"))["rec"]
+    pool, cands, reference, seeds = replay.pool_of(folder_runs(tmp_path / "sweep"), "fpr_diff")
+    assert seeds == [0, 1]
+    want = replay.check(answer.recommended, pool, cands, reference, seeds, 0.01)
+    assert f"{int(want.hit)} of 1 hit the full sweep's answer" in out
+    assert f"the recommendation's {want.answer_gap:.3f}: {'HIT' if want.hit else 'miss'}" in out
+    assert f"Sweep: {want.target.setting}" in out and "seeds 0–1 (2)" in out
+
+    other = tiny_sweep()
+    other["experiments"][0]["test"] = 0.5
+    _run(other, tmp_path / "other", cache_dir)
+    assert recommend_check.main([str(tmp_path / "rec"), "--sweep", str(tmp_path / "other")]) == 2
+    assert "the sweep's test_label is 0.5; the recommendation's is 0.8" in capsys.readouterr().err
+    one_seed = tiny_sweep()
+    one_seed["experiments"][0]["seeds"] = [0]
+    _run(one_seed, tmp_path / "one", cache_dir)
+    assert recommend_check.main([str(tmp_path / "rec"), "--sweep", str(tmp_path / "one")]) == 2
+    assert "lacks runs on seeds [1]" in capsys.readouterr().err
+
+
 def _cli(args: list[str]) -> str:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -104,3 +104,20 @@ def test_a_pool_from_tidy_rows_keeps_the_seeds_where_every_setting_ran() -> None
 def test_the_full_sweep_ceiling_runs_every_setting_on_every_drawn_seed() -> None:
     r = replay.bootstrap(pool(), CANDS, ref_of, list(range(12)), 6, replay.SearchOptions("full"), 5, 2)
     assert all(t.runs == 4 * 6 and t.finished and t.answer == KEEPS for t in r.trials) and r.hit_rate == 1.0
+
+
+def test_a_recommendation_is_checked_against_the_sweeps_answer_on_the_seeds_given() -> None:
+    p, seeds = pool(), list(range(12))
+    hit = replay.check(KEEPS, p, CANDS, ref_of, seeds, 0.01)
+    assert hit.hit and hit.target == KEEPS and hit.seeds == tuple(seeds)
+    assert hit.answer_gap == pytest.approx(abs(np.mean([p[KEEPS, s][1] for s in seeds])))
+    for wrong in (LOSES, REF, WIDE):  # gaps 0.0, 0.5, 0.35 against KEEPS's 0.2 ± 0.02
+        assert not replay.check(wrong, p, CANDS, ref_of, seeds, 0.01).hit
+    # on seeds 0–2 only, the target and its interval are those seeds' own
+    few = replay.check(WIDE, p, CANDS, ref_of, [0, 1, 2], 0.01)
+    assert few.target_interval == replay.pooled_target(p, CANDS, ref_of, [0, 1, 2], 0.01)[1]
+    with pytest.raises(ValueError, match=r"lacks runs on seeds \[12, 13\]"):
+        replay.check(KEEPS, p, CANDS, ref_of, [*seeds, 12, 13], 0.01)
+    other = C("b", "subselect", (), 0.7)
+    with pytest.raises(ValueError, match=r"no runs of the recommended subselect @ 0\.7"):
+        replay.check(other, p, CANDS, ref_of, seeds, 0.01)

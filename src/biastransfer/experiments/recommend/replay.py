@@ -166,6 +166,39 @@ def bootstrap(pool: Values, candidates: Sequence[Candidate], reference: Referenc
     return Replay(options, n_seeds, target, target_interval, gaps, out)
 
 
+@dataclass(frozen=True)
+class Check:
+    """A recommendation judged against a full sweep (issue 14's rule; ``benchmarks/recommend_check.py``): the
+    sweep's answer on ``seeds`` (the **target**), the 95% interval of its ``|mean gap|``, and the sweep's
+    ``|mean gap|`` of the recommended setting on the same seeds. It **hits** when that lies inside the interval."""
+
+    answer: Candidate
+    target: Candidate
+    target_interval: tuple[float, float, float]   # |mean gap|, 95% low, high
+    answer_gap: float
+    seeds: tuple[int, ...]
+
+    @property
+    def hit(self) -> bool:
+        _, low, high = self.target_interval
+        return bool(low <= self.answer_gap <= high)
+
+
+def check(answer: Candidate, pool: Values, candidates: Sequence[Candidate], reference: Reference,
+          seeds: Sequence[int], tolerance: float) -> Check:
+    """``answer`` (a recommendation's setting) against the full sweep ``pool`` read on ``seeds``."""
+    if not seeds:
+        raise ValueError("no seed to judge on: the sweep has no seed on which every setting ran")
+    missing = [s for s in seeds if any((c, s) not in pool for c in _settings(candidates, reference))]
+    if missing:
+        raise ValueError(f"the sweep lacks runs on seeds {missing}: a full sweep runs every setting on every seed")
+    target, target_interval, gaps = pooled_target(pool, candidates, reference, seeds, tolerance)
+    if answer not in gaps:
+        raise ValueError(f"the sweep has no runs of the recommended {answer.setting}; it tried "
+                         f"{', '.join(sorted(c.setting for c in gaps))}")
+    return Check(answer, target, target_interval, gaps[answer], tuple(seeds))
+
+
 def pool_of(runs: pd.DataFrame, gap: str) -> tuple[Values, list[Candidate], Reference, list[int]]:
     """A pool from tidy run rows (``runs_frame`` of a sweep's or a recommendation's folder) of one task, N, test
     level and objective: ``(values, candidates, reference, seeds on which every setting ran)``. The reference is
