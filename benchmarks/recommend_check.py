@@ -6,10 +6,12 @@ setting hits when the sweep's |mean gap| of it lies inside the 95% interval of t
 
 reads each recommendation's answer as the report does, pools the sweep folders' finished runs (a correlation
 sweep's, or a recommend block run as a full sweep: ``strategy: halving`` with ``min_seeds`` equal to the number of
-seeds), and judges the answer on the recommendation's own seeds (``--seeds own``: the search's loss against a full
-sweep of the same cost in seeds, which needs the sweep to have run those seeds; a recommendation's folder copied
-before the sweep runs in it gives exactly that) or on every seed of the sweep (``--seeds all``: against an
-independent sweep). It prints one line per recommendation and the count of hits. It trains nothing.
+seeds) and judges the answer on the recommendation's own seeds (``--seeds own``, the default: every seed its block
+declares, also those a search that accepted early never ran, so the comparison is with a full sweep of the same
+seeds and the search's own loss shows; the sweep must have run them all, which a copy of the recommendation's
+folder with the sweep run in it gives at the cost of the runs it lacks) or on every seed of the sweep
+(``--seeds all``: against an independent sweep). It prints one line per recommendation and the count of hits. It
+trains nothing.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from recommend_replay import folder_runs
 
 from biastransfer.experiments.recommend.replay import check, pool_of
 from biastransfer.experiments.recommend.report import answers, reference_at
+from biastransfer.store.sqlite import ResultStore
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,10 +47,9 @@ def main(argv: list[str] | None = None) -> int:
                 raise ValueError(f"{folder} holds no recommend block's runs")
             rows = rows[rows["auc_tolerance"].notna()]
             for name, a in answers(rows).items():
-                block = rows[rows["experiment"] == name]
                 _same_setup(a.task, a.n_train, a.test, sweep)
                 pool, candidates, reference, complete = pool_of(sweep, a.gap)
-                seeds = sorted(int(s) for s in block["seed"].unique()) if args.seeds == "own" else complete
+                seeds = _declared_seeds(folder, name) if args.seeds == "own" else complete
                 c = check(a.recommended, pool, candidates, reference, seeds, a.tolerance)
                 g, lo, hi = c.target_interval
                 hits, total = hits + c.hit, total + 1
@@ -64,6 +66,20 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(f"{hits} of {total} hit the full sweep's answer (judged on seeds: {args.seeds})")
     return 0
+
+
+def _declared_seeds(folder: Path, block: str) -> list[int]:
+    """The seeds the block declares in the folder's stored study: a search stops short of some of them when it
+    accepts early, and a full sweep of the same cost in seeds runs them all."""
+    store = ResultStore.open_existing(folder)
+    try:
+        study = store.get_meta("study") or {}
+    finally:
+        store.close()
+    for experiment in study.get("experiments", []):
+        if experiment.get("name") == block:
+            return sorted(int(s) for s in experiment["seeds"])
+    raise ValueError(f"{folder} stores no study with a block {block!r}; judge it on the sweep's seeds (--seeds all)")
 
 
 def _same_setup(task: str, n_train: int, test: str, sweep: pd.DataFrame) -> None:

@@ -421,6 +421,14 @@ def test_the_check_script_judges_a_recommendation_against_a_sweep_on_its_own_see
     _run(one_seed, tmp_path / "one", cache_dir)
     assert recommend_check.main([str(tmp_path / "rec"), "--sweep", str(tmp_path / "one")]) == 2
     assert "lacks runs on seeds [1]" in capsys.readouterr().err
+    # a search that stopped before seed 2 (budget 4: the reference and reweight @ 0.5 on seeds 0, 1) is judged
+    # on all three seeds it declares, which the two-seed sweep lacks
+    short = tiny_study({"interventions": ["reweight"], "levels": [0.5], "seeds": [0, 1, 2],
+                        "options": {"min_seeds": 2, "budget": 4}})
+    assert _run(short, tmp_path / "short", cache_dir).ran == 4
+    assert recommend_check.main([str(tmp_path / "short"), "--sweep", str(tmp_path / "sweep")]) == 2
+    assert "lacks runs on seeds [2]" in capsys.readouterr().err
+    assert recommend_check.main([str(tmp_path / "short"), "--sweep", str(tmp_path / "sweep"), "--seeds", "all"]) == 0
 
 
 def _cli(args: list[str]) -> str:
