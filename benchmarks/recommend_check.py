@@ -41,6 +41,9 @@ def main(argv: list[str] | None = None) -> int:
         sweep = pd.concat([folder_runs(f) for f in args.sweep], ignore_index=True)
         if args.experiment:
             sweep = sweep[sweep["experiment"] == args.experiment]
+        if sweep.empty:
+            raise ValueError("the sweep folders hold no finished runs"
+                             + (f" of a block {args.experiment!r}" if args.experiment else ""))
         for folder in args.recommendations:
             rows = folder_runs(folder)
             if "auc_tolerance" not in rows.columns:

@@ -429,6 +429,8 @@ def test_the_check_script_judges_a_recommendation_against_a_sweep_on_its_own_see
     assert recommend_check.main([str(tmp_path / "short"), "--sweep", str(tmp_path / "sweep")]) == 2
     assert "lacks runs on seeds [2]" in capsys.readouterr().err
     assert recommend_check.main([str(tmp_path / "short"), "--sweep", str(tmp_path / "sweep"), "--seeds", "all"]) == 0
+    assert recommend_check.main([str(tmp_path / "rec"), "--sweep", str(tmp_path / "sweep"), "--experiment", "x"]) == 2
+    assert "hold no finished runs of a block 'x'" in capsys.readouterr().err
 
 
 def _cli(args: list[str]) -> str:
