@@ -37,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--experiment", help="only the sweep's runs of this block (default: every block)")
     args = p.parse_args(argv)
     hits = total = 0
+    pools: dict[str, tuple] = {}
     try:
         sweep = pd.concat([folder_runs(f) for f in args.sweep], ignore_index=True)
         if args.experiment:
@@ -51,7 +52,9 @@ def main(argv: list[str] | None = None) -> int:
             rows = rows[rows["auc_tolerance"].notna()]
             for name, a in answers(rows).items():
                 _same_setup(a.task, a.n_train, a.test, sweep)
-                pool, candidates, reference, complete = pool_of(sweep, a.gap)
+                if a.gap not in pools:  # one pool per gap, read once for every recommendation judged on it
+                    pools[a.gap] = pool_of(sweep, a.gap)
+                pool, candidates, reference, complete = pools[a.gap]
                 seeds = _declared_seeds(folder, name) if args.seeds == "own" else complete
                 c = check(a.recommended, pool, candidates, reference, seeds, a.tolerance)
                 g, lo, hi = c.target_interval
