@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, help="S, the seeds a setting may get (default: the pool's seed count)")
     p.add_argument("--budget", type=int, help="new runs per search (default: 30%% of a full sweep on S seeds)")
     p.add_argument("--screen-seeds", default="1", help="screen sizes to compare, comma-separated (default 1)")
-    p.add_argument("--strategy", default="screen", choices=["screen", "halving"])
+    p.add_argument("--strategy", default="screen", choices=["screen", "screen_full", "halving"])
     p.add_argument("--min-seeds", type=int, default=3, help="first round of halving")
     p.add_argument("--tolerance", type=float, default=0.01, help="ε of the AUC rule")
     p.add_argument("--gap", default="fpr_diff", choices=["fpr_diff", "tpr_diff", "eo_diff"])
@@ -67,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     runs_: list[tuple[str, SearchOptions]] = [("a full sweep (the ceiling)", SearchOptions("full",
                                                 tolerance=args.tolerance))]
     for s0 in (int(x) for x in args.screen_seeds.split(",")):
-        label = f"screen_seeds {s0}" if args.strategy == "screen" else f"halving, min_seeds {args.min_seeds}"
+        label = (f"{args.strategy}, screen_seeds {s0}" if args.strategy != "halving"
+                 else f"halving, min_seeds {args.min_seeds}")
         runs_.append((label, SearchOptions(args.strategy, s0, args.min_seeds, args.tolerance, budget)))
     for i, (label, options) in enumerate(runs_):
         r = bootstrap(pool, candidates, reference, seeds, n_seeds, options, args.trials, args.rng)

@@ -179,6 +179,49 @@ def test_screen_and_confirm_replays_from_the_stored_results() -> None:
     assert choice.status == "chosen" and choice.best.candidate == b and choice.best.n == 8
 
 
+def test_screen_full_decides_each_candidate_on_all_seeds_as_a_full_sweep_does() -> None:
+    """Seeds 0-7, paired AUC differences d per seed. a (|gap| 0.05): d = 0, −0.03 on the first two seeds (mean
+    −0.015 < −ε), then +0.01, +0.01, +0.008 × 4: it keeps AUC on all 8. b (|gap| 0.10): d = +0.002, +0.0025
+    (keeps on 2 seeds), then −0.03 on the rest: it does not keep AUC on 8. A full sweep answers a. ``screen``
+    drops a at 2 seeds and accepts b at 2; ``screen_full`` confirms a to 8 seeds and accepts it there, and never
+    runs b beyond the screen. c, inferior from its first two seeds, is dropped at 2 seeds by both."""
+    a, b, c = (C("b", "reweight", (), lv) for lv in (0.5, 0.6, 0.7))
+    seeds = list(range(8))
+    ref = [0.80 + 0.01 * (s % 3) for s in seeds]
+    d = {a: [0.0, -0.03, 0.01, 0.01, 0.008, 0.008, 0.008, 0.008],
+         b: [0.002, 0.0025] + [-0.03] * 6,
+         c: [-0.1, -0.101] + [-0.1] * 6}
+    gaps = {REF: 0.4, a: 0.05, b: 0.10, c: 0.2}
+    pool = {(x, s): ((ref[s] + (d[x][s] if x in d else 0.0)), gaps[x]) for x in (REF, a, b, c) for s in seeds}
+    full = search.choose([a, b], ref_of, seeds, {k: v for k, v in pool.items() if k[0] != c}, 0.01)
+    assert full.best.candidate == a  # the full sweep's answer
+
+    def run(strategy: str) -> tuple[dict, list[int]]:
+        vals: dict = {}
+        spent = []
+        while want := search.progress(strategy, [a, b], ref_of, seeds, 1, 3, vals, 0.01).wanted:
+            vals.update({w: pool[w] for w in want})
+            spent.append(len(want))
+        return vals, spent
+
+    early, spent = run("screen")
+    assert spent == [3, 2, 1]  # the screen; a and its reference on seed 1 (a dropped); b on seed 1 (accepted)
+    assert search.accepted("screen", [a, b], ref_of, seeds, 1, early, 0.01) == {b}
+    assert search.confirmation(early, a, REF, seeds, 1, 0.01) == ("dropped", 2)
+    late, spent = run("screen_full")
+    assert spent == [3, 2, 4, 8]  # the screen; a and its reference on seeds 1, 2-3, 4-7
+    assert {s for (x, s) in late if x == b} == {0}
+    eligible = search.accepted("screen_full", [a, b], ref_of, seeds, 1, late, 0.01)
+    assert eligible == {a}
+    assert search.choose([a, b], ref_of, seeds, late, 0.01, eligible).best.candidate == a
+    assert search.confirmation(late, a, REF, seeds, 1, 0.01, full=True) == ("accepted", 8)
+    assert search.confirmation(pool, b, REF, seeds, 1, 0.01, full=True) == ("dropped", 8)
+    assert search.confirmation(pool, b, REF, seeds, 1, 0.01) == ("accepted", 2)
+    for full_ in (False, True):  # an inferior candidate is dropped at the first stage, whichever the strategy
+        assert search.confirmation(pool, c, REF, seeds, 1, 0.01, full=full_) == ("dropped", 2)
+    assert RecommendBlock(task="t", options={"strategy": "screen_full"}).options.strategy == "screen_full"
+
+
 def _rows(table: dict[search.Candidate, list[tuple[float, float]]]) -> pd.DataFrame:
     rows = []
     for c, runs in table.items():

@@ -150,10 +150,12 @@ def recommend(
     = None,
     seeds: Annotated[int, typer.Option(min=2, help="The most seeds a setting gets.")] = 8,
     strategy: Annotated[str, typer.Option(help="screen: every setting on --screen-seeds, then the best confirmed "
-                                               "on all seeds, one at a time; halving: successive halving from "
-                                               "--min-seeds.")] = "screen",
-    screen_seeds: Annotated[int, typer.Option(min=1, help="Seeds of the screen (--strategy screen); 2 "
-                                                        "serves better from 16 seeds up (docs/recommend.md).")] = 1,
+                                               "on all seeds, one at a time (accepted or dropped early when a "
+                                               "stage decides); screen_full: the same, accepted only on all seeds "
+                                               "and dropped early only when inferior; halving: successive halving "
+                                               "from --min-seeds.")] = "screen",
+    screen_seeds: Annotated[int, typer.Option(min=1, help="Seeds of the screen (--strategy screen or "
+                                                        "screen_full; docs/recommend.md).")] = 1,
     min_seeds: Annotated[int, typer.Option(min=2, help="Seeds of the first round (--strategy halving).")] = 3,
     interventions: Annotated[str, typer.Option(help="Interventions searched, comma-separated, each with its "
                                                    "options in brackets: reweight\\[start_level=0.8].")]

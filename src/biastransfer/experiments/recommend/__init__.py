@@ -37,9 +37,10 @@ class RecommendOptions(BaseModel):
     auc_tolerance: float = Field(0.01, ge=0.0, lt=1.0, description="ε: a setting keeps AUC when the paired 95% "
                                  "lower bound of AUC(setting) − AUC(test-equal set) lies above −ε")
     budget: int | None = Field(None, ge=1, description="most new runs per study run (None: no limit)")
-    strategy: Literal["screen", "halving"] = Field(
+    strategy: Literal["screen", "screen_full", "halving"] = Field(
         "screen", description="screen: every setting on screen_seeds, then confirm the best on all seeds, one at a "
-        "time; halving: successive halving from min_seeds (docs/recommend.md)")
+        "time, accepting or dropping at the end of any stage; screen_full: the same, but accept only on all seeds "
+        "and drop early only when inferior; halving: successive halving from min_seeds (docs/recommend.md)")
     screen_seeds: int = Field(1, ge=1, description="seeds of the screen (strategy screen)")
     min_seeds: int = Field(3, ge=2, description="seeds of the first round of successive halving (strategy halving)")
 

@@ -13,6 +13,7 @@ import pandas as pd
 
 from biastransfer.analysis.text import fmt, fmt_ci
 from biastransfer.experiments.recommend.search import (
+    SCREENS,
     Candidate,
     Choice,
     Score,
@@ -133,7 +134,7 @@ def _search_state(first: pd.Series, strategy: str, tried: list[Candidate], refer
     block_seeds = [int(s) for s in json.loads(raw)]
     refs = {reference(c) for c in tried}
     missing = full > 0 and (len(tried) + len(refs)) * len(block_seeds) < full  # some setting never ran
-    if strategy not in ("screen", "halving"):
+    if strategy not in (*SCREENS, "halving"):
         return None, True
     s0, m0 = int(first["screen_seeds"]), int(first["min_seeds"])
     wanted = progress(strategy, tried, reference, block_seeds, s0, m0, values, tolerance).wanted
@@ -143,7 +144,8 @@ def _search_state(first: pd.Series, strategy: str, tried: list[Candidate], refer
 def _texts(a: Answer, k: int) -> tuple[str, str]:
     c, gap = a.choice, METRIC_NAMES.get(a.gap, a.gap)
     ref = c.reference.setting
-    how = {"screen": "screen-and-confirm", "halving": "successive halving"}.get(a.strategy, "an adaptive search")
+    how = {"screen": "screen-and-confirm", "screen_full": "screen-and-confirm on all seeds",
+           "halving": "successive halving"}.get(a.strategy, "an adaptive search")
     spent = (f"Searched {k} setting{'s' if k != 1 else ''} by {how}: {a.runs} runs ({a.reused} "
              f"reused from runs already in the folder) of the {a.full or '?'} a full sweep needs"
              + ("" if math.isnan(a.budget) else f"; budget {int(a.budget)} new runs per study run") + ".")

@@ -30,6 +30,11 @@ where the decision is made instead:
    interval around a mean that already fails) or when it has all ``S`` seeds without keeping AUC; otherwise it
    gets the next stage. The search ends at the first accepted candidate, or when every candidate is dropped.
 
+**Screen and full confirmation** (strategy ``screen_full``): the same screen, order and stages, but a candidate is
+accepted only on all ``S`` seeds and dropped before that only when it is inferior. Each decision is then the one a
+full sweep on the same seeds makes for that candidate; an early acceptance on a few lucky seeds, or an early drop
+on a few unlucky ones, cannot happen. It costs more per candidate confirmed (every accepted one runs to ``S``).
+
 The first accepted candidate is the one the screen ranked best among those that can keep AUC, so the answer
 (:func:`choose`, the same for both strategies) is it. From an empty folder, with ``B`` bases, ``K`` candidates
 and the first candidate accepted on all ``S`` seeds, it costs ``(K + B)·s₀ + 2·(S − s₀)`` runs
@@ -188,6 +193,9 @@ def next_round(candidates: Sequence[Candidate], reference: Callable[[Candidate],
     return Progress([], rounds, reached)
 
 
+SCREENS = ("screen", "screen_full")  # the screen-and-confirm strategies (early decisions; decisions on all S seeds)
+
+
 def screen_runs(n_candidates: int, n_bases: int, n_seeds: int, screen_seeds: int) -> int:
     """Runs screen-and-confirm needs from an empty folder when its first confirmed candidate is accepted on all
     ``S`` seeds: the screen, ``(K + B)·s₀``, and the candidate with its reference on the other ``S − s₀``."""
@@ -220,24 +228,30 @@ def _stages(s0: int, n_seeds: int) -> list[int]:
 
 
 def confirmation(values: Values, candidate: Candidate, reference: Candidate, seeds: Sequence[int],
-                 screen_seeds: int, tolerance: float) -> tuple[str, int]:
+                 screen_seeds: int, tolerance: float, full: bool = False) -> tuple[str, int]:
     """Where a candidate's confirmation stands, replayed from ``values``: ``("accepted", n)`` or
     ``("dropped", n)`` with the seeds it was decided on, or ``("wants", n)``: it (and its reference) need the
-    first ``n`` seeds."""
+    first ``n`` seeds.
+
+    ``full`` (strategy ``screen_full``): accepted only on all ``S`` seeds, and dropped before that only when
+    inferior (the paired upper bound below ``−ε``), so the candidate's decision is the one a full sweep on the
+    same seeds makes; otherwise (``screen``) accepted at the end of any stage where it keeps AUC, and dropped as
+    soon as its mean paired AUC difference lies below ``−ε``."""
     s0 = min(screen_seeds, len(seeds))
     for n in _stages(s0, len(seeds)):
         if any((c, seed) not in values for seed in seeds[:n] for c in (candidate, reference)):
             return "wants", n
         sc = score(values, candidate, reference, seeds[:n], tolerance)
-        if sc.keeps:  # the paired rule needs n ≥ 2
+        last = n >= len(seeds)
+        if sc.keeps and (last or not full):  # the paired rule needs n ≥ 2
             return "accepted", n
-        if sc.inferior or _mean_below_tolerance(sc, tolerance) or n >= len(seeds):
+        if sc.inferior or last or (not full and _mean_below_tolerance(sc, tolerance)):
             return "dropped", n
     return "dropped", len(seeds)  # only reached when a block has a single seed
 
 
 def next_screen(candidates: Sequence[Candidate], reference: Callable[[Candidate], Candidate], seeds: Sequence[int],
-                screen_seeds: int, values: Values, tolerance: float) -> Progress:
+                screen_seeds: int, values: Values, tolerance: float, full: bool = False) -> Progress:
     """Replay screen-and-confirm on ``values`` and return what it needs next: the screen's missing runs (the
     references first at each seed), else the next stage of the first candidate in screen order that is neither
     accepted nor dropped (its reference's seeds first), else nothing. ``rounds`` holds the screen and then each
@@ -253,7 +267,7 @@ def next_screen(candidates: Sequence[Candidate], reference: Callable[[Candidate]
         return Progress(wanted, rounds, reached)
     screened = [score(values, c, reference(c), seeds[:s0], tolerance) for c in candidates]
     for c in screen_order(screened, tolerance):
-        state, n = confirmation(values, c, reference(c), seeds, screen_seeds, tolerance)
+        state, n = confirmation(values, c, reference(c), seeds, screen_seeds, tolerance, full)
         rounds.append(([c], n))
         reached[c] = len(rounds) - 1
         if state == "accepted":
@@ -269,18 +283,19 @@ def accepted(strategy: str, candidates: Sequence[Candidate], reference: Callable
              seeds: Sequence[int], screen_seeds: int, values: Values, tolerance: float) -> set[Candidate] | None:
     """The candidates screen-and-confirm accepted at the end of a stage (:func:`confirmation`), replayed from
     ``values``; ``None`` for halving, whose answer may be any candidate that keeps AUC."""
-    if strategy != "screen":
+    if strategy not in SCREENS:
         return None
+    full = strategy == "screen_full"
     return {c for c in candidates
-            if confirmation(values, c, reference(c), seeds, screen_seeds, tolerance)[0] == "accepted"}
+            if confirmation(values, c, reference(c), seeds, screen_seeds, tolerance, full)[0] == "accepted"}
 
 
 def progress(strategy: str, candidates: Sequence[Candidate], reference: Callable[[Candidate], Candidate],
              seeds: Sequence[int], screen_seeds: int, min_seeds: int, values: Values, tolerance: float) -> Progress:
-    """The search of ``strategy`` (``screen``: :func:`next_screen`; ``halving``: :func:`next_round`) replayed on
-    ``values``."""
-    if strategy == "screen":
-        return next_screen(candidates, reference, seeds, screen_seeds, values, tolerance)
+    """The search of ``strategy`` (``screen`` and ``screen_full``: :func:`next_screen`; ``halving``:
+    :func:`next_round`) replayed on ``values``."""
+    if strategy in SCREENS:
+        return next_screen(candidates, reference, seeds, screen_seeds, values, tolerance, strategy == "screen_full")
     return next_round(candidates, reference, seeds, min_seeds, values, tolerance)
 
 
