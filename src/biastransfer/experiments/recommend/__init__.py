@@ -41,7 +41,7 @@ class RecommendOptions(BaseModel):
         "screen", description="screen: every setting on screen_seeds, then confirm the best on all seeds, one at a "
         "time, accepting or dropping at the end of any stage; screen_full: the same, but accept only on all seeds "
         "and drop early only when inferior; halving: successive halving from min_seeds (docs/recommend.md)")
-    screen_seeds: int = Field(1, ge=1, description="seeds of the screen (strategy screen)")
+    screen_seeds: int = Field(1, ge=1, description="seeds of the screen (strategy screen or screen_full)")
     min_seeds: int = Field(3, ge=2, description="seeds of the first round of successive halving (strategy halving)")
 
 

@@ -32,8 +32,9 @@ where the decision is made instead:
 
 **Screen and full confirmation** (strategy ``screen_full``): the same screen, order and stages, but a candidate is
 accepted only on all ``S`` seeds and dropped before that only when it is inferior. Each decision is then the one a
-full sweep on the same seeds makes for that candidate; an early acceptance on a few lucky seeds, or an early drop
-on a few unlucky ones, cannot happen. It costs more per candidate confirmed (every accepted one runs to ``S``).
+full sweep on the same seeds makes for that candidate (but for an early drop as inferior, which the other seeds
+would rarely reverse); an early acceptance on a few lucky seeds, or a drop on a few unlucky ones whose interval
+still reaches −ε, cannot happen. It costs more per candidate confirmed (every accepted one runs to ``S``).
 
 The first accepted candidate is the one the screen ranked best among those that can keep AUC, so the answer
 (:func:`choose`, the same for both strategies) is it. From an empty folder, with ``B`` bases, ``K`` candidates
@@ -235,8 +236,8 @@ def confirmation(values: Values, candidate: Candidate, reference: Candidate, see
 
     ``full`` (strategy ``screen_full``): accepted only on all ``S`` seeds, and dropped before that only when
     inferior (the paired upper bound below ``−ε``), so the candidate's decision is the one a full sweep on the
-    same seeds makes; otherwise (``screen``) accepted at the end of any stage where it keeps AUC, and dropped as
-    soon as its mean paired AUC difference lies below ``−ε``."""
+    same seeds makes (but for such an early drop); otherwise (``screen``) accepted at the end of any stage where
+    it keeps AUC, and dropped as soon as its mean paired AUC difference lies below ``−ε``."""
     s0 = min(screen_seeds, len(seeds))
     for n in _stages(s0, len(seeds)):
         if any((c, seed) not in values for seed in seeds[:n] for c in (candidate, reference)):
