@@ -50,12 +50,16 @@ def main(argv: list[str] | None = None) -> int:
             if "auc_tolerance" not in rows.columns:
                 raise ValueError(f"{folder} holds no recommend block's runs")
             rows = rows[rows["auc_tolerance"].notna()]
+            declared = _declared_seeds(folder) if args.seeds == "own" else {}
             for name, a in answers(rows).items():
                 _same_setup(a.task, a.n_train, a.test, sweep)
                 if a.gap not in pools:  # one pool per gap, read once for every recommendation judged on it
                     pools[a.gap] = pool_of(sweep, a.gap)
                 pool, candidates, reference, complete = pools[a.gap]
-                seeds = _declared_seeds(folder, name) if args.seeds == "own" else complete
+                if args.seeds == "own" and name not in declared:
+                    raise ValueError(f"{folder} stores no study with a block {name!r}; judge it on the sweep's seeds "
+                                     "(--seeds all)")
+                seeds = declared[name] if args.seeds == "own" else complete
                 c = check(a.recommended, pool, candidates, reference, seeds, a.tolerance)
                 g, lo, hi = c.target_interval
                 hits, total = hits + c.hit, total + 1
@@ -74,18 +78,15 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _declared_seeds(folder: Path, block: str) -> list[int]:
-    """The seeds the block declares in the folder's stored study: a search stops short of some of them when it
-    accepts early, and a full sweep of the same cost in seeds runs them all."""
+def _declared_seeds(folder: Path) -> dict[str, list[int]]:
+    """The seeds each block declares in the folder's stored study (read once per folder): a search stops short of
+    some of them when it accepts early, and a full sweep of the same cost in seeds runs them all."""
     store = ResultStore.open_existing(folder)
     try:
         study = store.get_meta("study") or {}
     finally:
         store.close()
-    for experiment in study.get("experiments", []):
-        if experiment.get("name") == block:
-            return sorted(int(s) for s in experiment["seeds"])
-    raise ValueError(f"{folder} stores no study with a block {block!r}; judge it on the sweep's seeds (--seeds all)")
+    return {e["name"]: sorted(int(s) for s in e["seeds"]) for e in study.get("experiments", []) if "seeds" in e}
 
 
 def _same_setup(task: str, n_train: int, test: str, sweep: pd.DataFrame) -> None:
