@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 
@@ -47,3 +49,65 @@ def test_nan_survives_the_round_trip(tmp_path):
 def test_open_existing_requires_results(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"results\.db is missing"):
         ResultStore.open_existing(tmp_path / "empty")
+
+
+def _names(folder) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+def _store_with_one_run(folder) -> None:
+    store = ResultStore(folder)
+    spec = _spec()
+    store.add_run(spec.key, spec.to_dict(), {"auc": 0.7}, {"seed": 0})
+    store.close()
+
+
+def test_a_reader_leaves_no_write_ahead_log_files(tmp_path):
+    """sqlite makes results.db-wal and -shm for a read-only reader of a WAL-mode file and cannot remove them
+    itself; closing the read-only store leaves the folder as it found it."""
+    _store_with_one_run(tmp_path)
+    assert _names(tmp_path) == ["results.db"]
+    store = ResultStore.open_existing(tmp_path, read_only=True, check=False)
+    assert store.count() == 1 and _names(tmp_path) == ["results.db", "results.db-shm", "results.db-wal"]
+    store.close()
+    assert _names(tmp_path) == ["results.db"]
+
+
+def test_a_reader_closing_beside_a_writer_keeps_the_writers_log(tmp_path):
+    """A ``run`` that starts writing while a report reads: the reader's close removes nothing the writer needs,
+    and every run the writer adds, before and after, is kept."""
+    _store_with_one_run(tmp_path)
+    reader = ResultStore.open_existing(tmp_path, read_only=True, check=False)
+    writer = ResultStore(tmp_path)
+    writer.add_run(_spec(seed=1).key, _spec(seed=1).to_dict(), {"auc": 0.6}, {"seed": 1})
+    reader.close()
+    assert _names(tmp_path) == ["results.db", "results.db-shm", "results.db-wal"]
+    writer.add_run(_spec(seed=2).key, _spec(seed=2).to_dict(), {"auc": 0.5}, {"seed": 2})
+    assert writer.count() == 3
+    writer.close()
+    assert _names(tmp_path) == ["results.db"]
+    again = ResultStore.open_existing(tmp_path, read_only=True, check=False)
+    assert again.count() == 3
+    again.close()
+
+
+def test_a_reader_leaves_a_log_it_did_not_make(tmp_path):
+    """A killed run's folder: its last run is only in results.db-wal (copied while the writer was open). That log
+    is not the reader's to checkpoint or remove: the reader sees the run, and the file and its log stay byte for
+    byte."""
+    live, killed = tmp_path / "live", tmp_path / "killed"
+    live.mkdir(), killed.mkdir()
+    _store_with_one_run(live)
+    writer = ResultStore(live)
+    writer.add_run(_spec(seed=1).key, _spec(seed=1).to_dict(), {"auc": 0.6}, {"seed": 1})
+    for p in live.iterdir():
+        shutil.copy(p, killed / p.name)
+    writer.close()
+    before = {p.name: p.read_bytes() for p in killed.iterdir()}
+    assert len(before["results.db-wal"]) > 0
+    reader = ResultStore.open_existing(killed, read_only=True, check=False)
+    assert reader.count() == 2
+    reader.close()
+    after = {p.name: p.read_bytes() for p in killed.iterdir()}
+    assert after.keys() == before.keys()  # -shm is sqlite's index of the log: a reader may rebuild it
+    assert after["results.db"] == before["results.db"] and after["results.db-wal"] == before["results.db-wal"]

@@ -86,6 +86,7 @@ class ResultStore:
     """A study's results in ``DIR/results.db``."""
 
     FILENAME = "results.db"
+    _tidy_log = False  # see close()
 
     def __init__(self, folder: Path) -> None:
         self.folder = Path(folder)
@@ -166,12 +167,31 @@ class ResultStore:
                 mode = "mode=ro&immutable=1"
         store = cls.__new__(cls)
         store.folder, store.path = path.parent, path
+        store._tidy_log = (mode == "mode=ro" and not wal.exists() and not shm.exists()
+                           and os.access(path, os.W_OK))
         uri = f"{path.absolute().as_uri()}?{mode}"
         store._conn = sqlite3.connect(uri, uri=True, timeout=60, isolation_level=None)
         return store
 
     def close(self) -> None:
+        """Close the connection. A read-only store that found no ``results.db-wal``/``-shm`` beside the file
+        leaves none: sqlite makes them for a reader of a WAL-mode file but only a connection that may write
+        removes them, so a read-write connection is opened and closed. sqlite removes the two files only when
+        that connection is the file's last (a concurrent ``run`` keeps them and its log); the log it finds is
+        empty or already committed, so nothing but sqlite's own checkpoint is written."""
         self._conn.close()
+        if self._tidy_log:
+            self._remove_empty_log()
+
+    def _remove_empty_log(self) -> None:
+        try:
+            conn = sqlite3.connect(self.path, timeout=1, isolation_level=None)
+            try:
+                conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+            finally:
+                conn.close()
+        except sqlite3.Error:  # busy or unwritable after all: the two files stay, as sqlite left them
+            pass
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
