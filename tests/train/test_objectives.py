@@ -88,6 +88,27 @@ def test_group_dro_weights_follow_the_exponentiated_losses_by_hand() -> None:
     assert hook.after_fit(torch.nn.Linear(1, 1))["group_weights"]["2"] == pytest.approx(0.628531719)
 
 
+def test_group_dro_generalisation_adjustment_adds_c_over_root_count_to_every_group() -> None:
+    """η = 1, C = 0.6, training counts n = (1, 4, 9) → C/√n = (0.6, 0.3, 0.2), added to every group's loss in the
+    update, absent groups included (Sagawa et al.'s code).
+    Batch 1: L = (2, 0.5, absent) → q ∝ (e^2.6, e^0.8, e^0.2) = (0.796168, 0.131606, 0.072227), loss 1.658138.
+    Batch 2: L = (absent, 1, 3) → q ∝ q·(e^0.6, e^1.3, e^3.2) = (0.391501, 0.130319, 0.478180), loss 1.564859.
+    The loss itself is Σ_g q_g·L_g, without the adjustment."""
+    groups = torch.tensor([0] + [1] * 4 + [2] * 9)
+    train_split = Split(torch.zeros(14, 1, 2, 2, dtype=torch.uint8), torch.ones(14), None, groups)
+    hook = get_objective("group_dro", eta=1.0, adjustment=0.6).start(train_split, None)
+    targets = torch.ones(3, 1, dtype=torch.float64)
+    loss = hook.loss(logits_with_losses([2.0, 0.5, 0.5]), targets, None, torch.tensor([0, 1, 1]))
+    assert hook.q.tolist() == pytest.approx([0.796167668, 0.131605630, 0.072226701], abs=1e-8)
+    assert float(loss) == pytest.approx(1.658138152, abs=1e-8)
+    loss = hook.loss(logits_with_losses([1.0, 4.0, 2.0]), targets, None, torch.tensor([1, 2, 2]))
+    assert hook.q.tolist() == pytest.approx([0.391500701, 0.130319263, 0.478180036], abs=1e-8)
+    assert float(loss) == pytest.approx(1.564859371, abs=1e-8)
+    assert get_objective("group_dro", adjustment=0.0).start(train_split, None).adjustment.tolist() == [0.0] * 3
+    with pytest.raises(ValueError, match=r"adjustment: Input should be greater than or equal to 0"):
+        get_objective("group_dro", adjustment=-1.0)
+
+
 def test_group_dro_weighs_groups_by_weighted_means_and_validates_on_the_worst_group() -> None:
     hook = get_objective("group_dro").start(Split(torch.zeros(2, 1, 2, 2, dtype=torch.uint8), torch.ones(2), None,
                                                   torch.tensor([0, 3])), None)

@@ -14,7 +14,8 @@ K-way cross-entropy), w_i its weight from the intervention (1 without), g_i its 
     Sagawa et al. 2020 (online GroupDRO). Per batch, L_g = Σ_{i∈g} w_i·ℓ_i / Σ_{i∈g} w_i for the groups in the
     batch; q_g ← q_g·exp(η·L_g) (L_g = 0, factor 1, for a group absent from the batch), q ← q/Σq; the loss is
     Σ_g q_g·L_g. q starts uniform over the groups of the training split; ``eta`` is η. Early stopping watches
-    the worst group's loss on the validation split, max_g L_g.
+    the worst group's loss on the validation split, max_g L_g. ``adjustment`` C adds C/√n_g (n_g: the group's
+    training count) to every L_g in the update of q (Sagawa et al.'s generalisation adjustment; 0 by default).
 ``dfr``
     Kirichenko et al. 2022 (Deep Feature Reweighting). ERM finetuning, then only the last layer is retrained on
     a group-balanced held-out set: the validation split with every group present subsampled (seeded, without
@@ -115,7 +116,7 @@ OBJECTIVES: Registry[type[TrainingObjective]] = Registry("objective")
 
 def get_objective(name: str, **options: Any) -> TrainingObjective:
     """The registered objective ``name`` with its options; unknown names or options are errors naming them and
-    the allowed ones (``objective 'group_dro' has no option 'step'; allowed: eta``)."""
+    the allowed ones (``objective 'group_dro' has no option 'step'; allowed: eta, adjustment``)."""
     return make_registered(OBJECTIVES, name, options)
 
 
@@ -135,18 +136,22 @@ class Erm(TrainingObjective):
 class GroupDROHook(WeightedLoss):
     """The state of one GroupDRO training: ``q`` (float64, one weight per group of ``ids``)."""
 
-    def __init__(self, eta: float, ids: torch.Tensor) -> None:
+    def __init__(self, eta: float, ids: torch.Tensor, adjustment: torch.Tensor | None = None) -> None:
         self.eta, self.ids = eta, ids
         self.q = torch.full((len(ids),), 1.0 / len(ids), dtype=torch.float64)
+        self.adjustment = torch.zeros(len(ids), dtype=torch.float64) if adjustment is None else \
+            adjustment.to(torch.float64)
+        """C/√n_g per group of ``ids`` (0 without the generalisation adjustment)."""
 
     def update(self, group_loss: torch.Tensor) -> torch.Tensor:
-        """q_g ← q_g·exp(η·L_g), then q ← q/Σq; a group absent from the batch has L_g = 0, so its unnormalised
-        weight is kept (factor exp(0) = 1) and only the normalisation moves it. Returns q (on the losses' device,
-        float64 where the device has it: no host sync per step)."""
+        """q_g ← q_g·exp(η·(L_g + C/√n_g)), then q ← q/Σq; a group absent from the batch has L_g = 0, so without
+        the adjustment its unnormalised weight is kept (factor exp(0) = 1) and only the normalisation moves it.
+        Returns q (on the losses' device, float64 where the device has it: no host sync per step)."""
         if self.q.device != group_loss.device:
             dtype = torch.float32 if group_loss.device.type == "mps" else torch.float64
             self.q = self.q.to(device=group_loss.device, dtype=dtype)
-        q = self.q * torch.exp(self.eta * group_loss.detach().to(self.q.dtype))
+            self.adjustment = self.adjustment.to(device=group_loss.device, dtype=dtype)
+        q = self.q * torch.exp(self.eta * (group_loss.detach().to(self.q.dtype) + self.adjustment))
         self.q = q / q.sum()
         return self.q
 
@@ -172,16 +177,22 @@ class GroupDRO(TrainingObjective):
     """Online GroupDRO (Sagawa et al. 2020, Algorithm 1). Per batch: L_g = weighted mean loss of group g;
     q_g ← q_g·exp(η·L_g) for every group (L_g = 0 for a group absent from the batch), q ← q / Σ_g q_g; loss =
     Σ_g q_g·L_g. q starts uniform over the groups of the training split. Early stopping watches the worst group's
-    validation loss max_g L_g."""
+    validation loss max_g L_g. With the generalisation adjustment C (``adjustment``, Sagawa et al. §3.3), the
+    update uses L_g + C/√n_g, n_g the number of examples of group g in the training split, for every group at
+    every step (as the original code does); C = 0 (the default) is Algorithm 1."""
 
     description: ClassVar[str] = "GroupDRO (Sagawa et al. 2020): online worst-group weights over the (a, y) cells"
     eta: float = Field(0.01, gt=0.0, description="step size η of the group weights")
+    adjustment: float = Field(0.0, ge=0.0, description="generalisation adjustment C: the weights' update adds "
+                                                       "C/√n_g to group g's loss (n_g: its training count)")
 
     def start(self, train: Split, val: Split | None) -> LossHook:
         groups = _need_groups(train, "group_dro")
         if val is not None:
             _need_groups(val, "group_dro", "validation")
-        return GroupDROHook(self.eta, torch.unique(groups.cpu()))
+        ids, counts = torch.unique(groups.cpu(), return_counts=True)
+        adjustment = self.adjustment / counts.to(torch.float64).sqrt() if self.adjustment else None
+        return GroupDROHook(self.eta, ids, adjustment)
 
 
 # -------------------------------------------------------------------------------------------- Kamiran–Calders
