@@ -77,6 +77,6 @@ def make_registered(registry: Registry[Any], name: str, options: dict[str, Any])
     try:
         return cls(**options)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg'].removeprefix('Value error, ')}"
-                             for e in exc.errors())
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) + ': ' if e['loc'] else ''}"
+                             f"{e['msg'].removeprefix('Value error, ')}" for e in exc.errors())
         raise ValueError(f"{registry.kind} {name!r}: {problems}") from None

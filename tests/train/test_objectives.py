@@ -17,9 +17,12 @@ from biastransfer.config import ConfigError
 from biastransfer.interventions import Pool, get_intervention
 from biastransfer.models.architectures import build_model
 from biastransfer.plan import parse_study
+from biastransfer.seeding import rng
 from biastransfer.spec import RunSpec
 from biastransfer.train import engine
+from biastransfer.train.dfr import logistic_head
 from biastransfer.train.engine import FitConfig, Split, fit, predict_logits, weighted_loss
+from biastransfer.train.features import compute_features
 from biastransfer.train.objectives import (
     OBJECTIVES,
     GroupDROHook,
@@ -190,6 +193,41 @@ def test_dfr_reinitialises_the_head_from_the_run_seed_alone() -> None:
     get_objective("dfr", epochs=1, reinit=False).start(split(32, 0), val).after_fit(
         kept, train=split(32, 0), val=val, config=FitConfig(max_epochs=1, batch_size=8), seed=7, device=CPU)
     assert not torch.equal(kept.head.weight, heads[0]["weight"])  # reinit: false retrains from the ERM head
+
+
+def test_dfr_l1_logistic_sets_the_head_to_the_papers_regression_on_frozen_features() -> None:
+    """``solver: l1_logistic``: the head is :func:`logistic_head` of the ERM model's features of the whole held-out
+    split (same seed stream), the backbone bit for bit ERM's, and the run records C, the fits and the exact
+    balanced counts. Options of the other solver, and a K-way target, are refused with what to do."""
+    val = split(40, 1)
+    erm_model, _ = train("erm")
+    torch.manual_seed(0)
+    model = build_model("small_resnet")
+    obj = get_objective("dfr", solver="l1_logistic", C=0.5, fits=2)
+    res = fit(model, split(32, 0), val, FitConfig(max_epochs=2, batch_size=8, lr=0.05), seed=0, device=CPU,
+              objective=obj)
+    for key, value in erm_model.backbone.state_dict().items():
+        assert torch.equal(value, model.backbone.state_dict()[key]), f"DFR moved backbone tensor {key}"
+    feats = compute_features(erm_model, val.images, flip=False, device=CPU).numpy()
+    groups = val.groups.numpy()
+    expected = logistic_head(feats, val.targets.numpy(), groups, C=0.5, fits=2, generator=rng(0, "dfr-heldout"))
+    assert np.allclose(model.head.weight.detach().numpy(), expected.weight, atol=1e-6)
+    assert np.allclose(model.head.bias.detach().numpy(), expected.bias, atol=1e-6)
+    smallest = int(np.bincount(groups, minlength=4).min())
+    assert res.objective["dfr_groups"] == {str(g): smallest for g in range(4)}
+    assert res.objective["dfr_heldout"] == 4 * smallest
+    assert res.objective["dfr_C"] == 0.5 and res.objective["dfr_fits"] == 2 and res.objective["dfr_C_scores"] == {}
+    assert obj.label() == "dfr(solver=l1_logistic, C=0.5, fits=2)"
+    with pytest.raises(ValueError, match=r"^objective 'dfr': option epochs belongs to solver 'sgd'"):
+        get_objective("dfr", solver="l1_logistic", epochs=3)
+    with pytest.raises(ValueError, match=r"option C belongs to solver 'l1_logistic'"):
+        get_objective("dfr", C=0.1)
+    train_split = split(32, 0)
+    kway_train = Split(train_split.images, torch.randint(0, 3, (32,)), None, train_split.groups)
+    kway_val = Split(val.images, torch.randint(0, 3, (40,)), None, val.groups)
+    with pytest.raises(ValueError, match=r"fits binary targets; this task has 3 classes: use solver 'sgd'"):
+        fit(build_model("small_resnet", num_outputs=3), kway_train, kway_val, FitConfig(max_epochs=1, batch_size=8),
+            seed=0, device=CPU, objective=get_objective("dfr", solver="l1_logistic"))
 
 
 def test_dfr_needs_a_held_out_split_with_groups() -> None:

@@ -20,7 +20,9 @@ K-way cross-entropy), w_i its weight from the intervention (1 without), g_i its 
     Kirichenko et al. 2022 (Deep Feature Reweighting). ERM finetuning, then only the last layer is retrained on
     a group-balanced held-out set: the validation split with every group present subsampled (seeded, without
     replacement) to the smallest group's count, unweighted, on the frozen backbone's features (the engine's
-    frozen-feature fast path); the backbone stays bit for bit as ERM left it.
+    frozen-feature fast path); the backbone stays bit for bit as ERM left it. ``solver: l1_logistic`` fits the
+    head as the paper does instead: ℓ1 logistic regression (scikit-learn) with C tuned on halves of the held-out
+    split, averaged over balanced subsamples (:mod:`biastransfer.train.dfr`).
 ``kamiran_calders``
     Kamiran & Calders 2012 (reweighing): w'_i = w_i·P(a_i)·P(y_i)/P(a_i, y_i), the probabilities from the
     (w-weighted) counts of the finetuning split, so that a and y are independent under w'. The validation loss
@@ -34,18 +36,20 @@ formulas, the comparison with the ``reweight`` intervention and the study-file s
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
 from biastransfer.models.transfer import FREEZE_BACKBONE, Phase
 from biastransfer.registry import Registry, make_registered
 from biastransfer.seeding import derive_seed, rng
+from biastransfer.train.dfr import balanced_subsample, logistic_head
 from biastransfer.train.engine import FitConfig, LossHook, Split, WeightedLoss, fit, weighted_loss
+from biastransfer.train.features import compute_features
 
 CELL_NAMES = {0: "(a=0, y=0)", 1: "(a=0, y=1)", 2: "(a=1, y=0)", 3: "(a=1, y=1)"}
 """The group ids of :func:`cell_groups` → the cells they stand for."""
@@ -270,18 +274,6 @@ class KamiranCalders(TrainingObjective):
 
 
 # -------------------------------------------------------------------------------------------------------- DFR
-def balanced_subsample(groups: np.ndarray, generator: np.random.Generator) -> np.ndarray:
-    """Positions (ascending) of a group-balanced subset: every group present keeps k = the smallest group's count
-    examples, drawn without replacement (one permutation per group, groups ascending)."""
-    groups = np.asarray(groups)
-    ids, counts = np.unique(groups, return_counts=True)
-    if ids.size == 0:
-        raise ValueError("dfr: the held-out split is empty")
-    k = int(counts.min())
-    keep = [generator.permutation(np.flatnonzero(groups == g))[:k] for g in ids]
-    return np.sort(np.concatenate(keep))
-
-
 class DFRHook(WeightedLoss):
     """ERM, then the last layer retrained on the balanced held-out set (:meth:`after_fit`)."""
 
@@ -294,6 +286,8 @@ class DFRHook(WeightedLoss):
             raise ValueError("objective 'dfr' retrains the last layer on the held-out (validation) split; "
                              "the training has none")
         groups = _need_groups(val, "dfr", "held-out (validation)").cpu().numpy()
+        if self.options.solver == "l1_logistic":
+            return self._logistic(model, val, groups, seed, device)
         keep = balanced_subsample(groups, rng(seed, "dfr-heldout"))
         idx = torch.as_tensor(keep)
         held = Split(val.images[idx.to(val.images.device)], val.targets[idx.to(val.targets.device)], None,
@@ -311,6 +305,26 @@ class DFRHook(WeightedLoss):
                 "dfr_train_loss": res.history[-1]["train_loss"] if res.history else float("nan"),
                 "dfr_groups": {str(int(g)): int(c) for g, c in zip(ids, counts, strict=True)}}
 
+    def _logistic(self, model: nn.Module, val: Split, groups: np.ndarray, seed: int,
+                  device: torch.device) -> dict[str, Any]:
+        """The head replaced by :func:`~biastransfer.train.dfr.logistic_head` on the frozen features of the whole
+        held-out split (its balanced subsamples are drawn inside)."""
+        if val.targets.dtype == torch.int64:
+            raise ValueError("objective 'dfr' with solver 'l1_logistic' fits binary targets; this task has "
+                             f"{model.head.out_features} classes: use solver 'sgd'")
+        feats = compute_features(model, val.images, flip=False, device=device).numpy()
+        fitted = logistic_head(feats, val.targets.cpu().numpy(), groups, C=self.options.C, fits=self.options.fits,
+                               generator=rng(seed, "dfr-heldout"))
+        with torch.no_grad():
+            model.head.weight.copy_(torch.as_tensor(fitted.weight, dtype=model.head.weight.dtype))
+            model.head.bias.copy_(torch.as_tensor(fitted.bias, dtype=model.head.bias.dtype))
+        ids, counts = np.unique(groups, return_counts=True)
+        k = int(counts.min())
+        return {"dfr_heldout": k * int(ids.size), "dfr_groups": {str(int(g)): k for g in ids},
+                "dfr_solver": "l1_logistic", "dfr_C": fitted.C, "dfr_fits": self.options.fits,
+                "dfr_C_scores": {f"{c:g}": v for c, v in fitted.scores.items()},
+                "dfr_nonzero": fitted.nonzero}
+
 
 @OBJECTIVES.register("dfr")
 class DFR(TrainingObjective):
@@ -318,13 +332,31 @@ class DFR(TrainingObjective):
     retrained (re-initialised unless ``reinit`` is false): (W, b) = argmin mean_{i∈B} ℓ(W·φ(x_i) + b, y_i) by
     SGD, φ the frozen backbone's features (the engine's frozen-feature fast path), B the group-balanced held-out
     set: the validation split with every group g present subsampled to |B ∩ g| = min_g' n_g' (seeded, exact
-    counts), unweighted; ``epochs`` epochs (default: the study's ``max_epochs``) without early stopping. The
-    backbone is untouched."""
+    counts), unweighted; ``epochs`` epochs (default: the study's ``max_epochs``) without early stopping. With
+    ``solver: l1_logistic`` the head is instead the paper's own fit: an ℓ1-regularised logistic regression on the
+    standardised features, C tuned by worst-group accuracy on random halves of the held-out split, coefficients
+    averaged over ``fits`` balanced subsamples (:mod:`biastransfer.train.dfr`). The backbone is untouched."""
 
     description: ClassVar[str] = ("DFR (Kirichenko et al. 2022): ERM, then the last layer retrained on a "
                                   "group-balanced held-out set")
     epochs: int | None = Field(None, ge=1, description="epochs of the last-layer retraining (None: max_epochs)")
     reinit: bool = Field(True, description="re-initialise the last layer before retraining it")
+    solver: Literal["sgd", "l1_logistic"] = Field(
+        "sgd", description="sgd: the run's SGD settings on the balanced set; l1_logistic: Kirichenko et al.'s "
+                           "ℓ1 logistic regression (scikit-learn), C tuned on halves, averaged over fits")
+    C: float | None = Field(None, gt=0.0, description="l1_logistic's inverse regularisation strength (None: tuned "
+                                                       "over 1, 0.7, 0.3, 0.1, 0.07, 0.03, 0.01)")
+    fits: int = Field(10, ge=1, description="l1_logistic's balanced subsamples per C and for the final average")
+
+    @model_validator(mode="after")
+    def _options_of_the_solver(self) -> DFR:
+        own = {"sgd": {"epochs", "reinit"}, "l1_logistic": {"C", "fits"}}
+        other = "l1_logistic" if self.solver == "sgd" else "sgd"
+        stray = sorted(own[other] & self.model_fields_set)
+        if stray:
+            raise ValueError(f"option {', '.join(stray)} belongs to solver {other!r}, and this dfr uses solver "
+                             f"{self.solver!r}")
+        return self
 
     def start(self, train: Split, val: Split | None) -> LossHook:
         if val is not None:
