@@ -269,9 +269,24 @@ def test_cli_default_file_and_store_unchanged(folder: Path, tmp_path: Path) -> N
     assert (copy / "results.db").read_bytes() == before
 
 
+def test_cli_mct_format_writes_the_mct_form_of_the_same_card(folder: Path, tmp_path: Path) -> None:
+    """``--format model-card-mct``: DIR/model_card.mct.json is :func:`to_mct` of the card ``--format model-card``
+    writes (MCT's schema v0.0.2: strings, no ``biastransfer`` key), and the terminal says what it leaves out."""
+    copy = tmp_path / "out"
+    shutil.copytree(folder, copy)
+    full = CliRunner().invoke(app, ["export", str(copy), "-f", "model-card"])
+    mct = CliRunner().invoke(app, ["export", str(copy), "-f", "model-card-mct"])
+    assert full.exit_code == 0 and mct.exit_code == 0, full.output + mct.output
+    written = _strict((copy / "model_card.mct.json").read_text(encoding="utf-8"))
+    assert written == to_mct(_strict((copy / "model_card.json").read_text(encoding="utf-8")))
+    assert "biastransfer" not in written and written["schema_version"] == "0.0.2"
+    said = " ".join(mct.output.split())
+    assert "in MCT's schema v0.0.2" in said and "thresholds" in said and "--format model-card only" in said
+
+
 @pytest.mark.parametrize("args, message", [
     (["--format", "model-card"], "results.db is missing"),
-    (["--format", "card"], "--format must be 'csv', 'parquet' or 'model-card'"),
+    (["--format", "card"], "--format must be 'csv', 'parquet', 'model-card' or 'model-card-mct'"),
 ])
 def test_cli_bad_input_is_a_clear_error(args: list[str], message: str, tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["export", str(tmp_path), *args])

@@ -33,12 +33,16 @@ def left_out(others: list[dict], study: str) -> str:
 
 def export(
     out_dir: Annotated[Path, typer.Argument(help="A study's output folder (with results.db).")],
-    fmt: Annotated[str, typer.Option("--format", "-f", help="csv, parquet or model-card (JSON: metrics per setting "
+    fmt: Annotated[str, typer.Option("--format", "-f", help="csv, parquet, model-card (JSON: metrics per setting "
                                                           "and group with Student-t 95% intervals over seeds, in "
-                                                          "the Model Card Toolkit's quantitative_analysis shape).")]
+                                                          "the Model Card Toolkit's quantitative_analysis shape, "
+                                                          "with thresholds and provenance) or model-card-mct (the "
+                                                          "same metrics as MCT's schema v0.0.2 types them, which "
+                                                          "its ModelCard.from_json loads).")]
     = "csv",
     output: Annotated[Path | None, typer.Option("--output", "-o", help="File to write (default DIR/runs.FMT, "
-                                                                       "DIR/model_card.json).")] = None,
+                                                                       "DIR/model_card.json, "
+                                                                       "DIR/model_card.mct.json).")] = None,
     all_runs: Annotated[bool, typer.Option("--all", help="Also the runs that are not part of the folder's current "
                                                          "study (earlier versions of it).")] = False,
 ) -> None:
@@ -51,13 +55,14 @@ def export(
     from biastransfer.driver import split_runs
     from biastransfer.store.export import runs_frame
 
-    if fmt not in ("csv", "parquet", "model-card"):
-        _fail(f"--format must be 'csv', 'parquet' or 'model-card', got {fmt!r}")
+    if fmt not in ("csv", "parquet", "model-card", "model-card-mct"):
+        _fail(f"--format must be 'csv', 'parquet', 'model-card' or 'model-card-mct', got {fmt!r}")
     store = open_store(out_dir)
     current, others = split_runs(store)
-    if fmt == "model-card":
+    if fmt.startswith("model-card"):
+        mct = fmt == "model-card-mct"
         _export_card(store, current + others if all_runs else current, [] if all_runs else others,
-                     output or out_dir / "model_card.json", out_dir)
+                     output or out_dir / ("model_card.mct.json" if mct else "model_card.json"), out_dir, mct=mct)
         return
     frame = runs_frame(store, current + others if all_runs else current)
     if others and not all_runs:
@@ -76,11 +81,12 @@ def export(
     err.print(f"Wrote {len(frame)} runs to {target}")
 
 
-def _export_card(store, runs: list[dict], others: list[dict], target: Path, out_dir: Path) -> None:
-    """Write the model card of ``runs`` to ``target`` (strict JSON: null for NaN); closes ``store``."""
+def _export_card(store, runs: list[dict], others: list[dict], target: Path, out_dir: Path, *, mct: bool) -> None:
+    """Write the model card of ``runs`` to ``target`` (strict JSON: null for NaN), or with ``mct`` its form in
+    MCT's schema v0.0.2 (:func:`~biastransfer.store.model_card.to_mct`); closes ``store``."""
     import json
 
-    from biastransfer.store.model_card import model_card
+    from biastransfer.store.model_card import model_card, to_mct
 
     study = (store.get_meta("study") or {}).get("name", "?")
     if not runs:
@@ -92,12 +98,17 @@ def _export_card(store, runs: list[dict], others: list[dict], target: Path, out_
         store.close()
     if others:
         err.print(f"[yellow]note:[/] {left_out(others, study)}")
+    name = "model_card.mct.json" if mct else "model_card.json"
     if target.is_dir():
-        _fail(f"-o {target} is a folder: give a file to write, e.g. {target / 'model_card.json'}")
+        _fail(f"-o {target} is a folder: give a file to write, e.g. {target / name}")
+    written = to_mct(card) if mct else card
     try:
-        target.write_text(json.dumps(card, indent=2, ensure_ascii=False, allow_nan=False) + "\n", encoding="utf-8")
+        target.write_text(json.dumps(written, indent=2, ensure_ascii=False, allow_nan=False) + "\n",
+                          encoding="utf-8")
     except OSError as exc:
         _fail(f"cannot write {target} ({exc.strerror or exc}): give a file in a writable folder with -o FILE")
     settings = card["biastransfer"]["settings"]
     err.print(f"Wrote the model card of {len(runs)} runs ({len(settings)} settings, "
-              f"{len(card['quantitative_analysis']['performance_metrics'])} metrics) to {target}")
+              f"{len(written['quantitative_analysis']['performance_metrics'])} metrics) to {target}"
+              + (" in MCT's schema v0.0.2 (per-run thresholds, notes on missing values and provenance are in "
+                 "--format model-card only)" if mct else ""))
