@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import shutil
+import sqlite3
 
 import numpy as np
 import pytest
 
 from biastransfer.spec import RunSpec
-from biastransfer.store.sqlite import ResultStore
+from biastransfer.store.lock import folder_in_use, folder_lock
+from biastransfer.store.sqlite import ResultStore, StoreLayoutError
 
 
 def _spec(**kw) -> RunSpec:
@@ -111,3 +113,58 @@ def test_a_reader_leaves_a_log_it_did_not_make(tmp_path):
     after = {p.name: p.read_bytes() for p in killed.iterdir()}
     assert after.keys() == before.keys()  # -shm is sqlite's index of the log: a reader may rebuild it
     assert after["results.db"] == before["results.db"] and after["results.db-wal"] == before["results.db-wal"]
+
+
+def test_a_reader_closing_while_a_run_holds_the_folder_leaves_the_files(tmp_path):
+    """A ``run`` holds the folder's lock (as between its runs, with its store closed): the reader's close does not
+    open a read-write connection, so even the empty log files stay for the run's own store."""
+    _store_with_one_run(tmp_path)
+    with folder_lock(tmp_path):
+        assert folder_in_use(tmp_path)
+        reader = ResultStore.open_existing(tmp_path, read_only=True, check=False)
+        reader.count()
+        reader.close()
+        assert _names(tmp_path) == [".biastransfer.lock", "results.db", "results.db-shm", "results.db-wal"]
+    assert not folder_in_use(tmp_path)
+
+
+def _recording(monkeypatch) -> list[str]:
+    tidied: list[str] = []
+    monkeypatch.setattr(ResultStore, "_remove_empty_log", lambda self: tidied.append(self.path.name))
+    return tidied
+
+
+def test_only_a_checked_wal_mode_store_is_tidied(tmp_path, monkeypatch):
+    """No read-write connection for a file that fails the checks (here an SQLite file of another program, in
+    WAL mode) nor for a store in rollback-journal mode, which gets no log files to remove."""
+    tidied = _recording(monkeypatch)
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    conn = sqlite3.connect(foreign / "results.db", isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL"), conn.execute("CREATE TABLE other (x)")
+    conn.close()
+    with pytest.raises(StoreLayoutError, match="not a results store"):
+        ResultStore.open_existing(foreign, read_only=True)
+    assert tidied == []
+    journal = tmp_path / "journal"
+    _store_with_one_run(journal)
+    conn = sqlite3.connect(journal / "results.db", isolation_level=None)
+    conn.execute("PRAGMA journal_mode=DELETE")
+    conn.close()
+    store = ResultStore.open_existing(journal, read_only=True, check=False)
+    store.close()
+    assert tidied == [] and _names(journal) == ["results.db"]
+    wal = tmp_path / "wal"
+    _store_with_one_run(wal)
+    ResultStore.open_existing(wal, read_only=True, check=False).close()
+    assert tidied == ["results.db"]  # the recording sees the one call it replaced
+
+
+def test_tidying_never_creates_the_file(tmp_path):
+    """results.db moved away while it was read: closing the reader creates no empty results.db in its place."""
+    _store_with_one_run(tmp_path)
+    reader = ResultStore.open_existing(tmp_path, read_only=True, check=False)
+    reader.count()
+    (tmp_path / "results.db").rename(tmp_path / "moved.db")
+    reader.close()
+    assert not (tmp_path / "results.db").exists()

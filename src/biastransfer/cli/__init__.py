@@ -218,7 +218,7 @@ def report(
 ) -> None:
     """Write DIR/report.html (self-contained) and DIR/plots/*.png from the results in DIR.
 
-    results.db is opened read-only: nothing in it changes, and results on read-only media can be read (write
+    results.db is opened read-only: no run in it changes, and results on read-only media can be read (write
     the report elsewhere with -o)."""
     _report(out_dir, quiet, output)
 

@@ -48,9 +48,10 @@ def export(
 ) -> None:
     """Export one tidy row per run of the folder's current study (experiment, task, base, intervention, level,
     seed, metrics, ...), or its model card (--format model-card: per setting and group, the mean over seeds with
-    a Student-t 95% interval, thresholds and provenance; docs/metrics.md).
+    a Student-t 95% interval, thresholds and provenance; --format model-card-mct: the same metrics in the Model
+    Card Toolkit's schema v0.0.2; docs/metrics.md).
 
-    results.db is opened read-only: nothing in it changes, and results on read-only media can be read (write
+    results.db is opened read-only: no run in it changes, and results on read-only media can be read (write
     the table elsewhere with -o)."""
     from biastransfer.driver import split_runs
     from biastransfer.store.export import runs_frame

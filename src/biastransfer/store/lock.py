@@ -62,3 +62,21 @@ def folder_lock(out_dir: Path, *, wait: bool = False,
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def folder_in_use(out_dir: Path) -> bool:
+    """Whether a process holds ``out_dir``'s lock now. Creates and takes nothing: False when there is no lock file;
+    True when its state cannot be read (the safe answer for a caller that would otherwise touch the folder)."""
+    path = Path(out_dir) / LOCK_NAME
+    if not path.exists():
+        return False
+    try:
+        with open(path) as handle:  # read-only: never creates the file
+            try:
+                fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            return False
+    except OSError:
+        return True

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from biastransfer.spec import KEY_VERSION, RunSpec
+from biastransfer.store.lock import folder_in_use
 from biastransfer.store.migrate import put_data_in_keys
 
 LEGACY_RELEASE = "0.1"
@@ -82,11 +83,23 @@ def _default(obj: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
+def _write_ahead_logged(path: Path) -> bool:
+    """Whether the SQLite file at ``path`` is in WAL mode (its header's read and write versions, bytes 18 and 19,
+    are 2)."""
+    try:
+        with open(path, "rb") as handle:
+            header = handle.read(20)
+    except OSError:
+        return False
+    return len(header) == 20 and header[18] == 2 and header[19] == 2
+
+
 class ResultStore:
     """A study's results in ``DIR/results.db``."""
 
     FILENAME = "results.db"
-    _tidy_log = False  # see close()
+    _tidy_candidate = False  # a read-only store that found no -wal or -shm (see close())
+    _tidy_log = False  # ... of a WAL-mode store that passed open_existing's checks
 
     def __init__(self, folder: Path) -> None:
         self.folder = Path(folder)
@@ -106,8 +119,9 @@ class ResultStore:
         re-created), unreadable, not a results store or fails sqlite's ``quick_check``, and, with ``check``, when
         its layout is not this version's (see :meth:`check_layout`).
 
-        ``read_only`` (``report``, ``export``) opens it with sqlite's ``mode=ro``: nothing is written to the file,
-        not even the journal mode or a missing table. In a folder this process cannot write (read-only media), a
+        ``read_only`` (``report``, ``export``) opens it with sqlite's ``mode=ro``: the connection writes nothing,
+        not even the journal mode or a missing table (closing it may remove the empty ``-wal`` and ``-shm`` files
+        sqlite made for it; see :meth:`close`). In a folder this process cannot write (read-only media), a
         store without a pending write-ahead log is opened ``immutable=1`` (sqlite cannot create ``results.db-shm``
         there); one with a pending log is read through its ``-wal`` and ``-shm`` files, and refused with what to do
         when ``-shm`` is missing."""
@@ -149,6 +163,7 @@ class ResultStore:
             except StoreLayoutError:
                 store.close()
                 raise
+        store._tidy_log = store._tidy_candidate and _write_ahead_logged(path)  # see close(); only once all passed
         return store
 
     @classmethod
@@ -167,25 +182,30 @@ class ResultStore:
                 mode = "mode=ro&immutable=1"
         store = cls.__new__(cls)
         store.folder, store.path = path.parent, path
-        store._tidy_log = (mode == "mode=ro" and not wal.exists() and not shm.exists()
-                           and os.access(path, os.W_OK))
+        store._tidy_candidate = (mode == "mode=ro" and not wal.exists() and not shm.exists()
+                                 and os.access(path, os.W_OK))
         uri = f"{path.absolute().as_uri()}?{mode}"
         store._conn = sqlite3.connect(uri, uri=True, timeout=60, isolation_level=None)
         return store
 
     def close(self) -> None:
-        """Close the connection. A read-only store that found no ``results.db-wal``/``-shm`` beside the file
-        leaves none: sqlite makes them for a reader of a WAL-mode file but only a connection that may write
-        removes them, so a read-write connection is opened and closed. sqlite removes the two files only when
-        that connection is the file's last (a concurrent ``run`` keeps them and its log); the log it finds is
-        empty or already committed, so nothing but sqlite's own checkpoint is written."""
+        """Close the connection. A read-only store of a WAL-mode results store that passed its checks, and found
+        no ``results.db-wal``/``-shm`` beside the file, leaves none: sqlite makes them for a reader but only a
+        connection that may write removes them, so a read-write connection (``mode=rw``: it never creates the
+        file) is opened and closed, unless a ``run`` holds the folder's lock. sqlite removes the two files only
+        when that connection is the file's last (a concurrent writer keeps them and its log). If a writer started
+        and stopped during the read, sqlite checkpoints its committed runs into the file on that close: the
+        file's bytes change, its runs do not."""
         self._conn.close()
         if self._tidy_log:
             self._remove_empty_log()
 
     def _remove_empty_log(self) -> None:
+        if folder_in_use(self.folder):
+            return
         try:
-            conn = sqlite3.connect(self.path, timeout=1, isolation_level=None)
+            conn = sqlite3.connect(f"{self.path.absolute().as_uri()}?mode=rw", uri=True, timeout=1,
+                                   isolation_level=None)
             try:
                 conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
             finally:
