@@ -8,7 +8,7 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
-from biastransfer.train.dfr import C_GRID, balanced_subsample, logistic_head, worst_group_accuracy
+from biastransfer.train.dfr import C_GRID, balanced_subsample, halves, logistic_head, worst_group_accuracy
 
 
 def data(n: int = 400, d: int = 12, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -86,7 +86,29 @@ def test_worst_group_accuracy_by_hand() -> None:
     assert worst_group_accuracy(z[:2], two[:2], groups[:2], np.array([[1.0], [1.0]]), np.array([0.0, 0.0])) == 0.5
 
 
-def test_a_balanced_set_with_one_label_says_what_to_give() -> None:
+def test_halves_split_every_group() -> None:
+    groups = np.repeat([0, 1, 2, 3], [5, 8, 1, 2])
+    first, second = halves(groups, np.random.default_rng(0))
+    assert np.bincount(groups[first], minlength=4).tolist() == [2, 4, 0, 1]
+    assert np.bincount(groups[second], minlength=4).tolist() == [3, 4, 1, 1]
+    assert sorted([*first, *second]) == list(range(groups.size))
+    again = halves(groups, np.random.default_rng(0))
+    assert np.array_equal(again[0], first) and not np.array_equal(halves(groups, np.random.default_rng(1))[0], first)
+
+
+def test_tuning_works_when_a_label_is_rare() -> None:
+    """Two examples in each y = 0 cell, thirty in each y = 1 cell: every tuning half still has both labels."""
+    x, _, _ = data(n=64)
+    g = np.repeat([0, 2, 1, 3], [2, 2, 30, 30])
+    y = (g % 2).astype(np.float32)
+    head = logistic_head(x, y, g, C=None, fits=10, generator=np.random.default_rng(0))
+    assert set(head.scores) == set(C_GRID)
+
+
+def test_a_set_with_one_label_says_which_set_and_what_to_give() -> None:
     x, y, g = data()
-    with pytest.raises(ValueError, match=r"has only label 1 in target column 0.*larger validation split"):
+    with pytest.raises(ValueError, match=r"the balanced held-out set has only label 1 in target column 0.*larger "
+                                         r"validation split"):
         logistic_head(x, np.ones_like(y), g, C=1.0, fits=1, generator=np.random.default_rng(0))
+    with pytest.raises(ValueError, match=r"a balanced half used to tune C has only label 1.*or fix C"):
+        logistic_head(x, np.ones_like(y), g, C=None, fits=1, generator=np.random.default_rng(0))

@@ -346,7 +346,7 @@ class DFR(TrainingObjective):
                            "ℓ1 logistic regression (scikit-learn), C tuned on halves, averaged over fits")
     C: float | None = Field(None, gt=0.0, description="l1_logistic's inverse regularisation strength (None: tuned "
                                                        "over 1, 0.7, 0.3, 0.1, 0.07, 0.03, 0.01)")
-    fits: int = Field(10, ge=1, description="l1_logistic's balanced subsamples per C and for the final average")
+    fits: int = Field(20, ge=1, description="l1_logistic's halvings to tune C, and balanced subsamples averaged")
 
     @model_validator(mode="after")
     def _options_of_the_solver(self) -> DFR:
