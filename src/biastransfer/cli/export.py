@@ -62,8 +62,9 @@ def export(
     current, others = split_runs(store)
     if fmt.startswith("model-card"):
         mct = fmt == "model-card-mct"
+        name = "model_card.mct.json" if mct else "model_card.json"
         _export_card(store, current + others if all_runs else current, [] if all_runs else others,
-                     output or out_dir / ("model_card.mct.json" if mct else "model_card.json"), out_dir, mct=mct)
+                     output or out_dir / name, out_dir, name=name, mct=mct)
         return
     frame = runs_frame(store, current + others if all_runs else current)
     if others and not all_runs:
@@ -82,9 +83,11 @@ def export(
     err.print(f"Wrote {len(frame)} runs to {target}")
 
 
-def _export_card(store, runs: list[dict], others: list[dict], target: Path, out_dir: Path, *, mct: bool) -> None:
+def _export_card(store, runs: list[dict], others: list[dict], target: Path, out_dir: Path, *, name: str,
+                 mct: bool) -> None:
     """Write the model card of ``runs`` to ``target`` (strict JSON: null for NaN), or with ``mct`` its form in
-    MCT's schema v0.0.2 (:func:`~biastransfer.store.model_card.to_mct`); closes ``store``."""
+    MCT's schema v0.0.2 (:func:`~biastransfer.store.model_card.to_mct`); ``name`` is the default file name, for
+    the error when ``target`` is a folder. Closes ``store``."""
     import json
 
     from biastransfer.store.model_card import model_card, to_mct
@@ -99,7 +102,6 @@ def _export_card(store, runs: list[dict], others: list[dict], target: Path, out_
         store.close()
     if others:
         err.print(f"[yellow]note:[/] {left_out(others, study)}")
-    name = "model_card.mct.json" if mct else "model_card.json"
     if target.is_dir():
         _fail(f"-o {target} is a folder: give a file to write, e.g. {target / name}")
     written = to_mct(card) if mct else card

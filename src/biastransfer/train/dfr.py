@@ -34,16 +34,19 @@ C_GRID: tuple[float, ...] = (1.0, 0.7, 0.3, 0.1, 0.07, 0.03, 0.01)
 """The inverse regularisation strengths Kirichenko et al. search for DFR."""
 
 
+def _shuffled_groups(groups: np.ndarray, generator: np.random.Generator) -> list[np.ndarray]:
+    """Each group's positions in a random order: one permutation per group, groups ascending."""
+    return [generator.permutation(np.flatnonzero(groups == g)) for g in np.unique(groups)]
+
+
 def balanced_subsample(groups: np.ndarray, generator: np.random.Generator) -> np.ndarray:
     """Positions (ascending) of a group-balanced subset: every group present keeps k = the smallest group's count
     examples, drawn without replacement (one permutation per group, groups ascending)."""
-    groups = np.asarray(groups)
-    ids, counts = np.unique(groups, return_counts=True)
-    if ids.size == 0:
+    shuffled = _shuffled_groups(np.asarray(groups), generator)
+    if not shuffled:
         raise ValueError("dfr: the held-out split is empty")
-    k = int(counts.min())
-    keep = [generator.permutation(np.flatnonzero(groups == g))[:k] for g in ids]
-    return np.sort(np.concatenate(keep))
+    k = min(p.size for p in shuffled)
+    return np.sort(np.concatenate([p[:k] for p in shuffled]))
 
 
 @dataclass
@@ -85,10 +88,9 @@ def worst_group_accuracy(z: np.ndarray, y: np.ndarray, groups: np.ndarray, coef:
 def halves(groups: np.ndarray, generator: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Positions (ascending) of two halves that split every group: a random ⌊n_g/2⌋ of group g's examples in the
     first, the rest in the second (so a group with one example is only in the second)."""
-    first = [generator.permutation(np.flatnonzero(groups == g)) for g in np.unique(groups)]
-    a = np.sort(np.concatenate([p[: p.size // 2] for p in first]))
-    b = np.sort(np.concatenate([p[p.size // 2:] for p in first]))
-    return a, b
+    shuffled = _shuffled_groups(groups, generator)
+    return (np.sort(np.concatenate([p[: p.size // 2] for p in shuffled])),
+            np.sort(np.concatenate([p[p.size // 2:] for p in shuffled])))
 
 
 def logistic_head(features: np.ndarray, targets: np.ndarray, groups: np.ndarray, *, C: float | None,
