@@ -109,8 +109,11 @@ def _check_block(i: int, block: Any, plugin: Experiment, bases: dict[str, Any], 
     return fields
 
 
-def validate(config: StudyConfig, source: str = "<study>", text: str | None = None) -> Study:
-    """Check every registered name and every block of a schema-valid study; return the :class:`Study`."""
+def validate(config: StudyConfig, source: str = "<study>", text: str | None = None, *,
+             check_files: bool = True) -> Study:
+    """Check every registered name and every block of a schema-valid study; return the :class:`Study`.
+    ``check_files=False`` skips the bases' own checks (:meth:`Base.check`: a checkpoint file exists …), for a
+    study that was checked when it ran and is now only read (:mod:`biastransfer.store.current`)."""
     problems = []
     if config.dataset.name not in DATASETS:
         problems.append(_unknown("dataset.name", config.dataset.name, DATASETS))
@@ -132,7 +135,9 @@ def validate(config: StudyConfig, source: str = "<study>", text: str | None = No
                             f"a base of kind {base.kind!r} takes none")
             continue
         try:  # options and what can be checked without data (a checkpoint file exists …)
-            BASES.get(base.kind)(**base.options()).check()
+            made = BASES.get(base.kind)(**base.options())
+            if check_files:
+                made.check()
         except (ValueError, FileNotFoundError) as exc:
             problems.append(f"  - bases.{bname}: {exc}")
     for i, exp in enumerate(config.experiments):
@@ -155,9 +160,10 @@ def validate(config: StudyConfig, source: str = "<study>", text: str | None = No
     return Study(config=config, blocks=blocks, defaults=defaults, text=text)
 
 
-def parse_study(data: Any, source: str = "<study>", text: str | None = None) -> Study:
-    """Validate a study from a dict; raise :class:`ConfigError` naming every bad field."""
-    return validate(parse_schema(data, source), source, text)
+def parse_study(data: Any, source: str = "<study>", text: str | None = None, *, check_files: bool = True) -> Study:
+    """Validate a study from a dict; raise :class:`ConfigError` naming every bad field (``check_files``:
+    :func:`validate`)."""
+    return validate(parse_schema(data, source), source, text, check_files=check_files)
 
 
 def load_study(path: Path) -> Study:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import torch
+
 from biastransfer.backends.base import BACKENDS, Backend, BackendOptions, Job, Outcome, Resources
 from biastransfer.backends.jobs import execute_job
 from biastransfer.backends.workspace import Workspace
@@ -19,6 +21,11 @@ class InProcess(Backend):
     def __init__(self, resources: Resources, workers: int = 1, options: BackendOptions | None = None) -> None:
         super().__init__(resources, 1, options)
         self.workspace = Workspace(resources)
+
+    @property
+    def threads(self) -> int:
+        """The torch threads each run computes with (this process's; recorded in each run's provenance)."""
+        return torch.get_num_threads()
 
     def run(self, jobs: list[Job]) -> Iterator[tuple[Job, Outcome]]:
         products: dict[str, Any] = {}

@@ -111,7 +111,7 @@ class Processes(Backend):
 
     def __init__(self, resources: Resources, workers: int = 2, options: BackendOptions | None = None) -> None:
         super().__init__(resources, workers, options)
-        threads = max(1, torch.get_num_threads() // workers)
+        self.threads = threads = max(1, torch.get_num_threads() // workers)  # per worker (each run's provenance)
         self.pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                                         initializer=_init,
                                         initargs=(resources, threads, os.getpid(), gpu_share(workers)))

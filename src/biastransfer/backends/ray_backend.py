@@ -177,6 +177,7 @@ class RayBackend(Backend):
         self.ray = ray = import_ray()
         self.cpus = float(self.options.cpus_per_task)
         self.gpus = float(self.options.gpus_for(resources.device))
+        self.threads = max(1, int(self.cpus))  # torch threads per task (each run's provenance)
         self.started = False
         if not ray.is_initialized():
             if self.options.address:
@@ -252,7 +253,7 @@ class RayBackend(Backend):
             tries[key] = tries.get(key, 0) + 1
             ref = self._task.options(num_cpus=self.cpus, num_gpus=self.gpus, max_retries=self.options.max_retries,
                                      retry_exceptions=False, name=key).remote(
-                job, self.resources, max(1, int(self.cpus)), self.gpus, os.getcwd(), needs,
+                job, self.resources, self.threads, self.gpus, os.getcwd(), needs,
                 *(results[k] for k in needs))
             running[ref] = key
 

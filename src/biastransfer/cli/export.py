@@ -53,7 +53,7 @@ def export(
 
     results.db is opened read-only: no run in it changes, and results on read-only media can be read (write
     the table elsewhere with -o)."""
-    from biastransfer.driver import split_runs
+    from biastransfer.store.current import split_runs
     from biastransfer.store.export import runs_frame
 
     if fmt not in ("csv", "parquet", "model-card", "model-card-mct"):

@@ -22,8 +22,8 @@ def _base_pools(stored: list[dict]) -> dict[str, dict]:
 def write_report(out_dir: Path, quiet: bool, target: Path | None = None) -> Path:
     """Write DIR/report.html (or into ``target``) from the current study's runs in DIR."""
     from biastransfer.cli.export import left_out, open_store
-    from biastransfer.driver import split_runs
     from biastransfer.report.page import build_report
+    from biastransfer.store.current import split_runs
     from biastransfer.store.export import hparams_frame, runs_frame
     from biastransfer.versions import package_versions
 
