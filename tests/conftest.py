@@ -32,34 +32,32 @@ class TinyReport:
     html: str
 
 
+#: The committed stores the goldens are rendered from: one per experiment kind, the runs of its tiny study
+#: (``tests/fixtures/stores/make_stores.py`` regenerates them).
+STORES = Path(__file__).resolve().parent / "fixtures" / "stores"
+
+
 @pytest.fixture(scope="session")
 def kind_report(tmp_path_factory: pytest.TempPathFactory):
-    """``kind_report(kind)``: the tiny study of ``kind``'s example block, run once per session in this process
-    with one torch thread and a cache of its own (so its numbers do not depend on which test trained a base
-    first), reported by ``biastransfer run``."""
-    import torch
-    import yaml
+    """``kind_report(kind)``: the report of ``kind``'s tiny study, rendered by ``biastransfer report`` from the
+    committed store of its runs (a copy, once per session). No training is involved, so the page and its numbers
+    are the same on every CPU and thread count; the training path has its own tests (tests/e2e)."""
+    import shutil
+
     from typer.testing import CliRunner
 
     from biastransfer.cli import app
 
-    cache = tmp_path_factory.mktemp("golden-cache")
     done: dict[str, TinyReport] = {}
 
     def get(kind: str) -> TinyReport:
         if kind not in done:
-            folder = tmp_path_factory.mktemp(f"report-{kind}")
-            study = folder / "study.yaml"
-            study.write_text(yaml.safe_dump(kind_study_dict(kind)))
-            threads = torch.get_num_threads()
-            torch.set_num_threads(1)
-            try:
-                result = CliRunner().invoke(app, ["run", str(study), "--out", str(folder / "out"), "--quiet",
-                                                  "--workers", "1", "--cache-dir", str(cache)])
-            finally:
-                torch.set_num_threads(threads)
+            out = tmp_path_factory.mktemp(f"report-{kind}") / "out"
+            out.mkdir()
+            shutil.copyfile(STORES / f"{kind}.db", out / "results.db")
+            result = CliRunner().invoke(app, ["report", str(out), "--quiet"])
             assert result.exit_code == 0, result.output
-            done[kind] = TinyReport(folder / "out", (folder / "out" / "report.html").read_text(encoding="utf-8"))
+            done[kind] = TinyReport(out, (out / "report.html").read_text(encoding="utf-8"))
         return done[kind]
 
     return get

@@ -188,9 +188,11 @@ def test_screen_full_decides_each_candidate_on_all_seeds_as_a_full_sweep_does() 
     a, b, c = (C("b", "reweight", (), lv) for lv in (0.5, 0.6, 0.7))
     seeds = list(range(8))
     ref = [0.80 + 0.01 * (s % 3) for s in seeds]
-    d = {a: [0.0, -0.03, 0.01, 0.01, 0.008, 0.008, 0.008, 0.008],
-         b: [0.002, 0.0025] + [-0.03] * 6,
-         c: [-0.1, -0.101] + [-0.1] * 6}
+    d = {
+        a: [0.0, -0.03, 0.01, 0.01, 0.008, 0.008, 0.008, 0.008],
+        b: [0.002, 0.0025] + [-0.03] * 6,
+        c: [-0.1, -0.101] + [-0.1] * 6,
+    }
     gaps = {REF: 0.4, a: 0.05, b: 0.10, c: 0.2}
     pool = {(x, s): ((ref[s] + (d[x][s] if x in d else 0.0)), gaps[x]) for x in (REF, a, b, c) for s in seeds}
     full = search.choose([a, b], ref_of, seeds, {k: v for k, v in pool.items() if k[0] != c}, 0.01)
@@ -273,11 +275,19 @@ def test_the_answer_names_undecided_settings_with_a_smaller_gap_whose_mean_lies_
     """reweight @ 0.5 keeps AUC with |FPR| 0.1 and is chosen. collect @ 0.6 (|FPR| 0.05) has d = −0.004, +0.006,
     −0.017: mean −0.005 ≥ −ε but a wide interval, so undecided and named. collect @ 0.5 (|FPR| 0.02) has d =
     −0.03, −0.005, −0.04: mean −0.025 < −ε, not named. subselect @ 0.5 (|FPR| 0.3) has a larger gap: not named."""
-    good, near, far, wider = (C("b", "reweight", (), 0.5), C("b", "collect", (), 0.6), C("b", "collect", (), 0.5),
-                              C("b", "subselect", (), 0.5))
-    table = {REF: [(0.80, 0.40), (0.81, 0.40), (0.82, 0.40)], good: [(0.801, 0.10), (0.812, 0.10), (0.819, 0.10)],
-             near: [(0.796, 0.05), (0.816, 0.05), (0.803, 0.05)], far: [(0.77, 0.02), (0.805, 0.02), (0.78, 0.02)],
-             wider: [(0.70, 0.30), (0.90, 0.30), (0.80, 0.30)]}
+    good, near, far, wider = (
+        C("b", "reweight", (), 0.5),
+        C("b", "collect", (), 0.6),
+        C("b", "collect", (), 0.5),
+        C("b", "subselect", (), 0.5),
+    )
+    table = {
+        REF: [(0.80, 0.40), (0.81, 0.40), (0.82, 0.40)],
+        good: [(0.801, 0.10), (0.812, 0.10), (0.819, 0.10)],
+        near: [(0.796, 0.05), (0.816, 0.05), (0.803, 0.05)],
+        far: [(0.77, 0.02), (0.805, 0.02), (0.78, 0.02)],
+        wider: [(0.70, 0.30), (0.90, 0.30), (0.80, 0.30)],
+    }
     answer = report.answers(_rows(table))["rec"]
     assert answer.recommended == good
     assert [s.candidate for s in report.undecided(answer, 0.1)] == [near]
@@ -310,8 +320,13 @@ def test_a_screen_stopped_mid_stage_is_provisional_and_accepts_only_at_the_end_o
     table = {REF: [(0.80, 0.30), (0.81, 0.30), (0.82, 0.30)], good: [(0.801, 0.10), (0.814, 0.10), (0.8225, 0.10)]}
     assert search.score(values(table), good, REF, [0, 1, 2], 0.01).keeps
     assert not search.score(values(table), good, REF, [0, 1], 0.01).keeps
-    block = {"strategy": "screen", "screen_seeds": 1, "min_seeds": 3, "block_seeds": "[0, 1, 2, 3, 4, 5, 6, 7]",
-             "full_sweep_runs": 16}
+    block = {
+        "strategy": "screen",
+        "screen_seeds": 1,
+        "min_seeds": 3,
+        "block_seeds": "[0, 1, 2, 3, 4, 5, 6, 7]",
+        "full_sweep_runs": 16,
+    }
     answer = report.answers(_rows(table).assign(**block))["rec"]
     assert not answer.finished and answer.recommended == REF and answer.choice.status == "none"
     assert "provisional" in answer.headline and "The search is not finished" in answer.text
@@ -387,9 +402,19 @@ def test_the_budget_is_never_exceeded_and_a_rerun_goes_on(
 def tiny_sweep() -> dict:
     """A correlation sweep on the recommendation's settings: collect and reweight at 0.5 and 0.8, seeds 0, 1."""
     sweep = tiny_study({})
-    sweep["experiments"] = [{"name": "sweep", "kind": "correlation_sweep", "tasks": ["t3"], "bases": ["scratch"],
-                             "interventions": ["collect", "reweight"], "levels": [0.5, 0.8], "n_train": 16,
-                             "seeds": [0, 1], "test": 0.8}]
+    sweep["experiments"] = [
+        {
+            "name": "sweep",
+            "kind": "correlation_sweep",
+            "tasks": ["t3"],
+            "bases": ["scratch"],
+            "interventions": ["collect", "reweight"],
+            "levels": [0.5, 0.8],
+            "n_train": 16,
+            "seeds": [0, 1],
+            "test": 0.8,
+        }
+    ]
     return sweep
 
 
@@ -466,8 +491,9 @@ def test_the_check_script_judges_a_recommendation_against_a_sweep_on_its_own_see
     assert "lacks runs on seeds [1]" in capsys.readouterr().err
     # a search that stopped before seed 2 (budget 4: the reference and reweight @ 0.5 on seeds 0, 1) is judged
     # on all three seeds it declares, which the two-seed sweep lacks
-    short = tiny_study({"interventions": ["reweight"], "levels": [0.5], "seeds": [0, 1, 2],
-                        "options": {"min_seeds": 2, "budget": 4}})
+    short = tiny_study(
+        {"interventions": ["reweight"], "levels": [0.5], "seeds": [0, 1, 2], "options": {"min_seeds": 2, "budget": 4}}
+    )
     assert _run(short, tmp_path / "short", cache_dir).ran == 4
     assert recommend_check.main([str(tmp_path / "short"), "--sweep", str(tmp_path / "sweep")]) == 2
     assert "lacks runs on seeds [2]" in capsys.readouterr().err
@@ -673,10 +699,10 @@ def test_the_example_block_report(kind_report) -> None:
                         "32",
                         "0.8",
                         "0.8",
-                        "0.092",
+                        "0.096",
                         "0.01",
                         "0.8",
-                        "0.092",
+                        "0.096",
                         "2",
                         "7",
                         "0",
@@ -694,8 +720,8 @@ def test_the_example_block_report(kind_report) -> None:
                 "tables": [
                     [
                         ["setting", "seeds", "AUC", "AUC difference", "keeps AUC", "|FPR difference|", "chosen"],
-                        ["reweight @ 0.8, base gendered", "3", "0.475", "-0.002 [-0.009, 0.006]", "yes", "0.092", ""],
-                        ["reweight @ 0.5, base gendered", "1", "0.469", "-0.033", "untested (1 seed)", "0.213", ""],
+                        ["reweight @ 0.8, base gendered", "3", "0.475", "-0.002 [-0.009, 0.005]", "yes", "0.096", ""],
+                        ["reweight @ 0.5, base gendered", "1", "0.468", "-0.033", "untested (1 seed)", "0.200", ""],
                     ],
                     [
                         ["runs in the recommendation", "new runs", "reused", "full sweep", "budget", "saved"],
@@ -709,10 +735,10 @@ def test_the_example_block_report(kind_report) -> None:
                         "32",
                         "0.8",
                         "0.8",
-                        "0.092",
+                        "0.096",
                         "0.01",
                         "0.8",
-                        "0.092",
+                        "0.096",
                         "2",
                         "7",
                         "0",
@@ -745,12 +771,12 @@ def test_the_example_block_report(kind_report) -> None:
                             "collect",
                             "0.8",
                             "3",
-                            "0.476 [0.327, 0.626]",
-                            "-0.092 [-0.505, 0.322]",
+                            "0.477 [0.328, 0.625]",
+                            "-0.096 [-0.517, 0.326]",
                             "-0.029 [-0.397, 0.339]",
-                            "0.192 [0.156, 0.228]",
-                            "-0.092 [-0.505, 0.322]",
-                            "0.158 [0.029, 0.288]",
+                            "0.196 [0.178, 0.214]",
+                            "-0.096 [-0.517, 0.326]",
+                            "0.162 [0.027, 0.298]",
                         ],
                         [
                             "t3",
@@ -758,12 +784,12 @@ def test_the_example_block_report(kind_report) -> None:
                             "reweight",
                             "0.5",
                             "1",
-                            "0.469",
-                            "-0.213",
-                            "0.025",
-                            "0.213",
+                            "0.468",
+                            "-0.200",
+                            "0.012",
+                            "0.200",
                             "—",
-                            "0.213",
+                            "0.200",
                         ],
                         [
                             "t3",
@@ -771,12 +797,12 @@ def test_the_example_block_report(kind_report) -> None:
                             "reweight",
                             "0.8",
                             "3",
-                            "0.475 [0.319, 0.631]",
-                            "-0.092 [-0.505, 0.322]",
-                            "-0.025 [-0.429, 0.379]",
+                            "0.475 [0.320, 0.629]",
+                            "-0.096 [-0.520, 0.328]",
+                            "-0.025 [-0.401, 0.351]",
                             "0.196 [0.148, 0.243]",
-                            "-0.092 [-0.505, 0.322]",
-                            "0.158 [0.029, 0.288]",
+                            "-0.096 [-0.520, 0.328]",
+                            "0.163 [0.020, 0.305]",
                         ],
                     ]
                 ],
