@@ -4,10 +4,10 @@ The loss follows the targets (:func:`weighted_loss`): binary cross-entropy on ea
 ``(n,)`` or ``(n, k)`` (binary tasks, multi-label heads), K-way cross-entropy for integer class indices (a
 multi-class head of K logits, :func:`make_split` with ``classes=True``).
 
-No per-sample Python runs in the loop: a batch is one index into a uint8 NCHW (channels-last) tensor, converted
-to float and flipped as a whole tensor. Early stopping watches the validation loss; the best weights are
-restored. Every random choice (initialisation, batch order, flips) derives from the run seed, so the same seed
-gives the same numbers on CPU.
+No per-sample Python runs in the loop: a batch is one index into a uint8 NCHW (channels-last) tensor (a
+:class:`Split`, :mod:`biastransfer.train.split`), converted to float and flipped as a whole tensor. Early stopping
+watches the validation loss; the best weights are restored. Every random choice (initialisation, batch order,
+flips) derives from the run seed, so the same seed gives the same numbers on CPU.
 
 The loss is a training objective's (:mod:`biastransfer.train.objectives`: ERM, GroupDRO, DFR, Kamiran–Calders),
 seen only through :class:`LossHook`; without one it is ERM's :func:`weighted_loss` (:class:`WeightedLoss`).
@@ -34,7 +34,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -50,6 +49,7 @@ from biastransfer.train.ops import (  # noqa: F401  (re-exported: the engine's p
     weighted_cross_entropy,
     weighted_loss,
 )
+from biastransfer.train.split import Split, make_split  # noqa: F401  (re-exported: the engine's data)
 
 
 class _Counter:
@@ -100,48 +100,6 @@ class FitResult:
     seconds: float
     history: list[dict[str, float]] = field(default_factory=list)
     objective: dict[str, Any] = field(default_factory=dict)  # what the objective's after_fit reported
-
-
-@dataclass
-class Split:
-    """Images (uint8 NCHW), targets, optional per-example weights and optional group ids.
-
-    Targets are either binary (float, shape (n,) or (n, k); stored as (n, k)) or class indices (int64, shape (n,);
-    stored as given), which makes the loss K-way cross-entropy. ``groups`` (int64, shape (n,), ≥ 0) are what the
-    group objectives read (GroupDRO, DFR, Kamiran–Calders: the (a, y) cell ``2·a + y``,
-    :func:`biastransfer.train.objectives.cell_groups`); ERM ignores them."""
-
-    images: torch.Tensor
-    targets: torch.Tensor
-    weights: torch.Tensor | None = None
-    groups: torch.Tensor | None = None
-
-    def __post_init__(self) -> None:
-        if self.images.dtype != torch.uint8:
-            raise TypeError("Split.images must be a uint8 tensor")
-        if len(self.images) != len(self.targets):
-            raise ValueError(f"{len(self.images)} images but {len(self.targets)} targets")
-        if self.targets.dtype == torch.int64:
-            if self.targets.ndim != 1:
-                raise ValueError(f"class-index targets must have shape (n,), got {tuple(self.targets.shape)}")
-            if (self.targets < 0).any():
-                raise ValueError("class-index targets must be >= 0 (drop examples with an unknown class)")
-        else:
-            if self.targets.ndim == 1:
-                self.targets = self.targets[:, None]
-            self.targets = self.targets.float()
-        if self.weights is not None:
-            self.weights = self.weights.float().reshape(-1, 1)
-        if self.groups is not None and (len(self.groups) != len(self.targets) or (self.groups < 0).any()):
-            raise ValueError(f"groups must be {len(self.targets)} ids >= 0 (one per example), got {len(self.groups)}")
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def to(self, device: torch.device) -> Split:
-        w = None if self.weights is None else self.weights.to(device)
-        g = None if self.groups is None else self.groups.to(device)
-        return Split(self.images.to(device), self.targets.to(device), w, g)
 
 
 class LossHook(Protocol):
@@ -384,15 +342,3 @@ class _HeadData:
         """The slow path's validation loss, from the validation features."""
         assert self.val is not None
         return _val_loss(hook, head_logits(model, self.val, device=self.device, precision=precision), val)
-
-
-def make_split(store_tensor: torch.Tensor, indices: np.ndarray, targets: np.ndarray,
-               weights: np.ndarray | None = None, *, classes: bool = False,
-               groups: np.ndarray | None = None) -> Split:
-    """A Split of the given store rows (one gather, no per-sample Python); ``classes``: the targets are class
-    indices (K-way cross-entropy) instead of binary labels; ``groups``: group ids per example (or None)."""
-    idx = torch.as_tensor(np.asarray(indices, dtype=np.int64))
-    w = None if weights is None else torch.as_tensor(np.asarray(weights, dtype=np.float32))
-    g = None if groups is None else torch.as_tensor(np.asarray(groups, dtype=np.int64))
-    dtype = np.int64 if classes else np.float32
-    return Split(store_tensor[idx], torch.as_tensor(np.asarray(targets, dtype=dtype)), w, g)
