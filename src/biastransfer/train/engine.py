@@ -4,10 +4,11 @@ The loss follows the targets (:func:`weighted_loss`): binary cross-entropy on ea
 ``(n,)`` or ``(n, k)`` (binary tasks, multi-label heads), K-way cross-entropy for integer class indices (a
 multi-class head of K logits, :func:`make_split` with ``classes=True``).
 
-No per-sample Python runs in the loop: a batch is one index into a uint8 NCHW (channels-last) tensor (a
-:class:`Split`, :mod:`biastransfer.train.split`), converted to float and flipped as a whole tensor. Early stopping
+No per-sample Python runs in the loop: a batch is one index into a uint8 NCHW tensor (a :class:`Split`,
+:mod:`biastransfer.train.split`), converted to float and flipped as a whole tensor. Model and batches are in the
+memory layout chosen for the host (channels-last or contiguous, :mod:`biastransfer.train.layout`). Early stopping
 watches the validation loss; the best weights are restored. Every random choice (initialisation, batch order,
-flips) derives from the run seed, so the same seed gives the same numbers on CPU.
+flips) derives from the run seed, so the same seed gives the same numbers on the same host.
 
 The loss is a training objective's (:mod:`biastransfer.train.objectives`: ERM, GroupDRO, DFR, Kamiran–Calders),
 seen only through :class:`LossHook`; without one it is ERM's :func:`weighted_loss` (:class:`WeightedLoss`).
@@ -39,6 +40,7 @@ from torch import nn
 
 from biastransfer.seeding import derive_seed
 from biastransfer.train.features import FeatureSource, SplitFeatures, head_logits, head_only
+from biastransfer.train.layout import memory_format
 from biastransfer.train.ops import (  # noqa: F401  (re-exported: the engine's public helpers)
     PRECISIONS,
     autocast,
@@ -159,7 +161,7 @@ def predict_logits(model: nn.Module, images: torch.Tensor, *, device: torch.devi
         n = len(x)
         if compile and n < batch_size:
             x = torch.cat([x, x.new_zeros((batch_size - n, *x.shape[1:]))]).contiguous(
-                memory_format=torch.channels_last)
+                memory_format=memory_format(x.device))
         with autocast(device, precision):
             out = forward(model, x)
         outs.append(out[:n].float().cpu())
@@ -200,7 +202,7 @@ def fit(model: nn.Module, train: Split, val: Split | None, config: FitConfig, *,
     """
     t0 = time.perf_counter()
     TRAININGS.count += 1
-    model.to(device).to(memory_format=torch.channels_last)
+    model.to(device).to(memory_format=memory_format(device))  # the host's layout (train.layout)
     train_d = train.to(device)
     n = len(train_d)
     if n < 2:

@@ -31,6 +31,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.dropout import _DropoutNd
 
 from biastransfer.models.transfer import FREEZE_BACKBONE
+from biastransfer.train.layout import memory_format
 from biastransfer.train.ops import autocast, eval_batch_size, to_float
 
 DEFAULT_MAX_BYTES = int(os.environ.get("BIASTRANSFER_FEATURE_CACHE_MB", "1024")) * 2 ** 20
@@ -74,7 +75,7 @@ def compute_features(model: nn.Module, images: torch.Tensor, *, flip: bool, devi
         for start in range(0, len(images), batch_size):
             x = to_float(images[start:start + batch_size].to(device, non_blocking=True))
             if flip:
-                x = x.flip(3).contiguous(memory_format=torch.channels_last)
+                x = x.flip(3).contiguous(memory_format=memory_format(x.device))
             with autocast(device, precision):
                 outs.append(model.features(x).float().cpu())
     finally:

@@ -8,6 +8,8 @@ import contextlib
 import torch
 import torch.nn.functional as F
 
+from biastransfer.train.layout import memory_format
+
 PRECISIONS = ("fp32", "bf16")
 
 
@@ -19,8 +21,9 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
 
 
 def to_float(images: torch.Tensor) -> torch.Tensor:
-    """uint8 [0, 255] → float [0, 1], keeping channels-last memory format."""
-    return images.float().div_(255.0).contiguous(memory_format=torch.channels_last)
+    """uint8 [0, 255] → float [0, 1], in the memory layout chosen for the images' device
+    (:func:`~biastransfer.train.layout.memory_format`)."""
+    return images.float().div_(255.0).contiguous(memory_format=memory_format(images.device))
 
 
 def random_flip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
