@@ -17,6 +17,7 @@ class InProcess(Backend):
     """Runs jobs serially in the calling process (the default with one worker; what tests and debuggers use)."""
 
     description = "every job in this process, one after the other"
+    auto_rank = 2  # --backend auto: the last resort (one worker, no cluster)
 
     def __init__(self, resources: Resources, workers: int = 1, options: BackendOptions | None = None) -> None:
         super().__init__(resources, 1, options)

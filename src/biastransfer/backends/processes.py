@@ -108,6 +108,11 @@ class Processes(Backend):
     concurrently on one device without one worker's allocations starving another's."""
 
     description = "a pool of worker processes on this machine, jobs scheduled by dependency"
+    auto_rank = 1  # --backend auto: with more than one worker and no cluster
+
+    @classmethod
+    def suits_auto(cls, workers: int, options: BackendOptions) -> bool:
+        return workers > 1
 
     def __init__(self, resources: Resources, workers: int = 2, options: BackendOptions | None = None) -> None:
         super().__init__(resources, workers, options)

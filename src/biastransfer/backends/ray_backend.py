@@ -171,6 +171,12 @@ class RayBackend(Backend):
     """Every job a Ray task on a local instance (``workers`` CPUs) or the cluster at ``options.address``."""
 
     description = "Ray tasks on a local instance or a cluster (--address); needs pip install 'biastransfer[ray]'"
+    auto_rank = 0  # --backend auto: whenever a cluster address is given
+    uses_address = True
+
+    @classmethod
+    def suits_auto(cls, workers: int, options: BackendOptions) -> bool:
+        return bool(options.address)
 
     def __init__(self, resources: Resources, workers: int = 1, options: BackendOptions | None = None) -> None:
         super().__init__(resources, workers, options)
