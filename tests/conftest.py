@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tiny_study import TINY_PARAMS, kind_study_dict
+from tiny_study import TINY_PARAMS
 
 
 @pytest.fixture(scope="session")
@@ -87,3 +87,12 @@ def fake_fmnist(tmp_path_factory: pytest.TempPathFactory) -> Path:
         write_idx(root / f"{part}-images-idx3-ubyte.gz", images)
         write_idx(root / f"{part}-labels-idx1-ubyte.gz", labels)
     return root
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (``-n auto``, pyproject.toml), the tests that start a Ray instance run one after another
+    in one worker (``--dist loadgroup``): two local Ray instances at once would share the machine's cores and ports."""
+    for item in items:
+        params = getattr(item, "callspec", None)
+        if item.get_closest_marker("ray") is not None or (params is not None and "ray" in params.params.values()):
+            item.add_marker(pytest.mark.xdist_group("ray"))
