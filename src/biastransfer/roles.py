@@ -5,10 +5,11 @@
 * ``scratch``: random initialisation;
 * ``other``: anything else (off-the-shelf checkpoints), shown but not compared.
 
-A study declares a base's role with ``role:``; otherwise :func:`derive_role` decides from what the base is: a
-base trained by us on the dataset's sensitive attribute is ``biased``, one trained on another attribute is a
-``control``, a base with a planted trigger is ``biased`` (``control`` with ``rate: 0``), a scratch base is
-``scratch``. Names never decide a role.
+A study declares a base's role with ``role:``; otherwise :func:`derive_role` asks the base's kind (its registered
+class's ``derive_role``, :mod:`biastransfer.models.bases`): a base trained by us on the dataset's sensitive
+attribute is ``biased``, one trained on another attribute is a ``control``, a base with a planted trigger is
+``biased`` (``control`` with ``rate: 0``), a scratch base is ``scratch``, any other ``other``. Names never decide a
+role, and no kind is named here: a new base kind says its own role.
 """
 
 from __future__ import annotations
@@ -21,12 +22,8 @@ BASE_ROLES: tuple[str, ...] = ("biased", "control", "scratch", "other")
 
 
 def derive_role(base: dict[str, Any], sensitive: str) -> str:
-    """The role of a base (``{"kind": ..., **options}``) that the study does not declare."""
-    kind = base.get("kind")
-    if kind == "scratch":
-        return "scratch"
-    if kind == "trained":
-        return "biased" if base.get("attribute") == sensitive else "control"
-    if kind == "planted":  # a trigger planted on purpose is the bias under study; rate 0 is its control
-        return "control" if base.get("rate", 1.0) == 0 else "biased"
-    return "other"
+    """The role of a base (``{"kind": ..., **options}``) that the study does not declare: what its kind's class
+    says (:meth:`biastransfer.models.bases.Base.derive_role`)."""
+    from biastransfer.models import bases  # imported here: config imports this module for BaseRole alone
+
+    return bases.derive_role(base, sensitive)

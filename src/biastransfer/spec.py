@@ -52,6 +52,11 @@ ADDED_FIELDS: dict[tuple[str, ...], Any] = {
 }
 """Fields added after key version 1 → the default at which they stay out of the payload."""
 
+KEY_OBJECTIVE: str = ADDED_FIELDS[("objective",)]
+"""The objective a run without one trains with: its runs keep their 0.1 keys and its searches their payloads, so
+the name is fixed here for good, not looked up (spec.py is below every registry). The objective registry marks the
+same entry ``baseline`` (``train/objectives.py``; tests/test_registries.py checks they agree)."""
+
 
 THRESHOLDS: dict[str, tuple[str, str]] = {
     "val": ("val", "reweighted"),
@@ -137,7 +142,7 @@ class RunSpec:
     intervention_options: dict[str, Any] = field(default_factory=dict)
     calibration: str = "unweighted"   # with threshold "val": "reweighted" (the default of 0.2) or "unweighted"
     data_fingerprint: str | None = None  # the dataset's content fingerprint (the driver fills it in)
-    objective: str = "erm"            # the training objective (train/objectives.py): erm, group_dro, dfr …
+    objective: str = KEY_OBJECTIVE    # the training objective (train/objectives.py): erm, group_dro, dfr …
     objective_options: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -180,7 +185,7 @@ class RunSpec:
                "transfer": self.transfer, "transfer_options": self.transfer_options}
         if self.data_fingerprint is not None:
             key["data_fingerprint"] = self.data_fingerprint
-        if self.objective != "erm" or self.objective_options:
+        if self.objective != KEY_OBJECTIVE or self.objective_options:
             key["objective"] = {"name": self.objective, **self.objective_options}
         return key
 
@@ -194,7 +199,7 @@ class RunSpec:
 
     def describe(self) -> str:
         level = self.level if isinstance(self.level, str) else f"{self.level:g}"
-        objective = "" if self.objective == "erm" else f" objective={self.objective}"
+        objective = "" if self.objective == KEY_OBJECTIVE else f" objective={self.objective}"
         return (f"{self.experiment}: {self.base_name} → {self.task} {self.intervention}@{level} "
                 f"N={self.n_train}{objective} seed={self.seed}")
 
@@ -213,8 +218,9 @@ class StudyDefaults:
     threshold: str | float = "val"
     transfer: str = "full"
     transfer_options: dict[str, Any] = field(default_factory=dict)
-    trained_kinds: tuple[str, ...] = ("trained",)
-    """The base kinds that we train (their runs carry ``base_training``); plan fills it from the base registry."""
+    trained_kinds: tuple[str, ...] = ()
+    """The base kinds that we train (their runs carry ``base_training``): plan fills it from the base registry
+    (the kinds whose class sets ``trains``)."""
 
     def base(self, name: str) -> dict[str, Any]:
         """The spec dict of a base named in the study (``scratch`` when the study does not define it)."""
@@ -223,7 +229,7 @@ class StudyDefaults:
     def spec(self, *, experiment: str, kind: str, base: str, task: str, seed: int, intervention: str = "collect",
              level: Level = "natural", n_train: Size = 512, n_val: Size | None = None, test: Level = "natural",
              options: dict[str, Any] | None = None, intervention_options: dict[str, Any] | None = None,
-             test_size: int | None = None, thresholded: bool = True, objective: str = "erm",
+             test_size: int | None = None, thresholded: bool = True, objective: str = KEY_OBJECTIVE,
              objective_options: dict[str, Any] | None = None) -> RunSpec:
         """One RunSpec of a block, with the study's shared settings filled in. A kind that picks no decision
         threshold passes ``thresholded=False``: its specs keep ``calibration`` at its default, so the meaning of

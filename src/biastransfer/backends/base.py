@@ -105,6 +105,17 @@ class Backend:
 
     registry_name: ClassVar[str]
     description: ClassVar[str] = ""
+    auto_rank: ClassVar[int | None] = None
+    """``--backend auto`` tries the backends that set it, lowest first, and takes the first that
+    :meth:`suits_auto` (:func:`biastransfer.backends.auto_backend`); None: ``auto`` never picks it."""
+    uses_address: ClassVar[bool] = False
+    """It runs on the cluster at ``--address`` (:attr:`BackendOptions.address`); a backend that does not refuses
+    an address."""
+
+    @classmethod
+    def suits_auto(cls, workers: int, options: BackendOptions) -> bool:
+        """Whether ``--backend auto`` may pick it for ``workers`` workers and these options (default: always)."""
+        return True
 
     def __init__(self, resources: Resources, workers: int = 1, options: BackendOptions | None = None) -> None:
         self.resources = resources

@@ -16,6 +16,8 @@ from biastransfer.interventions.base import (
     correlation_cells,
     get_intervention,
     natural_level,
+    plot_order,
+    reference_intervention,
 )
 from biastransfer.interventions.correlation import (
     Collect,
@@ -54,6 +56,8 @@ __all__ = [
     "get_intervention",
     "natural_level",
     "natural_share",
+    "plot_order",
+    "reference_intervention",
     "select_share",
     "share_cells",
     "subselect_cells",

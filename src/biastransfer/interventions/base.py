@@ -319,6 +319,18 @@ class Intervention(BaseModel):
     description: ClassVar[str] = ""
     columns: ClassVar[tuple[str, ...]] = ("y", "a")
     level_meaning: ClassVar[str] = "correlation level c = N(a=1, y=1) / N(y=1)"
+    balances: ClassVar[bool] = False
+    """Its sets are balanced by group, P(a=1) = 1/2 (docs/protocols.md §2): the inheritance regression keeps
+    their runs and leaves the others out."""
+    reference: ClassVar[bool] = False
+    """The sampler of the reference sets: test sets (at the test level), the hyperparameter search's sets, and the
+    reference setting the fixes are compared with. Exactly one registered intervention sets it
+    (:func:`reference_intervention`)."""
+    takes_level: ClassVar[bool] = True
+    """A level sets its sets (False: it keeps the pool's own level and refuses any other, so a search over levels
+    has nothing to search with it)."""
+    plot_order: ClassVar[int] = 99
+    """Its place in figures and their legends, lowest first (ties by name)."""
 
     def select(self, pool: Pool, *, level: float | None, n: int | None, rng: np.random.Generator) -> Selection:
         """Choose a set from ``pool`` (which has at least :attr:`columns`).
@@ -335,6 +347,21 @@ class Intervention(BaseModel):
 
 
 INTERVENTIONS: Registry[type[Intervention]] = Registry("intervention")
+
+
+def reference_intervention() -> str:
+    """The name of the registered intervention marked :attr:`Intervention.reference` (``collect``)."""
+    found = [name for name, cls in INTERVENTIONS.items() if cls.reference]
+    if len(found) != 1:
+        raise RuntimeError(f"exactly one registered intervention must be the reference; found "
+                           f"{', '.join(found) or 'none'} (import biastransfer.interventions to register them)")
+    return found[0]
+
+
+def plot_order(name: object) -> int:
+    """The :attr:`Intervention.plot_order` of the intervention ``name``; a name that is not registered goes last."""
+    cls = INTERVENTIONS.get(name) if isinstance(name, str) and name in INTERVENTIONS else Intervention
+    return cls.plot_order
 
 
 def get_intervention(name: str, **options: Any) -> Intervention:

@@ -62,6 +62,9 @@ class Collect(Intervention):
     """
 
     description: ClassVar[str] = "balanced set of constant size n at correlation level c, drawn from the pool"
+    balances = True
+    reference = True
+    plot_order = 0
 
     def select(self, pool: Pool, *, level: float | None, n: int | None, rng: np.random.Generator) -> Selection:
         y, a = pool.binary("y", "a")
@@ -178,6 +181,8 @@ class Subselect(_FromStartSet):
     """
 
     description: ClassVar[str] = "remove images from one natural set of size n until it has level c (nested)"
+    balances = True
+    plot_order = 1
 
     def select(self, pool: Pool, *, level: float | None, n: int | None, rng: np.random.Generator) -> Selection:
         y, a = pool.binary("y", "a")
@@ -205,6 +210,8 @@ class Reweight(_FromStartSet):
     """
 
     description: ClassVar[str] = "keep the natural set of size n and weight examples to reach level c"
+    balances = True
+    plot_order = 2
 
     def select(self, pool: Pool, *, level: float | None, n: int | None, rng: np.random.Generator) -> Selection:
         y, a = pool.binary("y", "a")
@@ -238,6 +245,8 @@ class Natural(Intervention):
     sample has no positive)."""
 
     description: ClassVar[str] = "uniform random sample of n pool examples, or the whole pool (no balancing)"
+    takes_level = False
+    plot_order = 3
 
     def select(self, pool: Pool, *, level: float | None, n: int | None, rng: np.random.Generator) -> Selection:
         y, a = pool.binary("y", "a")

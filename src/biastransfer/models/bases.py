@@ -9,6 +9,7 @@ local file, see :mod:`biastransfer.models.checkpoints`).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -47,6 +48,32 @@ class Base:
     """Built afresh for every run (random initialisation) instead of once per process and copied."""
     trains: ClassVar[bool] = False
     """Building it trains a model: the runner gives it a job of its own, done before the runs that need it."""
+    plants_trigger: ClassVar[bool] = False
+    """Its source pool carries a planted trigger, named by its options (``trigger``, ``trigger_classes``,
+    ``rate``, ``source_classes``): the trigger-transfer kind reads them."""
+
+    shorthand: ClassVar[str | None] = None
+    """What follows ``KIND:`` when a command line names a base of this kind (``recommend --base trained:a``):
+    ``ATTRIBUTE``, or empty for the kind alone; None: it has no shorthand (:meth:`from_shorthand`)."""
+
+    @classmethod
+    def from_shorthand(cls, rest: str, arch: str) -> tuple[str, dict[str, Any]] | None:
+        """``KIND:REST`` on a command line → (the base's name in the study, its options), for a study of the
+        architecture ``arch``; None when the kind has no shorthand or ``rest`` is not its form."""
+        return None
+
+    @classmethod
+    def trained_attribute(cls, spec: Mapping[str, Any]) -> str | None:
+        """The attribute of the study's dataset that we train a base of this kind on (given its spec,
+        ``{"kind": ..., **options}``), or None for a base we do not train on one: preflight checks the column,
+        and the underrepresentation pairs tell their Pretrain-T1 / -T2 bases by it."""
+        return None
+
+    @classmethod
+    def derive_role(cls, spec: Mapping[str, Any], sensitive: str) -> str:
+        """Its role in the study's comparisons (:mod:`biastransfer.roles`) when the study declares none, given its
+        spec and the dataset's sensitive attribute. Default: ``other`` (shown, not compared)."""
+        return "other"
 
     def __init__(self, **options: Any) -> None:
         self.options = options
@@ -70,12 +97,53 @@ class Base:
 BASES: Registry[type[Base]] = Registry("base kind")
 
 
+def base_kind(kind: object) -> type[Base]:
+    """The registered class of a base kind (a spec's ``kind``, or a runs table's ``base_kind``), whose class
+    attributes say what it is; :class:`Base` (no capability) for a kind that is not registered, such as a stored
+    run of a kind since removed."""
+    return BASES.get(kind) if isinstance(kind, str) and kind in BASES else Base
+
+
+def trained_attribute(spec: Mapping[str, Any]) -> str | None:
+    """The attribute a base (``{"kind": ..., **options}``) is trained on by us, or None
+    (:meth:`Base.trained_attribute`)."""
+    return base_kind(spec.get("kind")).trained_attribute(spec)
+
+
+def parse_shorthand(text: str, arch: str) -> tuple[str, dict[str, Any]] | None:
+    """A base named on a command line, ``KIND`` or ``KIND:REST`` (:attr:`Base.shorthand`) → (its name in the study,
+    its section ``{"kind": KIND, **options}``); None when no kind reads it."""
+    kind, _, rest = text.partition(":")
+    found = base_kind(kind).from_shorthand(rest, arch)
+    return None if found is None else (found[0], {"kind": kind, **found[1]})
+
+
+def shorthand_forms() -> list[str]:
+    """The command-line forms of the kinds with a shorthand (``scratch``, ``trained:ATTRIBUTE`` …)."""
+    return [f"{name}:{cls.shorthand}" if cls.shorthand else name for name, cls in BASES.items()
+            if cls.shorthand is not None]
+
+
+def derive_role(spec: Mapping[str, Any], sensitive: str) -> str:
+    """The role of a base (``{"kind": ..., **options}``) that the study does not declare (:meth:`Base.derive_role`)."""
+    return base_kind(spec.get("kind")).derive_role(spec, sensitive)
+
+
 @BASES.register("scratch")
 class ScratchBase(Base):
     """Random initialisation (seeded by the run seed)."""
 
     description = "random initialisation"
     per_run = True
+    shorthand = ""
+
+    @classmethod
+    def from_shorthand(cls, rest: str, arch: str) -> tuple[str, dict[str, Any]] | None:
+        return None if rest else (cls.registry_name, {})
+
+    @classmethod
+    def derive_role(cls, spec: Mapping[str, Any], sensitive: str) -> str:
+        return "scratch"
 
     def build(self, ctx: BaseContext) -> Classifier:
         from biastransfer.models.architectures import build_model
@@ -102,6 +170,23 @@ class TrainedBase(Base):
     description = "trained by us on one attribute of the dataset (biased / control bases)"
     trains = True
     extra_options: ClassVar[tuple[str, ...]] = ()
+    default_attribute: ClassVar[str | None] = None
+    """The attribute when the spec names none (None: the spec must name one)."""
+    shorthand = "ATTRIBUTE"
+
+    @classmethod
+    def from_shorthand(cls, rest: str, arch: str) -> tuple[str, dict[str, Any]] | None:
+        return (f"{cls.registry_name}-{rest}", {"attribute": rest}) if rest else None
+
+    @classmethod
+    def trained_attribute(cls, spec: Mapping[str, Any]) -> str | None:
+        attribute = spec.get("attribute", cls.default_attribute)
+        return None if attribute is None else str(attribute)
+
+    @classmethod
+    def derive_role(cls, spec: Mapping[str, Any], sensitive: str) -> str:
+        """``biased`` when trained on the sensitive attribute, else ``control``."""
+        return "biased" if cls.trained_attribute(spec) == sensitive else "control"
 
     @property
     def pool(self) -> str:
@@ -160,9 +245,21 @@ class PlantedBase(TrainedBase):
 
     description = "trained by us with a trigger planted on some classes of the source pool (Salman et al.)"
     extra_options = PLANT_OPTIONS
+    default_attribute = "label"
+    plants_trigger = True
+    shorthand = None
+
+    @classmethod
+    def from_shorthand(cls, rest: str, arch: str) -> tuple[str, dict[str, Any]] | None:
+        return None  # a trigger does not fit on a command line
 
     def __init__(self, **options: Any) -> None:
-        super().__init__(**{"attribute": "label", **options})
+        super().__init__(**{"attribute": self.default_attribute, **options})
+
+    @classmethod
+    def derive_role(cls, spec: Mapping[str, Any], sensitive: str) -> str:
+        """A trigger planted on purpose is the bias under study (``biased``); ``rate: 0`` is its ``control``."""
+        return "control" if spec.get("rate", 1.0) == 0 else "biased"
 
     def check(self) -> None:
         from biastransfer.triggers import get_trigger

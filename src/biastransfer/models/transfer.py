@@ -165,6 +165,12 @@ class TransferMode:
 
     registry_name: ClassVar[str]
     description: ClassVar[str] = ""
+    option_defaults: ClassVar[dict[str, Any]] = {}
+    """Its options and their defaults (None: required); a table names the options that differ from these."""
+    frozen_rank: ClassVar[int] = 99
+    """How much of the base stays frozen, to order modes in tables and figures: lower freezes more."""
+    unphased: ClassVar[bool] = False
+    """Without options it is the engine's own training (every layer, one phase): its runs pass no phases."""
 
     def __init__(self, **options: Any) -> None:
         if options:
@@ -211,6 +217,8 @@ class Full(TransferMode):
     """Full finetuning: every layer trains and BatchNorm statistics update (the paper's setting)."""
 
     description = "full finetuning: every layer trains, BatchNorm updates (default)"
+    frozen_rank = 3
+    unphased = True
 
     def phases(self) -> list[Phase]:
         return [Phase("full", 1.0)]
@@ -221,9 +229,11 @@ class FixedFeature(TransferMode):
     """Only the head trains; ``update_bn`` (default False) lets backbone BatchNorm statistics update."""
 
     description = "fixed-feature: only the head trains; BatchNorm frozen unless update_bn: true"
+    option_defaults: ClassVar[dict[str, Any]] = {"update_bn": False}
+    frozen_rank = 0
 
     def __init__(self, **options: Any) -> None:
-        opts = _take_options("fixed_feature", options, {"update_bn": False})
+        opts = _take_options("fixed_feature", options, self.option_defaults)
         self.update_bn = _as_bool("fixed_feature", "update_bn", opts["update_bn"])
         self.options = {"update_bn": self.update_bn}
 
@@ -236,9 +246,11 @@ class FreezeStages(TransferMode):
     """Freeze the stem and the first ``k`` stages; the rest and the head train."""
 
     description = "freeze the stem and the first k stages (option k); BatchNorm there frozen unless update_bn"
+    option_defaults: ClassVar[dict[str, Any]] = {"k": None, "update_bn": False}
+    frozen_rank = 1
 
     def __init__(self, **options: Any) -> None:
-        opts = _take_options("freeze_stages", options, {"k": None, "update_bn": False})
+        opts = _take_options("freeze_stages", options, self.option_defaults)
         k = opts["k"]
         if k is None:
             raise ValueError("transfer mode 'freeze_stages' needs option k (how many stages to freeze)")
@@ -257,9 +269,11 @@ class LinearProbeThenFinetune(TransferMode):
     """Train the head alone (BatchNorm frozen) for ``probe_share`` of the budget, then finetune everything."""
 
     description = "linear probe (head only, BatchNorm frozen) for probe_share of the epochs, then full"
+    option_defaults: ClassVar[dict[str, Any]] = {"probe_share": 0.5}
+    frozen_rank = 2
 
     def __init__(self, **options: Any) -> None:
-        opts = _take_options("linear_probe_then_finetune", options, {"probe_share": 0.5})
+        opts = _take_options("linear_probe_then_finetune", options, self.option_defaults)
         share = opts["probe_share"]
         if isinstance(share, bool) or not isinstance(share, int | float) or not 0.0 < float(share) < 1.0:
             raise ValueError(

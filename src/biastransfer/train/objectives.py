@@ -99,6 +99,10 @@ class TrainingObjective(BaseModel):
     description: ClassVar[str] = ""
     needs_groups: ClassVar[bool] = True
     """Whether the runs must give the engine group ids (the (a, y) cells)."""
+    baseline: ClassVar[bool] = False
+    """The objective without a fix (what a user trains by default): the reports compare every other objective with
+    it, and its runs keep the key of a run without an objective. Exactly one registered objective sets it
+    (:func:`baseline_objective`)."""
 
     def start(self, train: Split, val: Split | None) -> LossHook:
         """The hook of one training on ``train`` (validated against ``val``)."""
@@ -118,6 +122,14 @@ class TrainingObjective(BaseModel):
 OBJECTIVES: Registry[type[TrainingObjective]] = Registry("objective")
 
 
+def baseline_objective() -> str:
+    """The name of the registered objective marked :attr:`TrainingObjective.baseline` (``erm``)."""
+    found = [name for name, cls in OBJECTIVES.items() if cls.baseline]
+    if len(found) != 1:
+        raise RuntimeError(f"exactly one registered objective must be the baseline; found {', '.join(found) or 'none'}")
+    return found[0]
+
+
 def get_objective(name: str, **options: Any) -> TrainingObjective:
     """The registered objective ``name`` with its options; unknown names or options are errors naming them and
     the allowed ones (``objective 'group_dro' has no option 'step'; allowed: eta, adjustment``)."""
@@ -131,6 +143,7 @@ class Erm(TrainingObjective):
 
     description: ClassVar[str] = "empirical risk: the (intervention-)weighted mean loss (default)"
     needs_groups: ClassVar[bool] = False
+    baseline: ClassVar[bool] = True
 
     def start(self, train: Split, val: Split | None) -> LossHook:
         return WeightedLoss()

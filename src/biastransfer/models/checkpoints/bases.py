@@ -133,6 +133,15 @@ class CheckpointBase(Base):
     """
 
     description = "off-the-shelf backbone from a local checkpoint file (options: format, path, arch)"
+    shorthand = "FORMAT:PATH"
+
+    @classmethod
+    def from_shorthand(cls, rest: str, arch: str) -> tuple[str, dict[str, Any]] | None:
+        """``FORMAT:PATH`` → named after the file's stem; the file holds a backbone of the study's ``arch``."""
+        fmt, _, path = rest.partition(":")
+        if not (fmt and path):
+            return None
+        return Path(path).stem.split(".")[0] or cls.registry_name, {"format": fmt, "path": path, "arch": arch}
 
     def __init__(self, **options: Any) -> None:
         _check_options("checkpoint", options, {"format", "path"}, {"arch", "normalization"})
