@@ -66,8 +66,8 @@ def finetune(spec: RunSpec, inputs: RunInputs, data: Any, *, lr: float, weight_d
     labels = dataset.table.column(spec.task) if labels is None else labels
     model = inputs.new_model(spec, num_outputs) if num_outputs != 1 else inputs.new_model(spec)
     phases = None
-    if spec.transfer != "full" or spec.transfer_options:
-        mode = get_transfer_mode(spec.transfer, **spec.transfer_options)
+    mode = get_transfer_mode(spec.transfer, **spec.transfer_options)
+    if not mode.unphased or spec.transfer_options:
         mode.validate(model)
         phases = mode.phases()
     objective = get_objective(spec.objective, **spec.objective_options)

@@ -9,18 +9,18 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from biastransfer.experiments.base import BlockSchema
 from biastransfer.interventions import INTERVENTIONS
-from biastransfer.interventions.base import make_registered
+from biastransfer.interventions.base import make_registered, reference_intervention
 from biastransfer.registry import UnknownNameError
-from biastransfer.train.objectives import OBJECTIVES
+from biastransfer.train.objectives import OBJECTIVES, baseline_objective
 
 Level = float | Literal["natural"]
 Size = Annotated[int, Field(ge=4)] | Literal["full"]
 
 
-def _check_level(value: Level, what: str) -> Level:
-    if value != "natural" and not 0.0 <= float(value) <= 1.0:
-        raise ValueError(f"{what} must be in [0, 1] or 'natural', got {value}")
-    return value
+def _check_level(level: Level, what: str) -> Level:
+    if level != "natural" and not 0.0 <= float(level) <= 1.0:
+        raise ValueError(f"{what} must be in [0, 1] or 'natural', got {level}")
+    return level
 
 
 class NoOptions(BaseModel):
@@ -65,7 +65,25 @@ class Sizes(BlockSchema):
     @field_validator("n_train", mode="before")
     @classmethod
     def _one_or_many(cls, v: Any) -> Any:
-        return [v] if isinstance(v, int | str) else v
+        sizes = [v] if isinstance(v, int | float | str) else v
+        for size in sizes if isinstance(sizes, list) else []:
+            _check_size(size, "n_train")
+        return sizes
+
+    @field_validator("n_val", mode="before")
+    @classmethod
+    def _one(cls, v: Any) -> Any:
+        return v if v is None else _check_size(v, "n_val")
+
+
+def _check_size(size: Any, field: str) -> Any:
+    """A set size as written: a whole number ≥ 4 or 'full' (64.0 is 64); a clear error otherwise (pydantic's
+    would say "Input should be a valid list" for 64.5)."""
+    whole = isinstance(size, int | float) and not isinstance(size, bool) and float(size).is_integer()
+    if size != "full" and not (whole and size >= 4):
+        raise ValueError(f"{field} must be a whole number of examples ≥ 4 or 'full' (or a list of them), got "
+                         f"{size!r}")
+    return int(size) if whole else size
 
 
 class FixedSizes(Sizes):
@@ -73,10 +91,10 @@ class FixedSizes(Sizes):
 
     @field_validator("n_train", "n_val")
     @classmethod
-    def _no_full(cls, v: Any) -> Any:
-        if v == "full" or (isinstance(v, list) and "full" in v):
+    def _no_full(cls, size: Any) -> Any:
+        if size == "full" or (isinstance(size, list) and "full" in size):
             raise ValueError("'full' (the whole pool) is not a size this experiment kind can draw; give numbers")
-        return v
+        return size
 
 
 class Levels(BlockSchema):
@@ -136,8 +154,9 @@ class InterventionRef(NamedRef):
 
 
 class Interventions(BlockSchema):
-    interventions: list[InterventionRef] = Field(default_factory=lambda: [InterventionRef(name="collect")],
-                                                 description="samplers of the finetuning set")
+    interventions: list[InterventionRef] = Field(
+        default_factory=lambda: [InterventionRef(name=reference_intervention())],
+        description="samplers of the finetuning set")
 
     @field_validator("interventions")
     @classmethod
@@ -161,7 +180,7 @@ class ObjectiveRef(NamedRef):
 
 
 class Objectives(BlockSchema):
-    objectives: list[ObjectiveRef] = Field(default_factory=lambda: [ObjectiveRef(name="erm")],
+    objectives: list[ObjectiveRef] = Field(default_factory=lambda: [ObjectiveRef(name=baseline_objective())],
                                            description="training objectives, crossed with the interventions "
                                                        "(default: erm)")
 

@@ -47,6 +47,7 @@ from biastransfer.interventions.base import InfeasibleSelectionError
 from biastransfer.metrics.bias_amp import bias_amplification
 from biastransfer.metrics.ranking import auc, normalized_average_precision
 from biastransfer.metrics.threshold import cell_proportions, parse_threshold_policy, resolve_threshold
+from biastransfer.models.bases import trained_attribute
 from biastransfer.report.markup import Page, Section
 from biastransfer.report.plots import PALETTE, new_figure, wrap_text
 from biastransfer.report.plots import err as bar_err
@@ -171,8 +172,9 @@ class Multilabel(Experiment):
         """Every object and the attribute are columns; the sets can be drawn; a trained base's attribute exists."""
         for name in objects_of(spec):
             dataset.table.column(name)
-        if spec.base.get("kind") == "trained":
-            dataset.table.column(spec.base.get("attribute", ""))
+        attribute = trained_attribute(spec.base)
+        if attribute is not None:
+            dataset.table.column(attribute)
         _sets(spec, dataset)
 
     def run(self, spec: RunSpec, inputs: RunInputs) -> RunOutput:

@@ -36,11 +36,13 @@ from biastransfer.experiments.grid import (
     Seeds,
     TasksAndBases,
 )
-from biastransfer.interventions import Pool, Selection, get_intervention, natural_level
+from biastransfer.interventions import Pool, Selection, get_intervention, natural_level, reference_intervention
 from biastransfer.metrics.audit import evaluate_predictions
 from biastransfer.metrics.threshold import cell_proportions, parse_threshold_policy, resolve_threshold
+from biastransfer.models.bases import trained_attribute
 from biastransfer.seeding import rng
 from biastransfer.spec import RunSpec, StudyDefaults, content_key, threshold_policy_of
+from biastransfer.train.objectives import baseline_objective
 
 
 def _level(run: dict[str, Any]) -> float:
@@ -68,7 +70,7 @@ def _fpr_diff_abs(run: dict[str, Any]) -> float:
 def objective_label(spec: dict[str, Any]) -> str:
     """``erm``, ``dfr``, ``group_dro(eta=0.1)``: the spec's objective and its options (specs stored before
     objectives existed read ``erm``)."""
-    name, options = spec.get("objective", "erm"), spec.get("objective_options") or {}
+    name, options = spec.get("objective") or baseline_objective(), spec.get("objective_options") or {}
     return f"{name}({', '.join(f'{k}={v}' for k, v in sorted(options.items()))})" if options else name
 
 
@@ -185,7 +187,7 @@ def prepare_data(spec: RunSpec, dataset: LoadedDataset, *, level: float | str, s
     if spec.test == "natural":
         test_rows = te_rows
     else:  # held fixed across seeds and settings
-        test_sel = draw("collect", {}, te_pool, spec.test, spec.test_size,
+        test_sel = draw(reference_intervention(), {}, te_pool, spec.test, spec.test_size,
                         rng(0, "test-set", spec.task, spec.test, spec.test_size), "test set")
         test_rows = te_rows[test_sel.indices]
     y, a = tr_pool.binary("y", "a")
@@ -198,18 +200,20 @@ def check(spec: RunSpec, dataset: LoadedDataset, *, search: tuple[str, dict[str,
     """Preflight: the task and a trained base's attribute exist and the run's sets (and, given ``search`` =
     (intervention, options) of the hyperparameter search, the search's sets) can be drawn."""
     dataset.table.column(spec.task)
-    if spec.base.get("kind") == "trained":
-        dataset.table.column(spec.base.get("attribute", ""))
+    attribute = trained_attribute(spec.base)
+    if attribute is not None:
+        dataset.table.column(attribute)
     prepare_data(spec, dataset, level=spec.level, seed=spec.seed)
     if search is not None:
         prepare_data(spec, dataset, level="natural", seed=hparam_seed(), intervention=search[0],
                      intervention_options=search[1])
 
 
-def search(spec: RunSpec, inputs: RunInputs, intervention: str = "collect",
+def search(spec: RunSpec, inputs: RunInputs, intervention: str | None = None,
            options: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Grid search at the natural level with ``intervention`` (``collect`` by default), once per (base, task, N,
-    training settings), reused for every level, intervention and seed (docs/protocols.md §6)."""
+    """Grid search at the natural level with ``intervention`` (by default the reference one, ``collect``), once per
+    (base, task, N, training settings), reused for every level, intervention and seed (docs/protocols.md §6)."""
+    intervention = intervention or reference_intervention()
     return grid_search(spec, inputs, lambda seed: prepare_data(spec, inputs.dataset, level="natural", seed=seed,
                                                                 intervention=intervention,
                                                                 intervention_options=options))
@@ -278,7 +282,7 @@ class FinetuneExperiment(Experiment):
 
     def expand(self, name: str, block: FinetuneBlock, study: StudyDefaults) -> list[RunSpec]:
         """bases × tasks × interventions × objectives (a block with ``objectives``; else ERM) × levels × N × seeds."""
-        objectives = getattr(block, "objectives", [ObjectiveRef(name="erm")])
+        objectives = getattr(block, "objectives", [ObjectiveRef(name=baseline_objective())])
         return [study.spec(experiment=name, kind=self.registry_name, base=base, task=task, seed=seed,
                            intervention=iv.name, intervention_options=iv.options(), level=level, n_train=n,
                            n_val=block.n_val, test=block.test, objective=obj.name, objective_options=obj.options())
@@ -287,7 +291,7 @@ class FinetuneExperiment(Experiment):
                     block.seeds)]
 
     def check(self, spec: RunSpec, dataset: LoadedDataset) -> None:
-        check(spec, dataset, search=("collect", {}))
+        check(spec, dataset, search=(reference_intervention(), {}))
 
     def hparam_payload(self, spec: RunSpec) -> dict[str, Any]:
         return spec.hparam_key()

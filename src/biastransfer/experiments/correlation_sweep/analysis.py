@@ -32,6 +32,7 @@ import pandas as pd
 
 from biastransfer.analysis.aggregate import aggregate, paired_frame, paired_interval
 from biastransfer.analysis.text import CONTEXT_KEYS, context_labels, fmt, fmt_ci, fmt_signed, level_text
+from biastransfer.train.objectives import baseline_objective
 
 #: Default AUC tolerance of the sweep finding (``options.auc_tolerance``).
 AUC_TOLERANCE = 0.01
@@ -68,15 +69,23 @@ def line_name(key: Mapping[str, object]) -> str:
     """A line's name: its intervention, ``collect + group_dro(eta=0.1)`` for a line of another training objective
     than ERM (docs/objectives.md); ERM lines keep the intervention's name alone."""
     intervention, objective = str(key.get("intervention", "")), key.get("objective")
-    if objective is None or (isinstance(objective, float) and math.isnan(objective)) or objective in ("", "erm"):
+    if is_baseline(objective):
         return intervention
     return f"{intervention} + {objective}"
 
 
+def is_baseline(objective: object) -> bool:
+    """A runs table's ``objective`` is the baseline one (ERM), or missing (None, NaN, empty: a run stored before
+    objectives existed)."""
+    if objective is None or (isinstance(objective, float) and math.isnan(objective)) or objective == "":
+        return True
+    return objective == baseline_objective()
+
+
 def has_objectives(runs: pd.DataFrame) -> bool:
-    """The runs hold ERM and at least one other training objective."""
+    """The runs hold ERM (the baseline objective) and at least one other training objective."""
     return not runs.empty and "objective" in runs.columns and runs["objective"].nunique() >= 2 \
-        and "erm" in set(runs["objective"])
+        and baseline_objective() in set(runs["objective"])
 
 
 def objective_pairs(runs: pd.DataFrame, settings: Sequence[str],
@@ -93,7 +102,7 @@ def objective_pairs(runs: pd.DataFrame, settings: Sequence[str],
         frame = paired_frame(runs, by, m, pair_col="objective")
         if frame.empty:
             continue
-        frame = frame[(frame["objective_b"] == "erm")].rename(columns={
+        frame = frame[(frame["objective_b"] == baseline_objective())].rename(columns={
             "objective_a": "objective", "mean": f"{m}_mean", "low": f"{m}_low", "high": f"{m}_high"})
         frame = frame.drop(columns=["objective_b"])
         merged = frame if merged is None else merged.merge(
@@ -209,7 +218,8 @@ def findings(runs: pd.DataFrame, settings: Sequence[str], auc_tolerance: float |
         label = line_name(key) + suffix
         fkey = (str(key.get("task", "")), str(key.get("base", "")), label)
         tol = _tolerance(line_runs) if auc_tolerance is None else float(auc_tolerance)
-        entry: dict[str, Any] = {"intervention": key.get("intervention"), "objective": key.get("objective", "erm"),
+        entry: dict[str, Any] = {"intervention": key.get("intervention"),
+                                 "objective": key.get("objective", baseline_objective()),
                                  "test_label": key.get("test_label"),
                                  "n_train": key.get("n_train", key.get("n_requested")),
                                  "gap_label": str(key.get("gap_label", "")), "n_levels": len(rows), "tolerance": tol}

@@ -14,6 +14,8 @@ import pandas as pd
 from biastransfer.analysis.aggregate import paired_interval
 from biastransfer.analysis.text import fmt, fmt_ci, level_text
 from biastransfer.experiments.correlation_sweep.analysis import _tolerance, has_objectives, is_test_level, keeps_auc
+from biastransfer.interventions.base import reference_intervention
+from biastransfer.train.objectives import baseline_objective
 
 #: Columns that tell the settings compared by :func:`fixes_at_tolerance` apart (everything else is the context).
 FIX_KEYS = ("intervention", "objective", "level", "level_label", "n_train")
@@ -38,7 +40,8 @@ def fixes_at_tolerance(runs: pd.DataFrame, settings: Sequence[str], auc_toleranc
     for ctx, group in (runs.groupby(context, dropna=False, sort=True) if context else [((), runs)]):
         ctx = ctx if isinstance(ctx, tuple) else (ctx,)
         test = is_test_level(group)
-        ref_rows = group[test & (group["objective"] == "erm") & (group["intervention"] == "collect")]
+        ref_rows = group[test & (group["objective"] == baseline_objective())
+                         & (group["intervention"] == reference_intervention())]
         if ref_rows.empty:
             continue
         tol = _tolerance(group) if auc_tolerance is None else float(auc_tolerance)
@@ -49,7 +52,7 @@ def fixes_at_tolerance(runs: pd.DataFrame, settings: Sequence[str], auc_toleranc
             by_seed = rows.groupby("seed")[["auc", "fpr_diff"]].mean()
             keeps, (mean, low, high, n) = keeps_auc(by_seed["auc"], ref["auc"], tol)
             if keeps:
-                kept.append({**setting, "kind": "data" if setting["objective"] == "erm" else "objective",
+                kept.append({**setting, "kind": "data" if setting["objective"] == baseline_objective() else "objective",
                              "auc": float(by_seed["auc"].mean()), "auc_diff": (mean, low, high), "n": n,
                              "abs_fpr": abs(float(by_seed["fpr_diff"].mean())), "fpr_seeds": by_seed["fpr_diff"]})
         kept.sort(key=lambda x: (x["abs_fpr"], -x["auc"]))
@@ -69,7 +72,7 @@ def fixes_at_tolerance(runs: pd.DataFrame, settings: Sequence[str], auc_toleranc
 
 def _fix_name(x: Mapping[str, Any]) -> str:
     level = level_text(x["level"], x["level_label"])
-    if x["objective"] == "erm":
+    if x["objective"] == baseline_objective():
         return f"{x['intervention']} @ {level} (ERM)"
     return f"{x['objective']} on {x['intervention']} @ {level}"
 

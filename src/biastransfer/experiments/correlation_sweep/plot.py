@@ -9,9 +9,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from biastransfer.experiments.correlation_sweep.analysis import is_test_level, line_name, split_lines
+from biastransfer.interventions.base import plot_order
 from biastransfer.report.plots import METRIC_NAMES, PALETTE, err, gap_label, new_figure, role_order, wrap_text
-
-_INTERVENTION_ORDER = {"collect": 0, "subselect": 1, "reweight": 2, "natural": 3}
 
 
 def tradeoff_plot(agg_sweep: pd.DataFrame, *, metric: str = "fpr_diff", title: str | None = None) -> Figure:
@@ -63,7 +62,7 @@ def tradeoff_plot(agg_sweep: pd.DataFrame, *, metric: str = "fpr_diff", title: s
     if multi_base:
         # rows = task (and context), columns = intervention; axes shared within a row for comparison
         row_keys = sorted({r for r, _ in panels})
-        col_keys = sorted({c for _, c in panels}, key=lambda c: (_INTERVENTION_ORDER.get(c.split(" + ")[0], 99), c))
+        col_keys = sorted({c for _, c in panels}, key=lambda c: (plot_order(c.split(" + ")[0]), c))
         nrows, ncols = len(row_keys), len(col_keys)
         fig = new_figure(5.6 * ncols + 2.2, 4.6 * nrows + 0.7)
         grid = fig.subplots(nrows, ncols, squeeze=False, sharex="row", sharey="row")

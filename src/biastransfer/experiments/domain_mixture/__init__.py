@@ -49,6 +49,7 @@ from biastransfer.experiments.grid import FixedSizes, Seeds, keep_ends
 from biastransfer.interventions.base import InfeasibleSelectionError, Pool
 from biastransfer.interventions.domain import DomainShare
 from biastransfer.metrics.multiclass import top_k_accuracy
+from biastransfer.models.bases import trained_attribute
 from biastransfer.report.markup import Page, Section
 from biastransfer.seeding import rng
 from biastransfer.spec import RunSpec, StudyDefaults
@@ -206,8 +207,9 @@ class DomainMixture(Experiment):
                              f"dataset {dataset.name!r}: every prediction would count as correct")
         if self.search_trainings(spec):
             draw_sets(spec, dataset, hparam_seed(), share=spec.options["search_share"])
-        if spec.base.get("kind") == "trained":
-            dataset.table.column(spec.base.get("attribute", ""))
+        attribute = trained_attribute(spec.base)
+        if attribute is not None:
+            dataset.table.column(attribute)
 
     def hparam_payload(self, spec: RunSpec) -> dict[str, Any] | None:
         """One search per (base, N, sets): the share is left out (the paper reuses hyperparameters across

@@ -20,6 +20,11 @@ CAPTION = ("Bars: mean over seeds with 95% CI (Student-t, drawn clipped to the m
            "difference biased − control (by seed) lies above 0 for every control (inheritance holds)")
 
 
+
+def _not_natural(level_label: object) -> bool:
+    """False for the natural level (its facet comes first)."""
+    return str(level_label) != "natural"
+
 def _signed_available(agg: pd.DataFrame, metric: str) -> bool:
     col = f"{metric}_signed_mean"
     return col in agg.columns and bool(np.isfinite(pd.to_numeric(agg[col], errors="coerce")).any())
@@ -55,7 +60,7 @@ def inheritance_chart(frame: pd.DataFrame, *, metric: str = "fpr_diff", signed: 
         k for k in ("n_train", "experiment", "test_label") if k in df.columns and df[k].nunique(dropna=False) > 1
     ]
     facets = list(df.groupby(facet_keys, sort=True, dropna=False))
-    facets.sort(key=lambda kv: (0 if str(kv[0][0]) == "natural" else 1, str(kv[0])))
+    facets.sort(key=lambda kv: (_not_natural(kv[0][0]), str(kv[0])))
     tasks = sorted(df["task"].unique())
     if not comp.empty:
         first = comp[comp["level_label"].astype(str) == str(facets[0][0][0])]

@@ -5,8 +5,9 @@ rows sharing every setting but the base (the paper: 11 attributes × {natural, 0
 
 **Direction and covariates (nominal).** With ``c`` the level of the finetuning set (the nominal level as written,
 e.g. 0.8; for ``natural`` the pool's recorded level rounded to :data:`LEVEL_DECIMALS` decimals) and ``p`` the
-share of group a=1 in the set (``p = 1/2`` for the balanced samplers ``collect``, ``subselect`` and ``reweight``,
-docs/protocols.md §2; runs do not record ``p`` for any other sampler, so such observations are dropped)::
+share of group a=1 in the set (``p = 1/2`` for the interventions marked ``balances``: ``collect``, ``subselect``
+and ``reweight``, docs/protocols.md §2; runs do not record ``p`` for any other sampler, so such observations are
+dropped)::
 
     direction  d = sign(c − p)         (+1: the correlation is towards a=1, −1: towards a=0; c = p: dropped)
     correlation  = |c − p|             (0 = independent, 1/2 = perfectly correlated in a balanced set)
@@ -50,8 +51,9 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from biastransfer.interventions.base import INTERVENTIONS
+
 __all__ = [
-    "BALANCED_SAMPLERS",
     "MIN_ATTRIBUTES",
     "MIN_CORRELATION_RANGE",
     "MIN_OBS_PER_FIXED",
@@ -77,8 +79,6 @@ LEVEL_DECIMALS = 2
 RATIO_OPPOSITE = 5.0
 #: A most-biased-control value smaller than this in magnitude is flagged (its ratio is mostly noise).
 TINY_CONTROL = 0.01
-#: Samplers whose sets are balanced by group (P(a=1) = 1/2, docs/protocols.md §2).
-BALANCED_SAMPLERS = ("collect", "subselect", "reweight")
 
 Dependent = Literal["ratio", "difference"]
 DEPENDENT_COLUMN = {"ratio": "bias_ratio", "difference": "bias_difference"}
@@ -86,6 +86,12 @@ _BASE_COLUMNS = ("base", "base_kind", "base_attribute", "base_role")
 _STAT_SUFFIXES = ("_mean", "_low", "_high", "_n")
 DATA_COLUMNS = ["task", "level_label", "level", "p_a1", "direction", "correlation", "salience", "biased_base",
                 "biased_signed", "control_base", "control_signed", "bias_ratio", "ratio_rule", "bias_difference"]
+
+
+def balances(sampler: str) -> bool:
+    """Whether the registered intervention ``sampler`` draws sets balanced by group (P(a=1) = 1/2,
+    docs/protocols.md §2; :attr:`~biastransfer.interventions.base.Intervention.balances`)."""
+    return sampler in INTERVENTIONS and INTERVENTIONS.get(sampler).balances
 
 
 def bias_ratio(biased: float, control: float) -> tuple[float, str]:
@@ -129,7 +135,7 @@ def regression_data(agg_inh: pd.DataFrame, sal: pd.DataFrame) -> tuple[pd.DataFr
             continue
         task, label = str(rec.get("task", "")), str(rec.get("level_label", ""))
         sampler = str(rec.get("intervention", ""))
-        if sampler not in BALANCED_SAMPLERS:
+        if not balances(sampler):
             unbalanced.add(sampler or "unknown")
             continue
         c, p = _nominal_level(label, float(rec.get("level", math.nan))), 0.5

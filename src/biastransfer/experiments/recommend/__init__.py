@@ -22,6 +22,7 @@ from biastransfer.experiments.base import EXPERIMENTS, Column, Results, Verdict
 from biastransfer.experiments.grid import InterventionRef, Level, Seeds, _check_level
 from biastransfer.experiments.recommend import report, search
 from biastransfer.experiments.spurious import COLUMNS, FinetuneExperiment
+from biastransfer.interventions.base import INTERVENTIONS, plot_order, reference_intervention
 from biastransfer.report.markup import Page, Section
 from biastransfer.spec import RunSpec, StudyDefaults
 
@@ -72,16 +73,19 @@ class RecommendBlock(Seeds):
     def _interventions(cls, v: list[InterventionRef]) -> list[InterventionRef]:
         if not v:
             raise ValueError("needs at least one intervention")
-        if any(ref.name == "natural" for ref in v):
-            raise ValueError("'natural' has no level to search; give collect, subselect or reweight")
+        fixed = [ref.name for ref in v if not INTERVENTIONS.get(ref.name).takes_level]
+        if fixed:
+            levelled = ", ".join(n for n in sorted(INTERVENTIONS.names(), key=plot_order)
+                                 if INTERVENTIONS.get(n).balances)
+            raise ValueError(f"{fixed[0]!r} has no level to search; give one of {levelled}")
         return v
 
     def base_names(self) -> list[str]:
         return list(self.bases) or ["scratch"]
 
     def reference(self, candidate: search.Candidate) -> search.Candidate:
-        """``collect`` at the test-equal level on the candidate's base."""
-        return search.Candidate(candidate.base, "collect", (), self.test)
+        """The reference intervention (``collect``) at the test-equal level on the candidate's base."""
+        return search.Candidate(candidate.base, reference_intervention(), (), self.test)
 
     def candidates(self) -> list[search.Candidate]:
         """bases × interventions × levels, without the reference itself."""

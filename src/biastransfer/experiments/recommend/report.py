@@ -22,6 +22,7 @@ from biastransfer.experiments.recommend.search import (
     choose,
     progress,
 )
+from biastransfer.interventions.base import reference_intervention
 from biastransfer.report.plots import METRIC_NAMES
 
 if TYPE_CHECKING:
@@ -46,7 +47,7 @@ def reference_at(test_label: str) -> Callable[[Candidate], Candidate]:
     level = level_of(test_label)
 
     def reference(c: Candidate) -> Candidate:
-        return Candidate(c.base, "collect", (), level)
+        return Candidate(c.base, reference_intervention(), (), level)
     return reference
 
 

@@ -40,10 +40,11 @@ from biastransfer.experiments.base import (
 )
 from biastransfer.experiments.finetuning import finetune, grid_search, hparam_seed, score
 from biastransfer.experiments.grid import FixedSizes, NamedRef, Seeds, keep_ends
-from biastransfer.experiments.trigger_transfer.analysis import SCRATCH, control_contrasts, orderings
+from biastransfer.experiments.trigger_transfer.analysis import ORDER, SCRATCH, control_contrasts, orderings
 from biastransfer.experiments.trigger_transfer.plot import mode_order, trigger_plot
 from biastransfer.experiments.trigger_transfer.sets import draw_sets, target_task, triggered_data
 from biastransfer.metrics.triggers import trigger_metrics
+from biastransfer.models.bases import base_kind, trained_attribute
 from biastransfer.models.transfer import TRANSFER_MODES, get_transfer_mode
 from biastransfer.report.markup import Page, Section
 from biastransfer.spec import RunSpec, StudyDefaults
@@ -76,7 +77,7 @@ class ModeRef(NamedRef):
             return SCRATCH
         mode = get_transfer_mode(self.name, **self.options())
         given = mode.options
-        defaults = dict.fromkeys(given, None) if self.name == "freeze_stages" else get_transfer_mode(self.name).options
+        defaults = TRANSFER_MODES.get(self.name).option_defaults
         extra = [f"{k}={v}" if not isinstance(v, bool) else k for k, v in given.items()
                  if defaults.get(k) != v and v is not False]
         return self.name + "".join(f"+{e}" for e in extra)
@@ -151,7 +152,7 @@ def _source_options(name: str, base: dict[str, Any], trigger: dict[str, Any] | N
             trigger = trigger_content(get_trigger(trigger))
         except DataError:
             trigger = get_trigger(trigger).key()  # preflight names the missing file
-    on_label = base.get("kind") == "planted" and base.get("attribute", LABEL) == LABEL
+    on_label = base_kind(base.get("kind")).plants_trigger and trained_attribute(base) == LABEL
     return {"source_base": name, "trigger": trigger,
             "trigger_classes": list(base.get("trigger_classes") or []) if on_label else [],
             "source_classes": base.get("source_classes") if on_label else None}
@@ -189,7 +190,7 @@ class TriggerTransfer(Experiment):
         Column("source_rate", "float", "outcome", "share of the source's trigger-class images that carried the "
                "trigger (0: a control source; NaN: scratch or a base that is not planted)",
                get=lambda run: (float(run["spec"]["base"].get("rate", 1.0))
-                                if run["spec"]["base"].get("kind") == "planted" else float("nan"))),
+                                if base_kind(run["spec"]["base"].get("kind")).plants_trigger else float("nan"))),
         Column("lr", "float", "outcome", "learning rate"),
         Column("weight_decay", "float", "outcome", "weight decay"),
         Column("epochs", "int", "outcome", "epochs trained"),
@@ -312,7 +313,7 @@ class TriggerTransfer(Experiment):
         text += "; ".join(f"{a} > {b} at {sum(v)} of {len(v)}" for (a, b), v in links.items())
         text += (f". At N={top.n_train}, p={fmt(top.rate, 2)}: "
                  + ", ".join(f"{m} {fmt(v)}" for m, v in top.means.items()) + ".")
-        contrasts = [c for c in control_contrasts(results.runs) if c.mode == "fixed_feature"]
+        contrasts = [c for c in control_contrasts(results.runs) if c.mode == ORDER[0]]  # the most frozen mode
         if contrasts:
             text += (f" Against a control source trained without the trigger, the planted trigger raises the "
                      f"fixed-feature attack success rate, with paired intervals, at "

@@ -7,15 +7,23 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from biastransfer.experiments.trigger_transfer.analysis import SCRATCH
+from biastransfer.models.transfer import TRANSFER_MODES
 from biastransfer.report.plots import PALETTE, new_figure, wrap_text
 
-#: Display rank of a mode by how much of the base stays frozen (a label ``name+option`` ranks with ``name``).
-RANK = {"fixed_feature": 0, "freeze_stages": 1, "linear_probe_then_finetune": 2, "full": 3, "scratch": 4}
+
+def _rank(label: str) -> tuple[int, int]:
+    """A mode's display rank by how much of the base stays frozen (its ``frozen_rank``; a label ``name+option``
+    ranks with ``name``), then scratch, then unknown modes."""
+    name = label.split("+")[0]
+    if name in TRANSFER_MODES:
+        return 0, TRANSFER_MODES.get(name).frozen_rank
+    return (1, 0) if name == SCRATCH else (2, 0)
 
 
 def mode_order(modes: list[str]) -> list[str]:
-    """Modes from the most frozen to scratch (:data:`RANK`), unknown ones last, ties by name."""
-    return sorted(modes, key=lambda m: (RANK.get(m.split("+")[0], len(RANK)), m))
+    """Modes from the most frozen to scratch, unknown ones last, ties by name."""
+    return sorted(modes, key=lambda m: (_rank(m), m))
 
 
 def trigger_plot(agg: pd.DataFrame) -> Figure:

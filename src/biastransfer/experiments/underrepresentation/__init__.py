@@ -57,6 +57,7 @@ from biastransfer.experiments.underrepresentation.sets import (
     subgroup_aucs,
 )
 from biastransfer.metrics.threshold import cell_proportions, parse_threshold_policy, resolve_threshold
+from biastransfer.models.bases import trained_attribute
 from biastransfer.report.markup import Page, Section
 from biastransfer.spec import RunSpec, StudyDefaults
 
@@ -119,18 +120,16 @@ class Underrepresentation(Experiment):
     }
 
     def expand(self, name: str, block: UnderrepBlock, study: StudyDefaults) -> list[RunSpec]:
-        """bases × pairs × shares × N × seeds, where a pair runs only the bases that concern it: a ``trained``
-        base on an attribute of *another* pair of the block (that pair's Pretrain-T1 or -T2) is skipped, so one
+        """bases × pairs × shares × N × seeds, where a pair runs only the bases that concern it: a base trained by
+        us on an attribute of *another* pair of the block (that pair's Pretrain-T1 or -T2) is skipped, so one
         block can hold many pairs, each with its own two Pretrain bases (each trained once and cached)."""
         options = block.options.model_dump(mode="json", exclude_unset=True)
         pairs = {task: parse_task(task) for task in block.tasks}
         pretrain_of_some_pair = {t for pair in pairs.values() for t in pair}
 
         def concerns(base: str, task: str) -> bool:
-            spec = study.base(base)
-            attribute = spec.get("attribute")
-            return not (spec.get("kind") == "trained" and attribute in pretrain_of_some_pair
-                        and attribute not in pairs[task])
+            attribute = trained_attribute(study.base(base))
+            return not (attribute in pretrain_of_some_pair and attribute not in pairs[task])
 
         return [study.spec(experiment=name, kind=self.registry_name, base=base, task=task, seed=seed,
                            intervention=SAMPLER, level=share, n_train=n, n_val=block.n_val, test=block.test,
@@ -147,8 +146,9 @@ class Underrepresentation(Experiment):
             dataset.table.column(name)
         if negatives is not None and {t1, t2} & set(negatives):
             raise DataError(f"task {spec.task!r}: options.negatives {negatives} include T1 or T2")
-        if spec.base.get("kind") == "trained":
-            dataset.table.column(spec.base.get("attribute", ""))
+        attribute = trained_attribute(spec.base)
+        if attribute is not None:
+            dataset.table.column(attribute)
         prepare_share_data(spec, dataset, share=spec.level, seed=spec.seed)
         if len(spec.train["lr"]) * len(spec.train["weight_decay"]) > 1:
             prepare_share_data(spec, dataset, share=float(spec.options.get("hp_share", 0.5)), seed=hparam_seed())

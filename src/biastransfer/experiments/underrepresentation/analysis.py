@@ -46,6 +46,7 @@ import numpy as np
 import pandas as pd
 
 from biastransfer.analysis.aggregate import aggregate, interval, paired_interval
+from biastransfer.models.bases import base_kind
 
 __all__ = [
     "UNDERREP_METRICS",
@@ -70,13 +71,15 @@ def split_task(task: object) -> tuple[str, str] | None:
     return (parts[0], parts[1]) if len(parts) == 2 and all(parts) else None
 
 
-def _role(task: object, base_kind: object, base_attribute: object) -> str:
+def _role(task: object, kind: object, base_attribute: object) -> str:
+    """As :func:`~biastransfer.experiments.underrepresentation.sets.base_role`, from a runs table's columns."""
     pair = split_task(task)
-    if pair is None or str(base_kind) != "trained":
+    attribute = base_kind(kind).trained_attribute({"attribute": base_attribute})
+    if pair is None or attribute is None:
         return "other"
-    if str(base_attribute) == pair[0]:
+    if str(attribute) == pair[0]:
         return "pretrain-t1"
-    if str(base_attribute) == pair[1]:
+    if str(attribute) == pair[1]:
         return "pretrain-t2"
     return "other"
 

@@ -13,6 +13,7 @@ from biastransfer.data.table import LoadedDataset
 from biastransfer.experiments.spurious import draw
 from biastransfer.interventions import Pool, natural_share
 from biastransfer.metrics.ranking import auc
+from biastransfer.models.bases import trained_attribute
 from biastransfer.seeding import rng
 from biastransfer.spec import RunSpec
 
@@ -41,13 +42,14 @@ def negative_classes(options: dict[str, Any]) -> list[str] | None:
 
 
 def base_role(spec_base: dict[str, Any], task: str) -> str:
-    """``pretrain-t1`` / ``pretrain-t2`` for a trained base whose attribute is T1 / T2, else ``other``."""
+    """``pretrain-t1`` / ``pretrain-t2`` for a base trained by us on T1 / T2 (its kind's
+    :meth:`~biastransfer.models.bases.Base.trained_attribute`), else ``other``."""
     t1, t2 = parse_task(task)
-    if spec_base.get("kind") == "trained":
-        if spec_base.get("attribute") == t1:
-            return "pretrain-t1"
-        if spec_base.get("attribute") == t2:
-            return "pretrain-t2"
+    attribute = trained_attribute(spec_base)
+    if attribute is not None and attribute == t1:
+        return "pretrain-t1"
+    if attribute is not None and attribute == t2:
+        return "pretrain-t2"
     return "other"
 
 
