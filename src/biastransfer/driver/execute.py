@@ -11,7 +11,17 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from biastransfer.backends import BACKENDS, JOB_KINDS, Backend, BackendOptions, Job, JobFailedError, Resources
+from biastransfer.backends import (
+    BACKENDS,
+    JOB_KINDS,
+    Backend,
+    BackendOptions,
+    Job,
+    JobFailedError,
+    Resources,
+    auto_backend,
+    check_address,
+)
 from biastransfer.plan import Study, search_record
 from biastransfer.store.sqlite import ResultStore
 
@@ -31,13 +41,15 @@ def resolve_workers(workers: int | str, device: torch.device) -> int:
 
 
 def make_backend(name: str, resources: Resources, workers: int, options: BackendOptions | None = None) -> Backend:
-    """``auto``: ``ray`` when a cluster address is given, else ``processes`` with more than one worker, else
-    ``inprocess``; or a registered backend by name."""
+    """A registered backend by name, or for ``auto`` the one the backends' capabilities pick
+    (:func:`~biastransfer.backends.auto_backend`: a cluster's when an address is given, else a pool with more than
+    one worker, else in-process); an address with a backend that runs on no cluster is refused."""
     options = options or BackendOptions()
     if name == "auto":
-        name = "ray" if options.address else "processes" if workers > 1 else "inprocess"
-    elif options.address and name != "ray":
-        raise ValueError(f"--address {options.address} names a Ray cluster: it needs --backend ray (not {name})")
+        name = auto_backend(workers, options)
+    else:
+        BACKENDS.get(name)  # an unknown name is named first, with the registered ones
+        check_address(name, options)
     return BACKENDS.get(name)(resources, workers, options)
 
 
