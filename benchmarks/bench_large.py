@@ -33,6 +33,7 @@ from bench_common import DETAILS, current_device, emit, note, sync
 
 from biastransfer.models.architectures import build_model
 from biastransfer.train.engine import FitConfig, Split, fit, make_split, predict_logits
+from biastransfer.train.layout import memory_format
 
 ARCHS = {"resnet50": "resnet50", "vit_small": "vit_small_patch16_224"}
 PAPER_RUN = {"n": 1024, "val": 512, "test": 1024, "epochs": 25, "batch": 64}
@@ -70,7 +71,7 @@ def train_images_per_second(arch: str, precision: str, batch: int, steps: int) -
 def eval_images_per_second(arch: str, n: int) -> float:
     device = current_device()
     torch.manual_seed(0)
-    model = build_model(arch).to(device).to(memory_format=torch.channels_last)  # as after fit
+    model = build_model(arch).to(device).to(memory_format=memory_format(device))  # as after fit
     store = _store(_images(n), device)
     predict_logits(model, store[: min(n, 8)], device=device)  # warm-up
     sync()

@@ -12,6 +12,7 @@ from bench_common import DETAILS, current_device, emit, sync
 
 from biastransfer.models.architectures import build_model
 from biastransfer.train.engine import FitConfig, Split, fit
+from biastransfer.train.layout import choose, memory_format
 
 
 def matmul_peak(n: int = 2048, reps: int = 5) -> dict[str, float]:
@@ -43,8 +44,8 @@ def train_step_flops(arch: str, resolution: int, batch: int = 64) -> int:
     """FLOPs of one training step (forward + backward) counted by torch.utils.flop_counter."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    model = build_model(arch).to(memory_format=torch.channels_last)
-    x = torch.rand(batch, 3, resolution, resolution).contiguous(memory_format=torch.channels_last)
+    model = build_model(arch).to(memory_format=memory_format())
+    x = torch.rand(batch, 3, resolution, resolution).contiguous(memory_format=memory_format())
     with FlopCounterMode(display=False) as counter:
         loss = torch.nn.functional.binary_cross_entropy_with_logits(model(x), torch.ones(batch, 1))
         loss.backward()
@@ -88,9 +89,9 @@ def conv_share(arch: str, resolution: int, batch: int = 64, steps: int = 3) -> d
     from torch.profiler import ProfilerActivity, profile
     from torch.utils.flop_counter import FlopCounterMode
 
-    model = build_model(arch).to(memory_format=torch.channels_last)
+    model = build_model(arch).to(memory_format=memory_format())  # on the CPU, as after fit
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    x = torch.rand(batch, 3, resolution, resolution).contiguous(memory_format=torch.channels_last)
+    x = torch.rand(batch, 3, resolution, resolution).contiguous(memory_format=memory_format())
     y = torch.ones(batch, 1)
 
     def step() -> None:
@@ -152,6 +153,8 @@ def bench_mfu(quick: bool, extras: bool) -> None:
         emit(f"train_gflops_{tag}", achieved / 1e9, "{:.1f}")
         if (arch, res) == ("small_resnet", 32):
             emit("mfu", achieved / peak, "{:.3f}")
+            name, why = choose(current_device())
+            emit("memory_format", f"{name} ({why})")  # the layout the engine trained in (train.layout)
         emit(f"mfu_{tag}", achieved / peak, "{:.3f}")
         if "conv_flops_per_s" in r:
             emit(f"conv_gflops_{tag}", r["conv_flops_per_s"] / 1e9, "{:.1f}")
@@ -160,6 +163,6 @@ def bench_mfu(quick: bool, extras: bool) -> None:
             emit(f"mfu_compiled_{tag}", r["flops_per_step"] / r["compiled_step_seconds"] / peak, "{:.3f}")
             emit(f"compile_step_speedup_{tag}", r["step_seconds"] / r["compiled_step_seconds"], "{:.2f}")
             emit(f"bf16_step_speedup_{tag}", r["step_seconds"] / r["bf16_step_seconds"], "{:.2f}")
-    DETAILS["mfu"] = {"peaks": peaks, "threads": torch.get_num_threads(),
+    DETAILS["mfu"] = {"peaks": peaks, "threads": torch.get_num_threads(), "memory_format": choose(current_device()),
                       "cases": {f"{a}_{r}": v for (a, r), v in results.items()}}
 

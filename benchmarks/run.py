@@ -13,6 +13,8 @@ Prints one ``name: value`` line per figure, every figure measured in this invoca
   ``torch.utils.flop_counter``) over the FLOP/s of a large fp32 matmul measured in this process (best of MKL
   ``torch.mm`` and oneDNN ``mkldnn_linear``, measured before, between and after the training timings), for the
   demo's model at 32x32 and ResNet-18 at 64x64; in full mode also the convolutions' own FLOP/s and time share.
+  Printed after it: ``memory_format``, the layout the engine trained in and what chose it (the host's rule, or
+  ``BIASTRANSFER_MEMORY_FORMAT``; :mod:`biastransfer.train.layout`).
 * ``trainings_ratio`` — trainings the demo study runs over the trainings the original protocol would run for the
   same grid (:func:`protocol.original_protocol_trainings`).
 * ``demo_seconds`` (full) or ``demo_tiny_seconds`` (``--quick``) — the bundled demo study (``run demo.yaml``) in a
@@ -71,6 +73,8 @@ from bench_scaling import bench_scaling  # noqa: E402
 from bench_trainings import bench_trainings  # noqa: E402
 from demo_baseline import BASELINE_REV  # noqa: E402
 
+from biastransfer.train.layout import memory_format_provenance  # noqa: E402
+
 
 def machine() -> dict[str, Any]:
     cpu = platform.processor() or ""
@@ -83,7 +87,8 @@ def machine() -> dict[str, Any]:
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     return {"cpu": cpu, "cores": os.cpu_count(), "gpu": gpu, "device": str(current_device()),
             "torch": torch.__version__, "threads": torch.get_num_threads(), "loadavg_at_start": load,
-            "capability": torch.backends.cpu.get_cpu_capability()}
+            "capability": torch.backends.cpu.get_cpu_capability(),
+            "memory_format": memory_format_provenance(current_device())}
 
 
 def main() -> None:
