@@ -15,6 +15,7 @@ from rich.text import Text
 
 from biastransfer.cli.console import err, out
 from biastransfer.cli.console import fail as _fail
+from biastransfer.cli.errors import folder_errors
 from biastransfer.cli.reporting import write_report as _report
 
 app = typer.Typer(
@@ -101,9 +102,10 @@ def _run_and_report(study_path: Path, out_dir: Path, device: str, cache_dir: Pat
         dev = torch.device(device)  # a cluster's GPUs: the driver itself trains nothing
 
     try:
-        options = backend_options(study, **(execution or {}))
-        summary = run_study(study, out_dir, device=dev, cache_dir=cache_dir, quiet=quiet, max_runs=max_runs,
-                            workers=workers, backend=backend, wait=wait, options=options)
+        with folder_errors(out_dir):  # a read-only or full disk, a name too long, a damaged store: named
+            options = backend_options(study, **(execution or {}))
+            summary = run_study(study, out_dir, device=dev, cache_dir=cache_dir, quiet=quiet, max_runs=max_runs,
+                                workers=workers, backend=backend, wait=wait, options=options)
     except StoreLayoutError as exc:
         _fail(str(exc))
     except (DataError, JobFailedError, UnknownNameError, ValueError, FileNotFoundError,
@@ -113,7 +115,8 @@ def _run_and_report(study_path: Path, out_dir: Path, device: str, cache_dir: Pat
         err.print(f"Ran {summary.ran} runs in {summary.seconds:.0f} s: {summary.trainings} trainings incl. bases and "
                   f"hyperparameter search; results in {out_dir / 'results.db'}")
     if report and (max_runs is None):
-        _report(out_dir, quiet)
+        with folder_errors(out_dir):
+            _report(out_dir, quiet)
 
 
 def _execution(address: str | None, cpus: float | None, gpus: float | None, retries: int | None) -> dict:

@@ -8,6 +8,7 @@ writes the report, the recommended finetuning set as a CSV, and prints the answe
 from __future__ import annotations
 
 import csv
+import math
 from pathlib import Path
 from typing import Annotated
 
@@ -16,6 +17,7 @@ import yaml
 
 from biastransfer.cli.console import err, out
 from biastransfer.cli.console import fail as _fail
+from biastransfer.cli.errors import folder_errors
 
 BLOCK = "recommendation"
 
@@ -184,6 +186,9 @@ def recommend(
     from biastransfer.experiments.recommend import Recommend
 
     kind = Recommend.registry_name
+    if not (math.isfinite(tolerance) and 0 <= tolerance < 1):  # pydantic would say only "less than 1" for nan
+        _fail(f"--tolerance must be a finite number in [0, 1) (the AUC a setting may lose, e.g. 0.01), got "
+              f"{tolerance}")
     if study is None:
         if task is None or n is None:
             _fail("give --task and --n (or --study FILE with a recommend block)")
@@ -196,9 +201,10 @@ def recommend(
         check = None if "sensitive" in data["dataset"]["params"] else sensitive
     else:
         data, check = yaml.safe_load(study.read_text()), None
-    _run(data, out_dir, device=device, cache_dir=cache_dir, quiet=quiet, workers=workers, check=check)
-    write_report(out_dir, quiet)
-    _answer(out_dir, kind, csv_path, cache_dir)
+    with folder_errors(out_dir):  # a read-only or full disk, a name too long, a damaged store: named
+        _run(data, out_dir, device=device, cache_dir=cache_dir, quiet=quiet, workers=workers, check=check)
+        write_report(out_dir, quiet)
+        _answer(out_dir, kind, csv_path, cache_dir)
 
 
 def _run(data: dict, out_dir: Path, *, device: str, cache_dir: Path | None, quiet: bool, workers: str,

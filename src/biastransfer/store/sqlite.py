@@ -23,22 +23,27 @@ import os
 import sqlite3
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from biastransfer.spec import KEY_VERSION, RunSpec
+from biastransfer.store.errors import (  # noqa: F401  (StoreLayoutError, TABLES: importable from here too)
+    TABLES,
+    StoreLayoutError,
+    check_file,
+    open_failed,
+    read_failed,
+    write_failed,
+)
 from biastransfer.store.lock import folder_in_use
 from biastransfer.store.migrate import put_data_in_keys
 
 LEGACY_RELEASE = "0.1"
 """The release that wrote folders without ``meta.layout``."""
 
-
-class StoreLayoutError(ValueError):
-    """A results folder this version cannot use as it is; the message says what to do."""
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -65,8 +70,6 @@ CREATE TABLE IF NOT EXISTS meta (
     value TEXT NOT NULL
 );
 """
-TABLES = ("runs", "artifacts", "hparams", "meta")
-"""The tables of :data:`SCHEMA`; a file without one of them is not a results store."""
 
 
 def _json(obj: Any) -> str:
@@ -105,13 +108,20 @@ class ResultStore:
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.path = self.folder / self.FILENAME
+        existing = self.path.is_file() and self.path.stat().st_size > 0
+        self._conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
         try:
-            self._conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+            if existing:  # refused before anything is written: a damaged page, or an SQLite file of another kind
+                check_file(self._conn, self.path, new_ok=True)
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=NORMAL")
             self._conn.executescript(SCHEMA)
         except sqlite3.DatabaseError as exc:
-            raise ValueError(f"cannot open result store {self.path}: {exc}") from exc
+            self._conn.close()
+            raise ValueError(open_failed(self.path, exc)) from exc
+        except BaseException:
+            self._conn.close()
+            raise
 
     @classmethod
     def open_existing(cls, folder: Path, *, check: bool = True, read_only: bool = False) -> ResultStore:
@@ -135,28 +145,18 @@ class ResultStore:
         store = None
         try:
             store = cls._read_only(path) if read_only else cls(folder)
-            problem = store._conn.execute("PRAGMA quick_check").fetchone()[0]
+            check_file(store._conn, path)
         except StoreLayoutError:
-            raise
-        except sqlite3.OperationalError as exc:  # no permission, or a hot journal a read-only connection cannot undo
             if store is not None:
                 store.close()
-            raise StoreLayoutError(f"{path} cannot be read here (sqlite: {exc}); check its permissions, or copy the "
-                                   "folder to writable storage and read the copy") from None
+            raise
         except (ValueError, sqlite3.DatabaseError) as exc:
             if store is not None:
                 store.close()
-            raise StoreLayoutError(f"{path} is malformed: {exc.__cause__ or exc}") from None
-        if problem != "ok":
-            store.close()
-            raise StoreLayoutError(f"{path} is malformed (sqlite quick_check: {problem}); restore it from a copy or "
-                                   f"rerun the study into a new folder")
-        tables = {row[0] for row in store._conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        missing = [t for t in TABLES if t not in tables]
-        if missing:
-            store.close()
-            raise StoreLayoutError(f"{path} is an SQLite file but not a results store of biastransfer (no table "
-                                   f"{', '.join(missing)}); it is left as it is")
+            cause = exc.__cause__ or exc
+            if isinstance(cause, sqlite3.OperationalError):  # a full disk, no permission, or a hot journal a
+                raise StoreLayoutError(read_failed(path, cause)) from None  # read-only connection cannot undo
+            raise StoreLayoutError(f"{path} is malformed: {cause}") from None
         if check:
             try:
                 store.check_layout()
@@ -215,13 +215,22 @@ class ResultStore:
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
-        self._conn.execute("BEGIN IMMEDIATE")
+        """One write, all or nothing; a full disk, an I/O error or a damaged page is a :class:`StoreWriteError`
+        naming the file (the runs stored before are intact)."""
         try:
-            yield self._conn
-        except BaseException:
-            self._conn.execute("ROLLBACK")
-            raise
-        self._conn.execute("COMMIT")
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+                self._conn.execute("COMMIT")
+            finally:
+                if self._conn.in_transaction:  # the body or COMMIT failed (sqlite may have rolled back already)
+                    with suppress(sqlite3.Error):
+                        self._conn.execute("ROLLBACK")
+        except sqlite3.DatabaseError as exc:
+            error = write_failed(self.path, exc)
+            if error is None:
+                raise
+            raise error from exc
 
     # runs -------------------------------------------------------------------------------------------------
     def done_keys(self) -> set[str]:
