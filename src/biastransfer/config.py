@@ -285,11 +285,14 @@ def expand_path_variables(data: Any, source: str = "<study>", environ: dict[str,
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
-    """The safe loader, refusing a mapping that gives a key twice (plain YAML keeps the last one silently)."""
+    """The safe loader, refusing a mapping that gives a key twice (plain YAML keeps the last one silently). Merge
+    keys (``<<: *defaults``) work as in YAML 1.1: the mapping's own keys override the merged ones."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: dict[Any, Any] = {}
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # merged by SafeLoader's flatten_mapping, not a key
+                continue
             key = self.construct_object(key_node, deep=deep)
             if key in seen:
                 raise yaml.constructor.ConstructorError(
