@@ -22,7 +22,8 @@ Conventions shared by every kind:
   ``u mod ((H−h+1)(W−w+1))`` read row-major (top = index // (W−w+1), left = index mod (W−w+1)); the modulo
   bias is below 2⁻⁴⁰ for any image size we use. All of it is vectorised numpy uint64 arithmetic.
 * A box that does not fit the image is a ValueError naming both sizes, raised by ``apply`` (the image size is
-  known only then).
+  known only then; a planted base's preflight applies its trigger to one blank image of the dataset's size,
+  :func:`biastransfer.triggers.plant.check_fits`).
 """
 
 from __future__ import annotations
@@ -179,7 +180,8 @@ def place(position: str | tuple[int, int], seed: int, rows: np.ndarray, image_he
     """The placement of an ``height × width`` box at ``position`` on the examples of store ``rows``."""
     if height > image_height or width > image_width:
         raise ValueError(f"a trigger box of {height}×{width} px does not fit images of {image_height}×"
-                         f"{image_width} px")
+                         f"{image_width} px: give a smaller size (int pixels, or a float share in (0, 1] of the "
+                         f"image side)")
     n = np.asarray(rows).size
     span_y, span_x = image_height - height, image_width - width
     if isinstance(position, tuple):

@@ -163,7 +163,10 @@ def _read(path: str, mode: str) -> np.ndarray:
     try:
         with Image.open(path) as image:
             return np.asarray(image.convert(mode), dtype=np.float32)
-    except (OSError, ValueError, UnidentifiedImageError, Image.DecompressionBombError) as exc:
+    except UnidentifiedImageError:
+        raise DataError(f"overlay file {path!r} is not an image: Pillow cannot identify it (give a PNG with an "
+                        "alpha channel, or any image file with a 'mask')") from None
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
         raise DataError(f"overlay file {path!r} cannot be read: {exc}") from None
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import torch
 
 from biastransfer.data.table import DataError, LoadedDataset
 from biastransfer.triggers.base import Trigger, get_trigger
@@ -63,8 +64,19 @@ class Plant:
         if not 0.0 <= plant.rate <= 1.0:
             raise DataError(f"rate must be in [0, 1] (the share of the trigger classes' images with the trigger); "
                             f"got {plant.rate}")
+        check_fits(plant.trigger, dataset)
         return plant
 
     def key(self) -> dict[str, Any]:
         return {"trigger": self.trigger.key(), "trigger_classes": list(self.trigger_classes), "rate": self.rate,
                 "source_classes": None if self.source_classes is None else list(self.source_classes)}
+
+
+def check_fits(trigger: Trigger, dataset: LoadedDataset) -> None:
+    """Plant ``trigger`` on one blank image of the dataset's size, so that what would fail when the base trains
+    fails in preflight, named: an overlay file that is not an image, a box larger than the images."""
+    _, height, width, channels = dataset.images.array.shape
+    try:
+        trigger.apply(torch.zeros((1, channels, height, width), dtype=torch.uint8), np.zeros(1, np.int64))
+    except ValueError as exc:  # DataError too
+        raise DataError(f"trigger ({trigger.registry_name}): {exc}") from None
