@@ -239,6 +239,29 @@ def _val_rows(table: PredictionTable, split_col: str, policy: str = "val") -> ND
     return table.split == "val"
 
 
+class ThresholdRangeWarning(UserWarning):
+    """A fixed threshold outside the range of the scores: every row is predicted the same class."""
+
+
+def _warn_one_class(scores: NDArray[np.float64], threshold: float) -> None:
+    """Warn when ``threshold`` puts every score on one side (predict 1 when score >= threshold)."""
+    if scores.size == 0:
+        return
+    low, high = float(scores.min()), float(scores.max())
+    if low < threshold <= high:
+        return
+    above = threshold > high
+    where = "lies outside the range of" if above or threshold < low else "is the lowest of"
+    warnings.warn(
+        f"the threshold {threshold:g} {where} the scores [{low:.4g}, {high:.4g}] of the {scores.size} "
+        f"evaluated rows: every prediction is {'negative (0)' if above else 'positive (1)'}, so FPR and TPR are "
+        f"{0 if above else 1} in every group and their gaps say nothing about the model. Give a threshold inside "
+        "the range (on the scores' scale: probabilities or logits), or 'val' / 'test' to calibrate one",
+        ThresholdRangeWarning,
+        3,
+    )
+
+
 def audit_table(
     table: PredictionTable, threshold: ThresholdPolicy | str | float = "val", split_col: str = "split"
 ) -> dict[str, Any]:
@@ -258,6 +281,8 @@ def audit_table(
         val_groups=table.groups[calib],
         target_cells=cell_proportions(table.labels[rows], table.groups[rows]),
     )
+    if policy.kind == "fixed":
+        _warn_one_class(table.scores[rows], value)
     result = evaluate_predictions(
         table.labels[rows],
         table.scores[rows],
