@@ -3,6 +3,7 @@ no traceback. One parametrised test per family, so the list only grows."""
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import shutil
@@ -69,6 +70,12 @@ STUDY_FILES = {
                               "experiments.0.tasks: needs at least one task"),
     "an unknown model.transfer": (yaml.safe_dump(_tiny(["model", "transfer"], "bogus")),
                                   "model.transfer: unknown transfer mode 'bogus'; allowed: fixed_feature"),
+    "a fractional n_train": (yaml.safe_dump(_tiny(["experiments", 0, "n_train"], 64.5)),
+                             "experiments.0.n_train: n_train must be a whole number of examples ≥ 4 or 'full' "
+                             "(or a list of them), got 64.5"),
+    "a fractional n_train in a list": (yaml.safe_dump(_tiny(["experiments", 0, "n_train"], [32, 64.5])),
+                                       "experiments.0.n_train: n_train must be a whole number of examples ≥ 4 or "
+                                       "'full' (or a list of them), got 64.5"),
 }
 
 
@@ -542,3 +549,319 @@ def test_the_bundled_celeba_study_says_which_variables_to_set(tmp_path: Path,
     assert result.exit_code == 2  # an invalid study, as every other
     assert "dataset.root" in result.output and "CELEBA_ROOT" in result.output
     assert "bases.moco.path" in result.output and "BIASTRANSFER_CHECKPOINTS" in result.output
+
+
+# ------------------------------------------------------------ 'run' on read-only, full or damaged storage (OSError)
+
+
+def _squeezed(text: str) -> str:
+    """``text`` without white space: a long path may be cut by the terminal's width anywhere."""
+    return "".join(text.split())
+
+
+def _refuse_writes(monkeypatch: pytest.MonkeyPatch, folder: Path, code: int) -> None:
+    """Creating anything in ``folder`` (the folder lock, a subfolder) raises ``OSError(code)`` naming the path, as on
+    read-only media (chmod blocks nothing for root, so the calls are patched)."""
+    import biastransfer.store.lock as lock
+
+    real_mkdir = os.mkdir
+
+    def refused(path: object) -> OSError:
+        return OSError(code, os.strerror(code), str(path))
+
+    def mkdir(path, *args, **kw):
+        if Path(path).parent == folder:
+            raise refused(path)
+        return real_mkdir(path, *args, **kw)
+
+    def open_(path, mode="r", *args, **kw):
+        if Path(path).parent == folder and any(m in mode for m in "wax+"):
+            raise refused(path)
+        return open(path, mode, *args, **kw)
+
+    monkeypatch.setattr(os, "mkdir", mkdir)
+    monkeypatch.setattr(lock, "open", open_, raising=False)
+
+
+RUN_FOLDERS = {  # case -> (where --out is, the folder that refuses writes, its errno, what the error says)
+    "a read-only output folder": ("ro", "ro", errno.EROFS,
+                                  "cannot write {tmp}/ro/.biastransfer.lock: the file system is read-only"),
+    "a read-only finished folder": ("finished", "finished", errno.EROFS,
+                                    "cannot write {tmp}/finished/.biastransfer.lock: the file system is read-only"),
+    "--out under a read-only parent": ("ro/new", "ro", errno.EROFS,
+                                       "cannot write {tmp}/ro/new: the file system is read-only"),
+    "--out in a folder without write permission": ("locked/new", "locked", errno.EACCES,
+                                                   "cannot write {tmp}/locked/new: permission denied"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(RUN_FOLDERS))
+def test_run_names_an_output_folder_it_cannot_write(case: str, finished: Path, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    where, refusing, code, message = RUN_FOLDERS[case]
+    study = tmp_path / "study.yaml"
+    study.write_text(yaml.safe_dump(tiny_study_dict()))
+    shutil.copytree(finished, tmp_path / "finished")
+    for name in ("ro", "locked"):
+        (tmp_path / name).mkdir()
+    before = _files(tmp_path / refusing)
+    _refuse_writes(monkeypatch, tmp_path / refusing, code)
+    result = CliRunner().invoke(app, ["run", str(study), "--out", str(tmp_path / where), "--quiet"])
+    said = " ".join(result.output.split())
+    assert result.exit_code == 1 and _squeezed(message.format(tmp=tmp_path)) in _squeezed(said), said
+    assert "Traceback" not in said and "Choose an --out folder" in said
+    assert "biastransfer report DIR -o ELSEWHERE" in said
+    assert _files(tmp_path / refusing) == before
+
+
+def test_run_names_an_out_name_too_long_for_the_file_system(tmp_path: Path) -> None:
+    study = tmp_path / "study.yaml"
+    study.write_text(yaml.safe_dump(tiny_study_dict()))
+    out = tmp_path / ("a" * 300)
+    result = CliRunner().invoke(app, ["run", str(study), "--out", str(out), "--quiet"])
+    said = " ".join(result.output.split())
+    assert result.exit_code == 1 and "Traceback" not in said, said
+    assert "the name is too long for the file system" in said and "its longest part has 300 bytes" in said
+    assert "Choose a shorter --out" in said and list(tmp_path.iterdir()) == [study]
+
+
+READ_ONLY_RUN = """
+import sys
+from typer.testing import CliRunner
+from biastransfer.cli import app
+study, ro = sys.argv[1], sys.argv[2]
+for out in (ro + "/empty", ro + "/finished", ro + "/empty/new"):
+    result = CliRunner().invoke(app, ["run", study, "--out", out, "--quiet"])
+    print(result.exit_code, " ".join(result.output.split()))
+"""
+
+
+def test_run_on_a_read_only_mount(finished: Path, tmp_path: Path) -> None:
+    """Real read-only media (a bind mount; needs root and mount namespaces, skipped otherwise): an empty folder,
+    a finished one and a new folder in one are each a named error, and nothing in them changes."""
+    ro = tmp_path / "ro"
+    (ro / "empty").mkdir(parents=True)
+    shutil.copytree(finished, ro / "finished")
+    if not _can_mount_read_only(ro):
+        pytest.skip("cannot bind-mount a folder read-only here (needs root and unshare)")
+    before = _files(ro / "finished")
+    study, script = tmp_path / "study.yaml", tmp_path / "run.py"
+    study.write_text(yaml.safe_dump(tiny_study_dict()))
+    script.write_text(READ_ONLY_RUN)
+    command = (f"mount --bind {ro} {ro} && mount -o remount,ro,bind {ro} {ro} && "
+               f"{sys.executable} {script} {study} {ro}")
+    done = subprocess.run(["unshare", "-m", "sh", "-c", command], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    lines = done.stdout.splitlines()
+    assert done.returncode == 0 and len(lines) == 3, done.stdout + done.stderr
+    for line, path in zip(lines, ("empty/.biastransfer.lock", "finished/.biastransfer.lock", "empty/new"),
+                          strict=True):
+        assert _squeezed(line).startswith(_squeezed(f"1 error: cannot write {ro / path}: the file system is "
+                                                   "read-only")), line
+    assert "Traceback" not in done.stdout + done.stderr
+    assert _files(ro / "finished") == before and not list((ro / "empty").iterdir())
+
+
+class _FailingConnection:
+    """An sqlite connection whose statements that start with ``prefix`` raise ``OperationalError(message)``, as on
+    a full disk (the methods of sqlite's own connection cannot be patched)."""
+
+    def __init__(self, conn: sqlite3.Connection, prefix: str, message: str) -> None:
+        self._conn, self._prefix, self._message = conn, prefix, message
+
+    def execute(self, sql: str, *args):
+        if sql.lstrip().startswith(self._prefix):
+            raise sqlite3.OperationalError(self._message)
+        return self._conn.execute(sql, *args)
+
+    def __getattr__(self, name: str):
+        return getattr(self._conn, name)
+
+
+def _failing_sqlite(monkeypatch: pytest.MonkeyPatch, prefix: str, message: str) -> None:
+    real = sqlite3.connect
+    monkeypatch.setattr(sqlite3, "connect", lambda *a, **kw: _FailingConnection(real(*a, **kw), prefix, message))
+
+
+@pytest.mark.parametrize("command", ["run", "report", "export"])
+def test_a_full_disk_when_the_store_opens_is_named(command: str, finished: Path, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """sqlite says "disk I/O error" when it cannot create results.db-shm on a full disk (seen on a full tmpfs):
+    each command says the disk may be full or the file unreadable, naming the file, and changes nothing."""
+    out = tmp_path / "out"
+    shutil.copytree(finished, out)
+    study = tmp_path / "study.yaml"
+    study.write_text(yaml.safe_dump(tiny_study_dict()))
+    before = {name: data for name, data in _files(out).items() if name != ".biastransfer.lock"}
+    _failing_sqlite(monkeypatch, "PRAGMA", "disk I/O error")
+    args = {"run": ["run", str(study), "--out", str(out), "--quiet"], "report": ["report", str(out), "--quiet"],
+            "export": ["export", str(out), "-o", str(tmp_path / "runs.csv")]}[command]
+    result = CliRunner().invoke(app, args)
+    said = " ".join(result.output.split())
+    assert result.exit_code != 0 and "Traceback" not in said, said
+    assert str(out / "results.db") in _squeezed(said) and "sqlite met a disk I/O error: the disk may be full" in said
+    assert "or the file unreadable" in said and "Free some space" in said
+    assert {name: data for name, data in _files(out).items() if name != ".biastransfer.lock"} == before
+
+
+def test_a_disk_that_fills_during_a_run_is_named_and_the_stored_runs_kept(finished: Path, tmp_path: Path,
+                                                                       cache_dir: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "out"
+    shutil.copytree(finished, out)
+    study = tmp_path / "study.yaml"
+    study.write_text(yaml.safe_dump(tiny_study_dict()))
+    _failing_sqlite(monkeypatch, "INSERT OR IGNORE INTO runs", "database or disk is full")
+    result = CliRunner().invoke(app, ["run", str(study), "--out", str(out), "--quiet", "--max-runs", "1",
+                                      "--workers", "1", "--cache-dir", str(cache_dir)])
+    said = " ".join(result.output.split())
+    assert result.exit_code == 1 and "Traceback" not in said, said
+    assert _squeezed(f"cannot write to {out / 'results.db'}: the disk is full (sqlite: database or disk is full). "
+                     "The runs stored before are intact") in _squeezed(said), said
+    assert "rerun the same command, which resumes where it stopped" in said
+    monkeypatch.undo()
+    store = ResultStore.open_existing(out, read_only=True)
+    assert store.count() == 2
+    store.close()
+
+
+@pytest.mark.parametrize("case", ["corrupted pages", "not sqlite", "an SQLite file of something else"])
+def test_run_refuses_a_damaged_store_before_writing_to_it(case: str, tmp_path: Path) -> None:
+    content, message = STORES[case]
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "results.db").write_bytes(content)
+    study = tmp_path / "study.yaml"
+    study.write_text(yaml.safe_dump(tiny_study_dict()))
+    result = CliRunner().invoke(app, ["run", str(study), "--out", str(out), "--quiet"])
+    said = " ".join(result.output.split())
+    assert result.exit_code != 0 and message in said and "Traceback" not in said, said
+    assert str(out / "results.db") in _squeezed(said) and "it is left as it is" in said
+    assert (out / "results.db").read_bytes() == content and not (out / "results.db-wal").exists()
+
+
+# ----------------------------------------------------------------------------------- the other weak answers
+
+
+def test_yaml_merge_keys_are_read_as_yaml_1_1_defines_them(tmp_path: Path) -> None:
+    """``<<: *anchor`` merges a mapping (the block's own keys win); it was refused as "not valid YAML"."""
+    study = tiny_study_dict()
+    inheritance = study["experiments"][0]
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump({k: v for k, v in study.items() if k != "experiments"}) + """experiments:
+  - &inheritance
+    name: inheritance
+    kind: inheritance
+    tasks: [t3]
+    bases: [gendered, control-t0, scratch]
+    levels: [natural, 0.8]
+    n_train: 32
+    seeds: [0, 1]
+  - <<: *inheritance
+    name: more-seeds
+    seeds: [2, 3]
+""")
+    data, _ = read_yaml(path)
+    assert data["experiments"] == [inheritance, {**inheritance, "name": "more-seeds", "seeds": [2, 3]}]
+    assert [block.name for block in parse_study(data, str(path)).blocks] == ["inheritance", "more-seeds"]
+
+
+def test_recommend_tolerance_must_be_a_finite_number(tmp_path: Path) -> None:
+    for value in ("nan", "inf", "1.5"):
+        result = CliRunner().invoke(app, ["recommend", "--out", str(tmp_path / "out"), "--task", "t0", "--n", "32",
+                                          "--tolerance", value])
+        said = " ".join(result.output.split())
+        assert result.exit_code == 2 and "Traceback" not in said, said
+        assert f"--tolerance must be a finite number in [0, 1) (the AUC a setting may lose, e.g. 0.01), got {value}" \
+            in said, said
+    assert not (tmp_path / "out").exists()
+
+
+def _planted_study(trigger: dict) -> dict:
+    from tiny_study import kind_study_dict
+
+    study = kind_study_dict("trigger_transfer")
+    planted = next(name for name, base in study["bases"].items() if base["kind"] == "planted")
+    study["bases"][planted]["trigger"] = trigger
+    return study
+
+
+TRIGGERS_REFUSED = {  # the trigger of a planted base -> what preflight says (images of the study: 16×16 px)
+    "an overlay file that is not an image": ({"kind": "overlay", "path": "{tmp}/overlay.png"},
+                                             "trigger (overlay): overlay file '{tmp}/overlay.png' is not an image"),
+    "a patch larger than the images": ({"kind": "patch", "size": 40},
+                                       "trigger (patch): a trigger box of 40×40 px does not fit images of 16×16 px: "
+                                       "give a smaller size"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(TRIGGERS_REFUSED))
+def test_a_trigger_that_cannot_be_planted_is_refused_in_preflight(case: str, tmp_path: Path, cache_dir: Path) -> None:
+    """It passed preflight and failed with a traceback once the base trained."""
+    trigger, message = TRIGGERS_REFUSED[case]
+    (tmp_path / "overlay.png").write_text("not an image")
+    trigger = {k: v.format(tmp=tmp_path) if isinstance(v, str) else v for k, v in trigger.items()}
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(_planted_study(trigger)))
+    result = CliRunner().invoke(app, ["run", str(path), "--out", str(tmp_path / "out"), "--quiet", "--workers", "1",
+                                      "--cache-dir", str(cache_dir)])
+    said = " ".join(result.output.split())
+    assert result.exit_code != 0 and "Traceback" not in said, said
+    assert _squeezed(message.format(tmp=tmp_path)) in _squeezed(said), said
+    store = ResultStore.open_existing(tmp_path / "out", read_only=True)
+    assert store.count() == 0 and not store.get_meta("study")  # refused before anything trained or was stored
+    store.close()
+
+
+@pytest.mark.parametrize("threshold, side", [("5", "negative (0)"), ("-1", "positive (1)"), ("0.5", None)])
+def test_evaluate_warns_of_a_threshold_outside_the_scores(threshold: str, side: str | None, tmp_path: Path) -> None:
+    path = tmp_path / "predictions.csv"
+    path.write_text("label,score,group\n1,0.9,0\n0,0.2,1\n1,0.7,1\n0,0.1,0\n")
+    result = CliRunner().invoke(app, ["evaluate", str(path), "--label", "label", "--score", "score", "--group",
+                                      "group", "--threshold", threshold])
+    said = " ".join(result.output.split())
+    assert result.exit_code == 0 and "Traceback" not in said, said
+    if side is None:
+        assert "warning" not in said
+    else:
+        assert (f"warning: the threshold {threshold} lies outside the range of the scores [0.1, 0.9] of the 4 "
+                f"evaluated rows: every prediction is {side}") in said, said
+
+
+# --------------------------------------------- what 'run' says of the folder it resumes (messages of the driver)
+
+
+def _resume(finished: Path, tmp_path: Path, cache_dir: Path, edit=None) -> str:
+    """What ``run --max-runs 1 --workers 1`` prints on a copy of ``finished`` (2 of the tiny study's 22 runs)."""
+    out = tmp_path / "out"
+    shutil.copytree(finished, out)
+    if edit is not None:
+        conn = sqlite3.connect(out / "results.db", isolation_level=None)
+        conn.execute(edit)
+        conn.close()
+    study = tmp_path / "study.yaml"
+    study.write_text(yaml.safe_dump(tiny_study_dict()))
+    result = CliRunner().invoke(app, ["run", str(study), "--out", str(out), "--max-runs", "1", "--workers", "1",
+                                      "--cache-dir", str(cache_dir)])
+    assert result.exit_code == 0, result.output
+    return " ".join(result.output.split())
+
+
+@pytest.mark.xfail(reason="driver message pending", strict=False)
+def test_max_runs_does_not_count_the_runs_it_leaves_as_done(finished: Path, tmp_path: Path, cache_dir: Path) -> None:
+    """It said "21 already done": the runs cut by --max-runs were counted as done."""
+    said = _resume(finished, tmp_path, cache_dir)
+    assert "Study 'tiny': 22 runs, 2 already done, 1 to run" in said, said
+    assert "19 left for a later run" in said, said
+
+
+@pytest.mark.xfail(reason="driver message pending", strict=False)
+def test_resuming_with_another_thread_count_is_noted(finished: Path, tmp_path: Path, cache_dir: Path) -> None:
+    """The stored runs computed with 7 threads each (as if another --workers): the runs trained now use this
+    process's count, and the two can differ in the last digits; it was silent."""
+    threads = torch.get_num_threads()
+    assert threads != 7
+    said = _resume(finished, tmp_path, cache_dir,
+                   "UPDATE runs SET provenance = json_set(provenance, '$.torch_threads', 7)")
+    assert "note:" in said and "2 with 7 threads" in said, said
+    assert f"use {threads} thread{'s' if threads > 1 else ''} per run" in said and "last digits" in said, said
