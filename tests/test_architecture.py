@@ -102,6 +102,42 @@ def test_the_cycle_finder_finds_cycles() -> None:
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
 
 
+def _folder(module: str) -> str:
+    """The top-level subpackage (``experiments``, ``report``, ``render`` …) or top-level module (``plan``) of
+    biastransfer that a module belongs to."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else parts[0]
+
+
+def folder_graph(graph: dict[str, set[str]]) -> dict[str, set[str]]:
+    """The import graph between folders: an edge when any module of one imports any module of the other."""
+    out: dict[str, set[str]] = {_folder(m): set() for m in graph}
+    for module, deps in graph.items():
+        out[_folder(module)] |= {_folder(d) for d in deps} - {_folder(module)}
+    return out
+
+
+FOLDER_CYCLES_ALLOWED: dict[frozenset[str], str] = {}
+"""Folders allowed to import each other, each with the reason. None today: the rendering helpers that both the
+plugins and the report page use live in ``render/``, below both (``experiments`` ↔ ``report`` before)."""
+
+
+def test_no_folder_imports_a_folder_that_imports_it_back() -> None:
+    """Layers point down between folders too: the folder-level import graph has no cycle (lazy imports count)."""
+    cycles = [c for c in _cycles(folder_graph(GRAPH)) if frozenset(c) not in FOLDER_CYCLES_ALLOWED]
+    edges = [f"{m} -> {d}" for c in cycles for m, deps in GRAPH.items() for d in sorted(deps)
+             if _folder(m) in c and _folder(d) in c and _folder(m) != _folder(d)]
+    assert cycles == [], "folders that import each other:\n" + "\n".join(edges)
+
+
+def test_the_folder_rule_finds_folders_importing_each_other() -> None:
+    graph = {"biastransfer.report.page": {"biastransfer.experiments.base"},
+             "biastransfer.experiments.base": {"biastransfer.report.markup"},
+             "biastransfer.report.markup": set(), "biastransfer.render.plots": {"biastransfer.spec"},
+             "biastransfer.spec": set()}
+    assert _cycles(folder_graph(graph)) == [["experiments", "report"]]
+
+
 @pytest.mark.parametrize("path", sorted([*SRC.rglob("*.py"), *(ROOT / "benchmarks").glob("*.py")]),
                          ids=lambda p: str(p.relative_to(ROOT)))
 def test_no_module_over_400_lines(path: Path) -> None:

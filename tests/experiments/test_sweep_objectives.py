@@ -13,7 +13,7 @@ from scipy import stats
 from biastransfer.experiments.base import Results
 from biastransfer.experiments.correlation_sweep import CorrelationSweep, analysis, fixes, objectives_table
 from biastransfer.experiments.correlation_sweep.plot import tradeoff_plot
-from biastransfer.report.markup import Page
+from biastransfer.render.markup import Page
 
 ERM_AUC = {0.5: [0.80, 0.84, 0.82], 0.8: [0.86, 0.88, 0.87]}
 ERM_FPR = {0.5: [0.05, 0.04, 0.06], 0.8: [0.30, 0.28, 0.32]}

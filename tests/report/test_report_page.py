@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 from biastransfer import plugins  # noqa: F401
 from biastransfer.experiments.base import EXPERIMENTS, Results
 from biastransfer.plan import parse_study
-from biastransfer.report.markup import Page
+from biastransfer.render.markup import Page
 from biastransfer.report.page import build_report
 from biastransfer.store.export import runs_frame
 from biastransfer.store.sqlite import ResultStore

@@ -17,8 +17,8 @@ from biastransfer.experiments.inheritance import Inheritance
 from biastransfer.experiments.inheritance.analysis import inheritance_comparison
 from biastransfer.experiments.inheritance.chart import inheritance_chart
 from biastransfer.experiments.salience import salience_plot, salience_table
-from biastransfer.report.markup import DPI
-from biastransfer.report.plots import (
+from biastransfer.render.markup import DPI
+from biastransfer.render.plots import (
     METRIC_NAMES,
     PALETTE,
     err,

@@ -12,7 +12,7 @@ from biastransfer.experiments.base import Results
 from biastransfer.experiments.underrepresentation import Underrepresentation
 from biastransfer.experiments.underrepresentation.analysis import t2_gap_table, underrep_table
 from biastransfer.experiments.underrepresentation.plot import underrep_plot
-from biastransfer.report.markup import Page, Section
+from biastransfer.render.markup import Page, Section
 from biastransfer.report.page import build_report
 from biastransfer.roles import derive_role
 

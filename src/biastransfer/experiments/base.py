@@ -32,7 +32,7 @@ from biastransfer.spec import RunSpec, StudyDefaults
 if TYPE_CHECKING:
     from biastransfer.data.table import LoadedDataset
     from biastransfer.models.architectures import Classifier
-    from biastransfer.report.markup import Page, Section
+    from biastransfer.render.markup import Page, Section
 
 Role = Literal["id", "setting", "metric", "outcome"]
 DType = Literal["str", "int", "float", "bool"]

@@ -33,8 +33,8 @@ from biastransfer.experiments.base import EXPERIMENTS, Column, Results, RunInput
 from biastransfer.experiments.grid import Seeds, Size, Sizes, TasksAndBases
 from biastransfer.experiments.spurious import COLUMNS, FinetuneExperiment, check, correlation_pool, search
 from biastransfer.interventions import InfeasibleSelectionError
-from biastransfer.report.markup import Page, Section
-from biastransfer.report.plots import PALETTE, clip_to_range, gap_label, new_figure, role_order
+from biastransfer.render.markup import Page, Section
+from biastransfer.render.plots import PALETTE, clip_to_range, gap_label, new_figure, role_order
 from biastransfer.spec import RunSpec, StudyDefaults
 
 SAMPLER = "natural"

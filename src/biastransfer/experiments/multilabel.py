@@ -48,9 +48,9 @@ from biastransfer.metrics.bias_amp import bias_amplification
 from biastransfer.metrics.ranking import auc, normalized_average_precision
 from biastransfer.metrics.threshold import cell_proportions, parse_threshold_policy, resolve_threshold
 from biastransfer.models.bases import trained_attribute
-from biastransfer.report.markup import Page, Section
-from biastransfer.report.plots import PALETTE, new_figure, wrap_text
-from biastransfer.report.plots import err as bar_err
+from biastransfer.render.markup import Page, Section
+from biastransfer.render.plots import PALETTE, new_figure, wrap_text
+from biastransfer.render.plots import err as bar_err
 from biastransfer.seeding import rng
 from biastransfer.spec import RunSpec, StudyDefaults
 

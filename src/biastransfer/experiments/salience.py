@@ -32,9 +32,9 @@ from biastransfer.experiments.finetuning import finetune, score
 from biastransfer.experiments.grid import FixedSizes, Seeds, TasksAndBases
 from biastransfer.experiments.spurious import check, prepare_data
 from biastransfer.metrics.ranking import auc
-from biastransfer.report.markup import Page, Section
-from biastransfer.report.plots import err as bar_err
-from biastransfer.report.plots import new_figure
+from biastransfer.render.markup import Page, Section
+from biastransfer.render.plots import err as bar_err
+from biastransfer.render.plots import new_figure
 from biastransfer.spec import RunSpec, StudyDefaults
 
 

@@ -15,7 +15,7 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from biastransfer.report.markup import DPI
+from biastransfer.render.markup import DPI
 from biastransfer.roles import BASE_ROLES
 
 __all__ = ["METRIC_NAMES", "METRIC_RANGES", "PALETTE", "clip_to_range", "err", "gap_label", "new_figure",

@@ -28,7 +28,7 @@ import biastransfer
 from biastransfer import plugins  # noqa: F401  (registers every experiment kind)
 from biastransfer.analysis.text import fmt_ci, level_text
 from biastransfer.experiments.base import EXPERIMENTS, Experiment, Results, Verdict
-from biastransfer.report.markup import Page, Section, cell, escape, table
+from biastransfer.render.markup import Page, Section, cell, escape, table
 
 __all__ = ["SectionContent", "build_report", "kind_results"]
 

@@ -24,7 +24,7 @@ from biastransfer.experiments.correlation_sweep import analysis, fixes
 from biastransfer.experiments.correlation_sweep.plot import tradeoff_plot
 from biastransfer.experiments.grid import Objectives
 from biastransfer.experiments.spurious import COLUMNS, FinetuneBlock, FinetuneExperiment
-from biastransfer.report.markup import Page, Section
+from biastransfer.render.markup import Page, Section
 
 
 class CorrelationSweepOptions(BaseModel):

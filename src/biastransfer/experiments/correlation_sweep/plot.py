@@ -10,7 +10,7 @@ from matplotlib.lines import Line2D
 
 from biastransfer.experiments.correlation_sweep.analysis import is_test_level, line_name, split_lines
 from biastransfer.interventions.base import plot_order
-from biastransfer.report.plots import METRIC_NAMES, PALETTE, err, gap_label, new_figure, role_order, wrap_text
+from biastransfer.render.plots import METRIC_NAMES, PALETTE, err, gap_label, new_figure, role_order, wrap_text
 
 
 def tradeoff_plot(agg_sweep: pd.DataFrame, *, metric: str = "fpr_diff", title: str | None = None) -> Figure:
@@ -19,7 +19,7 @@ def tradeoff_plot(agg_sweep: pd.DataFrame, *, metric: str = "fpr_diff", title: s
     One line per base (or per intervention, and training objective other than ERM, when there is a single base:
     :func:`~biastransfer.experiments.correlation_sweep.analysis.line_name`) connecting the levels in order, each
     point annotated with its finetuning level, 95% intervals on both axes (drawn clipped to the metric's range:
-    AUC in [0, 1], gaps in [−1, 1]; :func:`biastransfer.report.plots.err`), the point whose finetuning level
+    AUC in [0, 1], gaps in [−1, 1]; :func:`biastransfer.render.plots.err`), the point whose finetuning level
     equals the test level drawn larger with a black edge, and a dashed line at zero gap. One panel per task
     (× intervention when several bases are compared).
 

@@ -50,7 +50,7 @@ from biastransfer.interventions.base import InfeasibleSelectionError, Pool
 from biastransfer.interventions.domain import DomainShare
 from biastransfer.metrics.multiclass import top_k_accuracy
 from biastransfer.models.bases import trained_attribute
-from biastransfer.report.markup import Page, Section
+from biastransfer.render.markup import Page, Section
 from biastransfer.seeding import rng
 from biastransfer.spec import RunSpec, StudyDefaults
 

@@ -10,7 +10,7 @@ import pandas as pd
 
 from biastransfer.analysis.aggregate import paired_interval
 from biastransfer.analysis.text import fmt, fmt_signed
-from biastransfer.report.plots import role_order
+from biastransfer.render.plots import role_order
 
 
 @dataclass(frozen=True)

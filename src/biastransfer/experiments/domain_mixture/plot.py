@@ -8,7 +8,7 @@ from matplotlib.figure import Figure
 
 from biastransfer.analysis.text import fmt
 from biastransfer.experiments.domain_mixture.analysis import CatchUp
-from biastransfer.report.plots import PALETTE, new_figure, role_order, wrap_text
+from biastransfer.render.plots import PALETTE, new_figure, role_order, wrap_text
 
 
 def mixture_plot(agg: pd.DataFrame, crosses: list[CatchUp]) -> Figure:

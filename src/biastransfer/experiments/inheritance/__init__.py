@@ -21,7 +21,7 @@ from biastransfer.experiments.inheritance.chart import inheritance_chart
 from biastransfer.experiments.inheritance.regression import Dependent, inheritance_regression_with_reason
 from biastransfer.experiments.salience import Salience, salience_table
 from biastransfer.experiments.spurious import FinetuneExperiment
-from biastransfer.report.markup import Page, Section
+from biastransfer.render.markup import Page, Section
 
 
 @EXPERIMENTS.register("inheritance")

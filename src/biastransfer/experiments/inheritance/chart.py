@@ -12,8 +12,8 @@ from matplotlib.patches import Patch
 from biastransfer.analysis.aggregate import abs_interval, aggregate
 from biastransfer.experiments.inheritance.analysis import inheritance_comparison
 from biastransfer.experiments.spurious import FinetuneExperiment
-from biastransfer.report.plots import METRIC_NAMES, gap_label, new_figure, role_order, role_styles, wrap_text
-from biastransfer.report.plots import err as bar_err
+from biastransfer.render.plots import METRIC_NAMES, gap_label, new_figure, role_order, role_styles, wrap_text
+from biastransfer.render.plots import err as bar_err
 
 #: The footnote of the chart (the report's caption says the same).
 CAPTION = ("Bars: mean over seeds with 95% CI (Student-t, drawn clipped to the metric's range); * the paired "

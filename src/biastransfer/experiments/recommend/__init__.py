@@ -23,7 +23,7 @@ from biastransfer.experiments.grid import InterventionRef, Level, Seeds, _check_
 from biastransfer.experiments.recommend import report, search
 from biastransfer.experiments.spurious import COLUMNS, FinetuneExperiment
 from biastransfer.interventions.base import INTERVENTIONS, plot_order, reference_intervention
-from biastransfer.report.markup import Page, Section
+from biastransfer.render.markup import Page, Section
 from biastransfer.spec import RunSpec, StudyDefaults
 
 DEFAULT_LEVELS = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]

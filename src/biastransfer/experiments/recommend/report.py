@@ -23,11 +23,11 @@ from biastransfer.experiments.recommend.search import (
     progress,
 )
 from biastransfer.interventions.base import reference_intervention
-from biastransfer.report.plots import METRIC_NAMES
+from biastransfer.render.plots import METRIC_NAMES
 
 if TYPE_CHECKING:
     from biastransfer.experiments.base import Experiment, Results
-    from biastransfer.report.markup import Page
+    from biastransfer.render.markup import Page
     from biastransfer.spec import RunSpec
 
 

@@ -46,7 +46,7 @@ from biastransfer.experiments.trigger_transfer.sets import draw_sets, target_tas
 from biastransfer.metrics.triggers import trigger_metrics
 from biastransfer.models.bases import base_kind, trained_attribute
 from biastransfer.models.transfer import TRANSFER_MODES, get_transfer_mode
-from biastransfer.report.markup import Page, Section
+from biastransfer.render.markup import Page, Section
 from biastransfer.spec import RunSpec, StudyDefaults
 from biastransfer.triggers.base import get_trigger
 from biastransfer.triggers.store import trigger_content, trigger_of

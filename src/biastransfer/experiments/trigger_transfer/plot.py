@@ -9,7 +9,7 @@ from matplotlib.figure import Figure
 
 from biastransfer.experiments.trigger_transfer.analysis import SCRATCH
 from biastransfer.models.transfer import TRANSFER_MODES
-from biastransfer.report.plots import PALETTE, new_figure, wrap_text
+from biastransfer.render.plots import PALETTE, new_figure, wrap_text
 
 
 def _rank(label: str) -> tuple[int, int]:

@@ -58,7 +58,7 @@ from biastransfer.experiments.underrepresentation.sets import (
 )
 from biastransfer.metrics.threshold import cell_proportions, parse_threshold_policy, resolve_threshold
 from biastransfer.models.bases import trained_attribute
-from biastransfer.report.markup import Page, Section
+from biastransfer.render.markup import Page, Section
 from biastransfer.spec import RunSpec, StudyDefaults
 
 

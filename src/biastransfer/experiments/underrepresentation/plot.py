@@ -5,8 +5,8 @@ from __future__ import annotations
 import pandas as pd
 from matplotlib.figure import Figure
 
-from biastransfer.report.plots import PALETTE, new_figure
-from biastransfer.report.plots import err as bar_err
+from biastransfer.render.plots import PALETTE, new_figure
+from biastransfer.render.plots import err as bar_err
 
 
 def underrep_plot(table: pd.DataFrame, gaps: pd.DataFrame) -> Figure:
