@@ -847,7 +847,6 @@ def _resume(finished: Path, tmp_path: Path, cache_dir: Path, edit=None) -> str:
     return " ".join(result.output.split())
 
 
-@pytest.mark.xfail(reason="driver message pending", strict=False)
 def test_max_runs_does_not_count_the_runs_it_leaves_as_done(finished: Path, tmp_path: Path, cache_dir: Path) -> None:
     """It said "21 already done": the runs cut by --max-runs were counted as done."""
     said = _resume(finished, tmp_path, cache_dir)
@@ -855,7 +854,6 @@ def test_max_runs_does_not_count_the_runs_it_leaves_as_done(finished: Path, tmp_
     assert "19 left for a later run" in said, said
 
 
-@pytest.mark.xfail(reason="driver message pending", strict=False)
 def test_resuming_with_another_thread_count_is_noted(finished: Path, tmp_path: Path, cache_dir: Path) -> None:
     """The stored runs computed with 7 threads each (as if another --workers): the runs trained now use this
     process's count, and the two can differ in the last digits; it was silent."""
