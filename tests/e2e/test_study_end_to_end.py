@@ -209,10 +209,14 @@ def test_help_on_every_command():
 
 
 def test_every_run_records_what_decides_its_float_summation_order(finished):
-    """Bit-identical reruns need the same torch thread count and CPU instruction set (docs/demo-results.md):
-    every run records both."""
+    """Bit-identical reruns need the same torch thread count, CPU instruction set and memory layout
+    (docs/demo-results.md): every run records them, and the rule that chose the layout."""
     out, _ = finished
     conn = sqlite3.connect(out / "results.db")
     provs = [json.loads(p) for (p,) in conn.execute("SELECT provenance FROM runs")]
     assert provs and all(isinstance(p["torch_threads"], int) and p["torch_threads"] >= 1 for p in provs)
     assert {p["cpu_capability"] for p in provs} == {torch.backends.cpu.get_cpu_capability()}
+    from biastransfer.train.layout import choose
+
+    layout, rule = choose(torch.device("cpu"))
+    assert {(p["memory_format"], p["memory_format_by"]) for p in provs} == {(layout, rule)}

@@ -19,6 +19,7 @@ from biastransfer.backends.base import Job, JobFailedError, Outcome
 from biastransfer.backends.workspace import Workspace
 from biastransfer.experiments.base import get_experiment
 from biastransfer.train import engine
+from biastransfer.train.layout import memory_format_provenance
 from biastransfer.versions import package_versions
 
 log = logging.getLogger("biastransfer")
@@ -84,9 +85,12 @@ def execute_job(job: Job, products: dict[str, Any], workspace: Workspace) -> Out
 def provenance(spec: Any, workspace: Workspace, base_info: dict[str, Any] | None) -> dict[str, Any]:
     """What a run records about how it was computed: seed, versions, data hash, device, threads, the CPU
     instruction set torch's kernels use (``cpu_capability``: e.g. AVX2 or AVX512; with the thread count it decides
-    the float summation order, so bit-identical reruns need both equal), machine."""
+    the float summation order, so bit-identical reruns need both equal), the memory layout the engine trained in
+    and the rule that chose it (``memory_format``, ``memory_format_by``: :mod:`biastransfer.train.layout`),
+    machine."""
     dataset = workspace.dataset(spec)
     return {"seed": spec.seed, "versions": package_versions(), "data_hash": dataset.fingerprint,
             "device": str(workspace.resources.device), "torch_threads": torch.get_num_threads(),
-            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "machine": platform.platform(),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            **memory_format_provenance(workspace.resources.device), "machine": platform.platform(),
             "spec": spec.to_dict(), "bases": {spec.base_name: base_info} if base_info else {}}
