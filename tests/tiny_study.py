@@ -47,14 +47,15 @@ def tiny_study_dict(**overrides) -> dict:
 def kind_study_dict(kind: str) -> dict:
     """A tiny study of one block: the ``example`` block of the experiment plugin ``kind``."""
     from biastransfer import plugins  # noqa: F401
-    from biastransfer.experiments.base import EXPERIMENTS
+    from biastransfer.experiments.base import EXPERIMENTS, ExampleData
 
     plugin = EXPERIMENTS.get(kind)
     example = copy.deepcopy(plugin.example)
     used = example.get("bases") or ["scratch"]
-    bases = {**TINY_BASES, **plugin.example_bases}
+    extra = issubclass(plugin, ExampleData)
+    bases = {**TINY_BASES, **(plugin.example_bases if extra else {})}
     study = _base_study(f"tiny-{kind}", {k: v for k, v in bases.items() if k in used})
-    if getattr(plugin, "example_dataset", None):
+    if extra and plugin.example_dataset:
         study["dataset"] = copy.deepcopy(plugin.example_dataset)
     study["experiments"] = [{"name": kind, "kind": kind, **example}]
     return study

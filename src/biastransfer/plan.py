@@ -25,7 +25,7 @@ from biastransfer.backends.base import Job
 from biastransfer.config import ConfigError, StudyConfig, format_validation_error, parse_schema, read_yaml
 from biastransfer.data.registry import DATASETS
 from biastransfer.data.table import LoadedDataset
-from biastransfer.experiments.base import EXPERIMENTS, Experiment
+from biastransfer.experiments.base import EXPERIMENTS, Adaptive, Experiment, HyperparameterSearch, SharedResults
 from biastransfer.interventions import INTERVENTIONS
 from biastransfer.models.architectures import ARCHITECTURES
 from biastransfer.models.bases import BASES
@@ -47,13 +47,13 @@ class Block:
 
     @property
     def adaptive(self) -> bool:
-        """Whether the block's plugin chooses its runs as it goes (:meth:`Experiment.next_runs`)."""
+        """Whether the block's plugin chooses its runs as it goes (:meth:`Adaptive.next_runs`)."""
         return adaptive_kind(self.plugin.registry_name)
 
 
 def adaptive_kind(kind: str) -> bool:
-    """Whether the experiment kind chooses its runs as it goes (:meth:`Experiment.next_runs`)."""
-    return kind in EXPERIMENTS and EXPERIMENTS.get(kind).next_runs is not Experiment.next_runs
+    """Whether the experiment kind chooses its runs as it goes (:meth:`Adaptive.next_runs`)."""
+    return kind in EXPERIMENTS and issubclass(EXPERIMENTS.get(kind), Adaptive)
 
 
 @dataclass(frozen=True)
@@ -218,13 +218,15 @@ def resolve_roles(config: StudyConfig, sensitive: str | dict[str, str]) -> dict[
 
 def hparam_key(spec: RunSpec) -> str | None:
     """The store key of a run's hyperparameter choice (None: its kind searches none)."""
-    payload = EXPERIMENTS.get(spec.kind)().hparam_payload(spec)
+    plugin = EXPERIMENTS.get(spec.kind)()
+    payload = plugin.hparam_payload(spec) if isinstance(plugin, HyperparameterSearch) else None
     return None if payload is None else content_key(payload)
 
 
 def result_key(spec: RunSpec) -> str | None:
-    """A key that equal runs of other blocks or kinds share (:meth:`Experiment.result_key`; None: none)."""
-    return EXPERIMENTS.get(spec.kind)().result_key(spec) if spec.kind in EXPERIMENTS else None
+    """A key that equal runs of other blocks or kinds share (:meth:`SharedResults.result_key`; None: none)."""
+    plugin = EXPERIMENTS.get(spec.kind)() if spec.kind in EXPERIMENTS else None
+    return plugin.result_key(spec) if isinstance(plugin, SharedResults) else None
 
 
 def base_job_key(spec: RunSpec) -> str:
@@ -273,7 +275,7 @@ def search_record(spec: RunSpec) -> dict[str, Any]:
 
 def planned_trainings(study: Study) -> dict[str, int]:
     """Trainings a run of ``study`` needs from an empty store and cache: every run once, every distinct trained
-    base once, and each distinct search's trials (:meth:`Experiment.search_trainings`)."""
+    base once, and each distinct search's trials (:meth:`HyperparameterSearch.search_trainings`)."""
     specs = study.expand()
     bases = {base_job_key(s) for s in specs if BASES.get(s.base["kind"]).trains}
     searches: dict[str, RunSpec] = {}

@@ -14,7 +14,7 @@ import pytest
 from matplotlib.figure import Figure
 
 from biastransfer import plugins  # noqa: F401
-from biastransfer.experiments.base import EXPERIMENTS, Results
+from biastransfer.experiments.base import EXPERIMENTS, HyperparameterSearch, Results
 from biastransfer.plan import parse_study
 from biastransfer.render.markup import Page
 from biastransfer.report.page import build_report
@@ -54,8 +54,9 @@ def test_every_kind_writes_its_sections_reading_and_results(kind: str, kind_repo
     plugin = EXPERIMENTS.get(kind)()
     own = [s.id for s in plugin.sections(Results(_frame(report.out)), Page(report.out / "scratch-plots"))]
     assert own, f"{kind} has no report section"
-    searches = any(plugin.hparam_payload(s) is not None for s in plugin.expand(
-        kind, plugin.Block.model_validate(plugin.example), parse_study(kind_study_dict(kind)).defaults))
+    block = plugin.Block.model_validate(plugin.example)
+    specs = plugin.expand(kind, block, parse_study(kind_study_dict(kind)).defaults)
+    searches = isinstance(plugin, HyperparameterSearch) and any(plugin.hparam_payload(s) is not None for s in specs)
     for section in ("reading", *own, "results", *(["hparams"] if searches else [])):
         assert section in snap, f"{kind}: section {section!r} missing"
     ids = re.findall(r'<section id="([^"]+)">', report.html)

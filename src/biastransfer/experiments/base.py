@@ -10,11 +10,18 @@ A plugin owns everything about its kind, in its own module (or small folder):
   once with its type and role; export, aggregation over seeds and the report derive from it;
 * its **analysis** and **report section** (:meth:`Experiment.reading`, :meth:`Experiment.sections`).
 
+That is the required core (:class:`Experiment`). What only some kinds do is an optional capability, a mixin
+among the kind's bases: :class:`Adaptive` (chooses its runs as it goes), :class:`HyperparameterSearch`,
+:class:`SharedResults` (runs shared with other kinds), :class:`ExampleData` (its example needs other bases or
+data) and :class:`Verdicts` (answers at the top of the report). A new kind implements only what it uses.
+
 The report and the export iterate :data:`EXPERIMENTS`; no module outside a plugin names a kind.
 """
 
 from __future__ import annotations
 
+import inspect
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -152,24 +159,40 @@ class Verdict:
     evidence: str
 
 
-class Experiment:
-    """Base class of experiment plugins (see the module docstring for what a plugin owns)."""
+class Experiment(ABC):
+    """The required core of an experiment plugin (the module docstring says what a plugin owns).
+
+    A kind must declare :attr:`Block`, :attr:`columns` and :attr:`example` and implement :meth:`expand`,
+    :meth:`run` and :meth:`sections`; the other members have defaults or are derived from :attr:`columns`. What
+    only some kinds do is an optional capability, a mixin the kind adds to its bases: :class:`Adaptive`,
+    :class:`HyperparameterSearch`, :class:`SharedResults`, :class:`ExampleData`, :class:`Verdicts`. The code that
+    uses a capability asks ``isinstance(plugin, Adaptive)``; a class that defines a capability's member without
+    the capability is refused when it is defined."""
 
     registry_name: ClassVar[str]
+    Block: ClassVar[type[BlockSchema]]
+    """The block's fields (a :class:`BlockSchema`), typed options included."""
+    columns: ClassVar[tuple[Column, ...]]
+    """The outcome schema: every column the kind adds to the tidy runs table."""
+    example: ClassVar[dict[str, Any]]
+    """A tiny block of this kind for the test suite's tiny study (and the docs); the registry-wide tests run it."""
     title: ClassVar[str] = ""
     description: ClassVar[str] = ""
-    Block: ClassVar[type[BlockSchema]] = BlockSchema
-    columns: ClassVar[tuple[Column, ...]] = ()
+    report_order: ClassVar[int] = 50
     pool_columns: ClassVar[tuple[str, ...]] = ("y", "a")
     """The pool columns the plugin gives its interventions (an intervention must need no others)."""
-    report_order: ClassVar[int] = 50
-    example: ClassVar[dict[str, Any]] = {}
-    """A tiny block of this kind for the test suite's tiny study (and the docs); the registry-wide tests run it."""
-    example_bases: ClassVar[dict[str, dict[str, Any]]] = {}
-    """Bases the example needs beyond the tiny study's own (``gendered`` on a, ``control-t0``, ``scratch``)."""
-    example_dataset: ClassVar[dict[str, Any]] = {}
-    """The dataset section the example runs on, when not the tiny study's ``synthetic`` benchmark (a kind that
-    needs other data, e.g. a multi-class dataset with domains)."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for capability in CAPABILITIES:
+            stray = [m for m in capability.members if hasattr(cls, m) and not issubclass(cls, capability)]
+            if stray:
+                raise TypeError(f"{cls.__name__} defines {', '.join(stray)} without the capability "
+                                f"{capability.__name__}: add it to the class's bases")
+        if not inspect.isabstract(cls):
+            missing = [m for m in ("Block", "columns", "example") if not hasattr(cls, m)]
+            if missing:
+                raise TypeError(f"experiment {cls.__name__} must declare {', '.join(missing)}")
 
     @classmethod
     def all_columns(cls) -> tuple[Column, ...]:
@@ -215,64 +238,105 @@ class Experiment:
             out["levels"] = [levels[0], test if test in levels[1:] else levels[-1]]
         return out
 
+    @abstractmethod
     def expand(self, name: str, block: Any, study: StudyDefaults) -> list[RunSpec]:
         """The block's runs (``block`` is a validated :attr:`Block`)."""
-        raise NotImplementedError
 
     def check(self, spec: RunSpec, dataset: LoadedDataset) -> None:
         """Fail before any training if the spec cannot run (unknown attribute, infeasible set …)."""
-
-    def result_key(self, spec: RunSpec) -> str | None:
-        """A key that runs of other blocks or kinds share when their results are the same (the same run function
-        on the same settings, whatever the block's name), or None: only the run key identifies the result. An
-        adaptive kind (:meth:`next_runs`) adopts a stored run of equal result key instead of training it again."""
         return None
-
-    def next_runs(self, block: Any, specs: list[RunSpec], done: dict[str, dict[str, Any]]) -> list[RunSpec] | None:
-        """An **adaptive** kind's next runs: given the block's runs (``specs``, those of :meth:`expand`) and the
-        results of those finished (``done``: run key → result), the runs it wants next in priority order (``[]``:
-        it is done). The driver runs them, at most :meth:`run_budget` new runs in all, and asks again. None (the
-        default): the kind is not adaptive and every run of :meth:`expand` is run."""
-        return None
-
-    def run_budget(self, block: Any) -> int | None:
-        """The most new runs an adaptive block may train in one study run (None: no limit)."""
-        return None
-
-    def hparam_payload(self, spec: RunSpec) -> dict[str, Any] | None:
-        """What the run's hyperparameter choice depends on (runs with equal payloads share one search), or
-        None when the kind searches none."""
-        return None
-
-    def search_trainings(self, spec: RunSpec) -> int:
-        """Trainings one search of :meth:`search` runs: ``|lr| × |weight decay| × hp_seeds``, none for a 1 × 1 grid
-        (nothing to choose)."""
-        grid = len(spec.train["lr"]) * len(spec.train["weight_decay"])
-        return 0 if grid == 1 else grid * spec.train["hp_seeds"]
 
     # -------------------------------------------------------------------------------------- execution
-    def search(self, spec: RunSpec, inputs: RunInputs) -> dict[str, Any]:
-        """The hyperparameter search of :meth:`hparam_payload` (``lr``, ``weight_decay``, ``val_loss``,
-        ``trials``)."""
-        raise NotImplementedError(f"experiment kind {self.registry_name!r} searches no hyperparameters")
-
+    @abstractmethod
     def run(self, spec: RunSpec, inputs: RunInputs) -> RunOutput:
-        raise NotImplementedError
+        """One run: its flat results (the schema's columns and more) and its array artifacts."""
 
     # --------------------------------------------------------------------------------- analysis/report
     def reading(self, results: Results) -> list[str]:
         """Plain-English findings with numbers and intervals (one string per bullet)."""
         return []
 
+    @abstractmethod
     def sections(self, results: Results, page: Page) -> list[Section]:
         """The report sections of this kind (plots, tables)."""
-        return []
 
+
+# ------------------------------------------------------------------------------- optional capabilities
+class Capability:
+    """An optional part of the contract; :attr:`members` are the names it brings."""
+
+    members: ClassVar[tuple[str, ...]] = ()
+
+
+class Adaptive(Capability, ABC):
+    """An **adaptive** kind chooses its runs as it goes (``recommend``, docs/recommend.md)."""
+
+    members = ("next_runs", "run_budget")
+
+    @abstractmethod
+    def next_runs(self, block: Any, specs: list[RunSpec], done: dict[str, dict[str, Any]]) -> list[RunSpec]:
+        """Given the block's runs (``specs``, those of :meth:`Experiment.expand`) and the results of those finished
+        (``done``: run key → result), the runs it wants next in priority order (``[]``: it is done). The driver
+        runs them, at most :meth:`run_budget` new runs in all, and asks again."""
+
+    def run_budget(self, block: Any) -> int | None:
+        """The most new runs an adaptive block may train in one study run (None: no limit)."""
+        return None
+
+
+class HyperparameterSearch(Capability, ABC):
+    """A kind whose runs use hyperparameters chosen by a search (one ``hparams`` job per distinct payload)."""
+
+    members = ("hparam_payload", "search_trainings", "search")
+
+    @abstractmethod
+    def hparam_payload(self, spec: RunSpec) -> dict[str, Any] | None:
+        """What the run's hyperparameter choice depends on (runs with equal payloads share one search), or None
+        when this run needs none."""
+
+    def search_trainings(self, spec: RunSpec) -> int:
+        """Trainings one search runs: ``|lr| × |weight decay| × hp_seeds``, none for a 1 × 1 grid."""
+        grid = len(spec.train["lr"]) * len(spec.train["weight_decay"])
+        return 0 if grid == 1 else grid * spec.train["hp_seeds"]
+
+    @abstractmethod
+    def search(self, spec: RunSpec, inputs: RunInputs) -> dict[str, Any]:
+        """The search of :meth:`hparam_payload` (``lr``, ``weight_decay``, ``val_loss``, ``trials``)."""
+
+
+class SharedResults(Capability, ABC):
+    """A kind whose runs equal runs of other blocks or kinds on the same settings."""
+
+    members = ("result_key",)
+
+    @abstractmethod
+    def result_key(self, spec: RunSpec) -> str | None:
+        """A key that runs of other blocks or kinds share when their results are the same (the same run function
+        on the same settings, whatever the block's name), or None: only the run key identifies the result. An
+        adaptive block adopts a stored run of equal result key instead of training it again."""
+
+
+class ExampleData(Capability):
+    """A kind whose :attr:`Experiment.example` needs more than the tiny study's bases or synthetic data."""
+
+    members = ("example_bases", "example_dataset")
+    example_bases: ClassVar[dict[str, dict[str, Any]]] = {}
+    """Bases the example needs beyond the tiny study's own (``gendered`` on a, ``control-t0``, ``scratch``)."""
+    example_dataset: ClassVar[dict[str, Any]] = {}
+    """The dataset section the example runs on, when not the tiny study's ``synthetic`` benchmark."""
+
+
+class Verdicts(Capability, ABC):
+    """A kind that answers a user's question at the top of the report."""
+
+    members = ("verdict",)
+
+    @abstractmethod
     def verdict(self, results: Results) -> list[Verdict]:
-        """At most a few plain sentences for the top of the report, each pointing at one of :meth:`sections`
-        (by its id). Kinds that answer none of the user's questions return nothing."""
-        return []
+        """At most a few plain sentences, each pointing at one of :meth:`Experiment.sections` (by its id)."""
 
+
+CAPABILITIES: tuple[type[Capability], ...] = (Adaptive, HyperparameterSearch, SharedResults, ExampleData, Verdicts)
 
 EXPERIMENTS: Registry[type[Experiment]] = Registry("experiment")
 

@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from biastransfer.analysis.aggregate import paired_interval
 from biastransfer.analysis.text import fmt, fmt_ci
 from biastransfer.data.table import LoadedDataset
-from biastransfer.experiments.base import EXPERIMENTS, Column, Results, RunInputs, level_label
+from biastransfer.experiments.base import EXPERIMENTS, Column, ExampleData, Results, RunInputs, level_label
 from biastransfer.experiments.grid import Seeds, Size, Sizes, TasksAndBases
 from biastransfer.experiments.spurious import COLUMNS, FinetuneExperiment, check, correlation_pool, search
 from biastransfer.interventions import InfeasibleSelectionError
@@ -101,7 +101,7 @@ def converged_from(comp: pd.DataFrame) -> Any:
 
 
 @EXPERIMENTS.register("finetune_number")
-class FinetuneNumber(FinetuneExperiment):
+class FinetuneNumber(FinetuneExperiment, ExampleData):
     """AUC and FPR difference against the number of finetuning examples (biased, chosen control, scratch)."""
 
     title = "Finetuning number: bias and AUC against N"

@@ -25,7 +25,16 @@ from typing import Any
 import numpy as np
 
 from biastransfer.data.table import LoadedDataset
-from biastransfer.experiments.base import Column, Experiment, RunInputs, RunOutput, level_label, spec_field
+from biastransfer.experiments.base import (
+    Column,
+    Experiment,
+    HyperparameterSearch,
+    RunInputs,
+    RunOutput,
+    SharedResults,
+    level_label,
+    spec_field,
+)
 from biastransfer.experiments.finetuning import finetune, grid_search, hparam_seed, score
 from biastransfer.experiments.grid import (
     FixedSizes,
@@ -272,7 +281,7 @@ class FinetuneBlock(TasksAndBases, Interventions, Levels, FixedSizes, Seeds):
     options: NoOptions = NoOptions()
 
 
-class FinetuneExperiment(Experiment):
+class FinetuneExperiment(Experiment, HyperparameterSearch, SharedResults):
     """What the kinds of paper §4 share: the grid of :class:`FinetuneBlock`, one hyperparameter search per
     (base, task, N, training settings) with ``collect`` at the natural level, and :func:`run`. Each subclass
     adds its own analysis and report section."""

@@ -27,7 +27,7 @@ from matplotlib.figure import Figure
 import biastransfer
 from biastransfer import plugins  # noqa: F401  (registers every experiment kind)
 from biastransfer.analysis.text import fmt_ci, level_text
-from biastransfer.experiments.base import EXPERIMENTS, Experiment, Results, Verdict
+from biastransfer.experiments.base import EXPERIMENTS, Experiment, Results, Verdict, Verdicts
 from biastransfer.render.markup import Page, Section, cell, escape, table
 
 __all__ = ["SectionContent", "build_report", "kind_results"]
@@ -199,7 +199,7 @@ def build_report(runs: pd.DataFrame, out_dir: str | Path, *, title: str, hparams
     page = Page(out)
     kinds = kind_results(runs)
     body: list[str] = [f"<h1>{escape(title)}</h1>", f'<p class="summary">{escape(_summary(runs, kinds))}</p>']
-    body += _verdict([v for plugin, res in kinds for v in plugin.verdict(res)])
+    body += _verdict([v for plugin, res in kinds if isinstance(plugin, Verdicts) for v in plugin.verdict(res)])
     reading = [line for plugin, res in kinds for line in plugin.reading(res)] or ["No findings to read."]
     body += Section("reading", "Reading", ["<ul>", *[f"<li>{escape(s)}</li>" for s in reading], "</ul>"]).markup()
     for plugin, res in kinds:

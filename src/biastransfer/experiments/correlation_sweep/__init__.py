@@ -19,7 +19,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 from biastransfer.analysis.text import fmt, fmt_ci, level_text
-from biastransfer.experiments.base import EXPERIMENTS, Column, Results, Verdict
+from biastransfer.experiments.base import EXPERIMENTS, Column, Results, Verdict, Verdicts
 from biastransfer.experiments.correlation_sweep import analysis, fixes
 from biastransfer.experiments.correlation_sweep.plot import tradeoff_plot
 from biastransfer.experiments.grid import Objectives
@@ -50,7 +50,7 @@ def _tolerance(run: dict[str, Any]) -> float:
 
 
 @EXPERIMENTS.register("correlation_sweep")
-class CorrelationSweep(FinetuneExperiment):
+class CorrelationSweep(FinetuneExperiment, Verdicts):
     """finetuning correlation level swept, test fixed: AUC vs FPR difference tradeoff."""
 
     title = "Performance–bias tradeoff across finetuning levels"

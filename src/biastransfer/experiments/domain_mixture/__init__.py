@@ -36,11 +36,14 @@ from biastransfer.data.table import LABEL, DataError, LoadedDataset
 from biastransfer.experiments.base import (
     EXPERIMENTS,
     Column,
+    ExampleData,
     Experiment,
+    HyperparameterSearch,
     Results,
     RunInputs,
     RunOutput,
     Verdict,
+    Verdicts,
 )
 from biastransfer.experiments.domain_mixture.analysis import catch_up
 from biastransfer.experiments.domain_mixture.plot import mixture_plot
@@ -153,7 +156,7 @@ def draw_sets(spec: RunSpec, dataset: LoadedDataset, seed: int, share: float | N
 
 
 @EXPERIMENTS.register("domain_mixture")
-class DomainMixture(Experiment):
+class DomainMixture(Experiment, HyperparameterSearch, ExampleData, Verdicts):
     """Paper §5.2 (Fig. 6): top-k accuracy on a diverse domain against its share q of a fixed-size finetuning
     set, one line per base."""
 

@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 import pandas as pd
 
 from biastransfer.analysis.text import fmt
-from biastransfer.experiments.base import EXPERIMENTS, Results, Verdict
+from biastransfer.experiments.base import EXPERIMENTS, Results, Verdict, Verdicts
 from biastransfer.experiments.inheritance import analysis
 from biastransfer.experiments.inheritance.chart import inheritance_chart
 from biastransfer.experiments.inheritance.regression import Dependent, inheritance_regression_with_reason
@@ -25,7 +25,7 @@ from biastransfer.render.markup import Page, Section
 
 
 @EXPERIMENTS.register("inheritance")
-class Inheritance(FinetuneExperiment):
+class Inheritance(FinetuneExperiment, Verdicts):
     """bases × tasks × {natural, high level}: is the pretrained bias inherited?"""
 
     title = "Inherited bias: biased vs control bases"

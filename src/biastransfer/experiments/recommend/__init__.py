@@ -18,7 +18,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from biastransfer.experiments.base import EXPERIMENTS, Column, Results, Verdict
+from biastransfer.experiments.base import EXPERIMENTS, Adaptive, Column, Results, Verdict, Verdicts
 from biastransfer.experiments.grid import InterventionRef, Level, Seeds, _check_level
 from biastransfer.experiments.recommend import report, search
 from biastransfer.experiments.spurious import COLUMNS, FinetuneExperiment
@@ -118,7 +118,7 @@ def _from_block(get: Any, default: Any) -> Any:
 
 
 @EXPERIMENTS.register("recommend")
-class Recommend(FinetuneExperiment):
+class Recommend(FinetuneExperiment, Adaptive, Verdicts):
     """the finetuning set that minimises a gap with AUC kept, found by screen-and-confirm (or successive halving)
     within a budget."""
 

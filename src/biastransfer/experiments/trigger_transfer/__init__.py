@@ -32,11 +32,14 @@ from biastransfer.data.table import LABEL, DataError, LoadedDataset
 from biastransfer.experiments.base import (
     EXPERIMENTS,
     Column,
+    ExampleData,
     Experiment,
+    HyperparameterSearch,
     Results,
     RunInputs,
     RunOutput,
     Verdict,
+    Verdicts,
 )
 from biastransfer.experiments.finetuning import finetune, grid_search, hparam_seed, score
 from biastransfer.experiments.grid import FixedSizes, NamedRef, Seeds, keep_ends
@@ -159,7 +162,7 @@ def _source_options(name: str, base: dict[str, Any], trigger: dict[str, Any] | N
 
 
 @EXPERIMENTS.register("trigger_transfer")
-class TriggerTransfer(Experiment):
+class TriggerTransfer(Experiment, HyperparameterSearch, ExampleData, Verdicts):
     """Salman et al.: the attack success rate of a planted trigger after transfer, per mode, against the share p of
     de-biased target images with the trigger."""
 

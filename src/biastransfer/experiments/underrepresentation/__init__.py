@@ -40,7 +40,16 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from biastransfer.analysis.text import fmt, fmt_ci
 from biastransfer.data.table import DataError, LoadedDataset
-from biastransfer.experiments.base import EXPERIMENTS, Column, Experiment, Results, RunInputs, RunOutput
+from biastransfer.experiments.base import (
+    EXPERIMENTS,
+    Column,
+    ExampleData,
+    Experiment,
+    HyperparameterSearch,
+    Results,
+    RunInputs,
+    RunOutput,
+)
 from biastransfer.experiments.finetuning import finetune, grid_search, hparam_seed, score
 from biastransfer.experiments.grid import FixedSizes, Levels, Seeds, TasksAndBases
 from biastransfer.experiments.spurious import FIT_COLUMNS, SET_COLUMNS
@@ -90,7 +99,7 @@ class UnderrepBlock(TasksAndBases, Levels, FixedSizes, Seeds):
 
 
 @EXPERIMENTS.register("underrepresentation")
-class Underrepresentation(Experiment):
+class Underrepresentation(Experiment, HyperparameterSearch, ExampleData):
     """Paper §5: bases pretrained on one subcategory (Pretrain-T1, Pretrain-T2) finetuned on T1 ∨ T2 with a
     share p of T2 among the positives; the AUC on T2 of each, and their difference."""
 
