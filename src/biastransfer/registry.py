@@ -43,6 +43,22 @@ class Registry(Generic[T]):
 
         return decorator
 
+    def unregister(self, name: str) -> T:
+        """Remove ``name`` and return what it held (a test's throwaway entry); an unknown name is an error."""
+        self.get(name)
+        return self._entries.pop(name)
+
+    @contextlib.contextmanager
+    def restored(self) -> Iterator[Registry[T]]:
+        """The entries as they are now come back when the block ends: whatever it registered is removed, and
+        whatever it unregistered returns (tests that register throwaway entries)."""
+        before = dict(self._entries)
+        try:
+            yield self
+        finally:
+            self._entries.clear()
+            self._entries.update(before)
+
     def get(self, name: str) -> T:
         try:
             return self._entries[name]
