@@ -1,6 +1,7 @@
-"""The ``ray`` backend with a real local Ray instance on this machine's CPUs: the tiny demo gives the same numbers as
-the local backend, a worker killed mid-job is retried, a driver killed mid-study leaves nothing running and its
-rerun completes with exactly one row per run; and the errors a user meets before anything runs."""
+"""The ``ray`` backend with a real local Ray instance on this machine's CPUs (that it gives the local backends'
+numbers is checked by tests/backends/test_backends.py): a worker killed mid-job is retried, a driver killed
+mid-study leaves nothing running and its rerun completes with exactly one row per run; and the errors a user meets
+before anything runs."""
 
 from __future__ import annotations
 
@@ -15,7 +16,6 @@ import threading
 import time
 from pathlib import Path
 
-import pandas as pd
 import pytest
 import torch
 import yaml
@@ -182,22 +182,8 @@ def test_a_request_the_cluster_cannot_meet_stops_with_a_message(tmp_path: Path) 
     assert not ray.is_initialized()  # the instance it started is shut down
 
 
-def _export(args: list[str], out: Path) -> pd.DataFrame:
-    result = CliRunner().invoke(app, ["run", "demo_tiny", "--tiny", "--no-report", "--out", str(out), "-q", *args])
-    assert result.exit_code == 0, result.output
-    result = CliRunner().invoke(app, ["export", str(out), "-o", str(out / "runs.csv")])
-    assert result.exit_code == 0, result.output
-    return pd.read_csv(out / "runs.csv").set_index("run_key").sort_index()
-
-
-@pytest.mark.slow
-def test_the_tiny_demo_through_ray_equals_the_local_backend(tmp_path: Path) -> None:
-    """Run by run, every exported column but wall time: both backends run single-threaded jobs, from empty caches."""
-    local = _export(["--backend", "processes", "--workers", "2", "--cache-dir", str(tmp_path / "c1")], tmp_path / "a")
-    remote = _export(["--backend", "ray", "--workers", "2", "--cache-dir", str(tmp_path / "c2")], tmp_path / "b")
-    assert len(local) == 24 and local["auc"].notna().sum() >= 20  # salience runs report "salience", not AUC
-    columns = [c for c in local.columns if c not in ("seconds",)]
-    pd.testing.assert_frame_equal(remote[columns], local[columns])
+# That Ray gives the numbers of the local backends, run by run and column by column, is the registry-wide
+# tests/backends/test_backends.py::test_every_backend_gives_the_same_numbers.
 
 
 @pytest.mark.slow
