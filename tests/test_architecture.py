@@ -209,15 +209,7 @@ HOMONYMS: dict[str, tuple[frozenset[str], str]] = {
 ``.``) that mark that vocabulary in the expression a literal is compared with: ``level == "natural"`` compares a
 level, ``kind == "scratch"`` a base kind."""
 
-_CLI_BASES = "cli/recommend.py is another change's: parse_base becomes models.bases.parse_shorthand"
-_AUTO = "the driver is another change's: make_backend becomes backends.auto_backend / check_address"
-PENDING: dict[tuple[str, str], str] = {
-    ("cli/recommend.py", "scratch"): _CLI_BASES,
-    ("cli/recommend.py", "trained"): _CLI_BASES,
-    ("cli/recommend.py", "checkpoint"): _CLI_BASES,
-    ("driver.py", "ray"): _AUTO,
-    ("driver/execute.py", "ray"): _AUTO,
-}
+PENDING: dict[tuple[str, str], str] = {}
 """(file, name) → why a comparison there is still allowed. Only for a literal in a module this change could not
 edit; each entry names the change that removes it."""
 

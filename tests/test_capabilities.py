@@ -102,8 +102,6 @@ def test_auto_backend_follows_the_capabilities(monkeypatch: pytest.MonkeyPatch) 
 
 
 def test_auto_backend_picks_as_documented() -> None:
-    if all(cls.auto_rank is None for _, cls in BACKENDS.items()):
-        pytest.skip("no backend declares auto_rank yet (inprocess.py, processes.py, ray_backend.py)")
     assert auto_backend(1, BackendOptions()) == "inprocess"
     assert auto_backend(4, BackendOptions()) == "processes"
     assert auto_backend(1, BackendOptions(address="10.0.0.1:6379")) == "ray"

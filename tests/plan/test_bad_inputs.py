@@ -777,6 +777,17 @@ def test_recommend_tolerance_must_be_a_finite_number(tmp_path: Path) -> None:
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("base", ["bogus:x", "checkpoint:torchvision", "trained", "scratch:extra"])
+def test_recommend_names_the_base_forms_every_base_kind_reads(base: str, tmp_path: Path) -> None:
+    """``--base`` is read by each base kind's own shorthand; a form none reads lists every kind's form."""
+    result = CliRunner().invoke(app, ["recommend", "--out", str(tmp_path / "out"), "--task", "t0", "--n", "32",
+                                      "--base", base])
+    said = " ".join(result.output.split())
+    assert result.exit_code != 0 and "Traceback" not in said, said
+    assert f"--base {base!r}: give checkpoint:FORMAT:PATH, scratch, trained:ATTRIBUTE" in said, said
+    assert not (tmp_path / "out").exists()
+
+
 def _planted_study(trigger: dict) -> dict:
     from tiny_study import kind_study_dict
 

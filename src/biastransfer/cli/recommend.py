@@ -22,19 +22,17 @@ from biastransfer.cli.errors import folder_errors
 BLOCK = "recommendation"
 
 
-def parse_base(text: str) -> tuple[str, dict]:
-    """``scratch``, ``trained:ATTR`` or ``checkpoint:FORMAT:PATH`` → (name in the study, base section)."""
-    kind, _, rest = text.partition(":")
-    if kind == "scratch" and not rest:
-        return "scratch", {"kind": "scratch"}
-    if kind == "trained" and rest:
-        return f"trained-{rest}", {"kind": "trained", "attribute": rest}
-    fmt, _, path = rest.partition(":")
-    if kind == "checkpoint" and fmt and path:
-        return Path(path).stem.split(".")[0] or "checkpoint", {"kind": "checkpoint", "format": fmt, "path": path}
-    _fail(f"--base {text!r}: give scratch, trained:ATTRIBUTE or checkpoint:FORMAT:PATH (formats: "
-          "'biastransfer bases list')")
-    raise AssertionError  # unreachable
+def parse_base(text: str, arch: str) -> tuple[str, dict]:
+    """A base named as ``KIND`` or ``KIND:REST`` (each base kind's shorthand: ``scratch``, ``trained:ATTRIBUTE``,
+    ``checkpoint:FORMAT:PATH`` …) → (its name in the study, its base section; a checkpoint holds a backbone of
+    ``arch``)."""
+    from biastransfer import plugins  # noqa: F401  (every base kind registered)
+    from biastransfer.models.bases import parse_shorthand, shorthand_forms
+
+    found = parse_shorthand(text, arch)
+    if found is None:
+        _fail(f"--base {text!r}: give {', '.join(shorthand_forms())} (formats: 'biastransfer bases list')")
+    return found
 
 
 def parse_interventions(text: str) -> list:
@@ -87,10 +85,7 @@ def build_study(*, dataset: str, root: Path | None, params: list[str], resolutio
         dparams[key] = yaml.safe_load(value)
     if sensitive is not None and dataset in DATASETS and "sensitive" in getattr(DATASETS.get(dataset), "PARAMS", {}):
         dparams["sensitive"] = sensitive  # else checked against the dataset's once loaded (_check_sensitive)
-    named = dict(parse_base(b) for b in bases)
-    for section in named.values():
-        if section["kind"] == "checkpoint":
-            section["arch"] = arch  # the file holds a backbone of the study's architecture
+    named = dict(parse_base(b, arch) for b in bases)
     train: dict = {}
     if epochs is not None:
         train["max_epochs"] = epochs
