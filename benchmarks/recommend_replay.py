@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from biastransfer.driver import split_runs
 from biastransfer.experiments.recommend.replay import SearchOptions, bootstrap, pool_of
+from biastransfer.store.current import split_runs
 from biastransfer.store.export import runs_frame
 from biastransfer.store.sqlite import ResultStore
 

@@ -1,6 +1,6 @@
-"""Adaptive blocks (a kind that implements :meth:`Experiment.next_runs`, docs/recommend.md): the driver's loop
-that asks such a block for its next runs, adopts the equal runs the folder already has, and trains the rest
-within the block's budget. Only the driver calls it; the store is written here on the driver's behalf (adopted
+"""Adaptive blocks (a kind with the ``Adaptive`` capability: :meth:`Adaptive.next_runs`, docs/recommend.md): the
+driver's loop that asks such a block for its next runs, adopts the equal runs the folder already has, and trains the
+rest within the block's budget. Only the driver calls it; the store is written here on the driver's behalf (adopted
 runs), and trainings go through the ``train`` callable the driver passes."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from biastransfer.store.sqlite import ResultStore
 
 def search_block(store: ResultStore, block: Block, specs: list[RunSpec], max_new: int | None,
                  train: Callable[[list[RunSpec]], int], console: Console) -> tuple[int, int, int]:
-    """Drive one adaptive block (:meth:`Experiment.next_runs`): ask it for its next runs given those finished,
+    """Drive one adaptive block (:meth:`Adaptive.next_runs`): ask it for its next runs given those finished,
     adopt the equal runs the folder already has (:func:`adopt`), train the rest (``train(specs)`` runs
     them and returns its trainings), and ask again, until it wants
     nothing or its budget (:meth:`Experiment.run_budget`, and ``max_new``) of new runs is spent. Returns (new

@@ -777,6 +777,15 @@ def test_recommend_tolerance_must_be_a_finite_number(tmp_path: Path) -> None:
     assert not (tmp_path / "out").exists()
 
 
+def test_a_recommend_block_with_a_nan_tolerance_is_refused_as_not_finite() -> None:
+    from tiny_study import kind_study_dict
+
+    study = kind_study_dict("recommend")
+    study["experiments"][0].setdefault("options", {})["auc_tolerance"] = float("nan")
+    with pytest.raises(ConfigError, match=r"options\.auc_tolerance: Input should be a finite number"):
+        parse_study(study)
+
+
 @pytest.mark.parametrize("base", ["bogus:x", "checkpoint:torchvision", "trained", "scratch:extra"])
 def test_recommend_names_the_base_forms_every_base_kind_reads(base: str, tmp_path: Path) -> None:
     """``--base`` is read by each base kind's own shorthand; a form none reads lists every kind's form."""

@@ -252,9 +252,9 @@ class _Columns:
 
 def _answer(out_dir: Path, kind: str, csv_path: Path | None, cache_dir: Path | None) -> None:
     from biastransfer.cli.export import open_store
-    from biastransfer.driver import split_runs
     from biastransfer.experiments.base import EXPERIMENTS, Results
     from biastransfer.spec import RunSpec
+    from biastransfer.store.current import split_runs
     from biastransfer.store.export import runs_frame
 
     store = open_store(out_dir)

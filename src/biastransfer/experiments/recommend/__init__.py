@@ -35,8 +35,9 @@ class RecommendOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     gap: Literal["fpr_diff", "tpr_diff", "eo_diff"] = Field(
         "fpr_diff", description="the gap whose |mean over seeds| is minimised")
-    auc_tolerance: float = Field(0.01, ge=0.0, lt=1.0, description="ε: a setting keeps AUC when the paired 95% "
-                                 "lower bound of AUC(setting) − AUC(test-equal set) lies above −ε")
+    auc_tolerance: float = Field(0.01, ge=0.0, lt=1.0, allow_inf_nan=False,
+                                 description="ε: a setting keeps AUC when the paired 95% lower bound of "
+                                             "AUC(setting) − AUC(test-equal set) lies above −ε")
     budget: int | None = Field(None, ge=1, description="most new runs per study run (None: no limit)")
     strategy: Literal["screen", "screen_full", "halving"] = Field(
         "screen", description="screen: every setting on screen_seeds, then confirm the best on all seeds, one at a "
