@@ -37,7 +37,9 @@ TIMING = ("seconds", "fit_seconds", "search_seconds")
 
 
 def _runs(db: Path) -> dict[str, dict]:
-    con = sqlite3.connect(db)
+    if not db.is_file():
+        raise FileNotFoundError(f"{db} is missing: run `python tests/fixtures/stores/make_stores.py`")
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     try:
         rows = con.execute("SELECT key, spec, result, provenance FROM runs").fetchall()
     finally:
