@@ -94,6 +94,7 @@ def _uses_a_module_fixture(item: pytest.Item) -> bool:
     return info is not None and any(d.scope == "module" for defs in info.name2fixturedefs.values() for d in defs)
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups (it appends them to the node ids)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Under pytest-xdist (``-n auto``, pyproject.toml; ``--dist loadgroup``), tests that must or should share a
     worker are grouped:
