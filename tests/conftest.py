@@ -87,25 +87,3 @@ def fake_fmnist(tmp_path_factory: pytest.TempPathFactory) -> Path:
         write_idx(root / f"{part}-images-idx3-ubyte.gz", images)
         write_idx(root / f"{part}-labels-idx1-ubyte.gz", labels)
     return root
-
-
-def _uses_a_module_fixture(item: pytest.Item) -> bool:
-    info = getattr(item, "_fixtureinfo", None)
-    return info is not None and any(d.scope == "module" for defs in info.name2fixturedefs.values() for d in defs)
-
-
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups (it appends them to the node ids)
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under pytest-xdist (``-n auto``, pyproject.toml; ``--dist loadgroup``), tests that must or should share a
-    worker are grouped:
-
-    * the tests that start a Ray instance run one after another in one worker: two local Ray instances at once
-      would share the machine's cores and ports;
-    * the tests of a module that share a module-scoped fixture (often a tiny trained study) run in one worker, so
-      the fixture is built once, not once per worker."""
-    for item in items:
-        params = getattr(item, "callspec", None)
-        if item.get_closest_marker("ray") is not None or (params is not None and "ray" in params.params.values()):
-            item.add_marker(pytest.mark.xdist_group("ray"))
-        elif _uses_a_module_fixture(item):
-            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
