@@ -105,7 +105,12 @@ def test_fingerprints_name_runs_on_other_data_and_the_study_records_its_settings
     assert len(fingerprints) == 1
     assert "were computed on other data (fingerprint 0ld" in _said(text)
     keyed = with_fingerprints(specs, fingerprints)
+    begun = []
+    real = store._transaction
+    store._transaction = lambda: (begun.append(1), real())[1]
     record_study(store, study, keyed, fingerprints)
+    store._transaction = real
+    assert len(begun) == 1  # study, fingerprints and settings in one transaction: never a new study beside old keys
     assert store.get_meta(CURRENT_SETTINGS) == sorted(s.setting_key() for s in keyed)
     _fake_run(store, keyed[1], data_hash=keyed[1].data_fingerprint)
     current, others = split_runs(store)  # the run on other data is kept, never pooled

@@ -21,7 +21,7 @@ def search_block(store: ResultStore, block: Block, specs: list[RunSpec], max_new
     """Drive one adaptive block (:meth:`Adaptive.next_runs`): ask it for its next runs given those finished,
     adopt the equal runs the folder already has (:func:`adopt`), train the rest (``train(specs)`` runs
     them and returns its trainings), and ask again, until it wants
-    nothing or its budget (:meth:`Experiment.run_budget`, and ``max_new``) of new runs is spent. Returns (new
+    nothing or its budget (:meth:`Adaptive.run_budget`, and ``max_new``) of new runs is spent. Returns (new
     runs, trainings, runs adopted)."""
     limits = [n for n in (block.plugin.run_budget(block.fields), max_new) if n is not None]
     limit = min(limits) if limits else None

@@ -55,7 +55,7 @@ ADDED_FIELDS: dict[tuple[str, ...], Any] = {
 KEY_OBJECTIVE: str = ADDED_FIELDS[("objective",)]
 """The objective a run without one trains with: its runs keep their 0.1 keys and its searches their payloads, so
 the name is fixed here for good, not looked up (spec.py is below every registry). The objective registry marks the
-same entry ``baseline`` (``train/objectives.py``; tests/test_registries.py checks they agree)."""
+same entry ``baseline`` (``train/objectives.py``; tests/test_capabilities.py checks they agree)."""
 
 
 THRESHOLDS: dict[str, tuple[str, str]] = {

@@ -7,10 +7,13 @@ compared with ``tests/fixtures/stores/<kind>.db``:
   goldens rendered from them, are out of date: regenerate them);
 * every number a run stores that does not depend on training (counts, levels, sizes, names) must be equal;
 * every number that does (AUC, rates, gaps, losses, thresholds …) must lie within the **run-to-run spread**: on
-  another CPU or thread count, float sums run in another order and a training goes another way, as it would with
-  another seed. So the mean absolute difference over the kind's runs must be within the standard deviation that
-  the same number shows across the seeds of one setting in the committed runs (pooled over settings), and no
-  single run may differ by more than 4 such deviations plus the number's smallest step.
+  another CPU or thread count, float sums run in another order and a training goes another way, at worst as it
+  would with another seed. With σ the standard deviation the number shows across the seeds of one setting in the
+  committed runs (pooled over settings), the difference of two such draws has standard deviation √2·σ and mean
+  absolute value 2σ/√π ≈ 1.13σ. So the mean absolute difference over the kind's runs must stay within
+  1.5·√2·σ ≈ 2.1σ, and no single run may differ by more than 4·√2·σ plus the number's smallest step. A number
+  equal on every seed of every setting does not depend on training and must not change, except the epoch counts
+  of early stopping (:data:`TRAINED_COUNTS`), which may move by one.
 """
 
 from __future__ import annotations
@@ -34,6 +37,9 @@ pytestmark = pytest.mark.slow
 STORES = Path(__file__).resolve().parents[1] / "fixtures" / "stores"
 #: Result fields that measure time, not the model.
 TIMING = ("seconds", "fit_seconds", "search_seconds")
+#: Whole numbers that training decides (early stopping), equal on every seed of a tiny study by chance.
+TRAINED_COUNTS = ("best_epoch", "epochs")
+SQRT2 = math.sqrt(2)
 
 
 def _runs(db: Path) -> dict[str, dict]:
@@ -108,16 +114,18 @@ def compare(stored: dict[str, dict], new: dict[str, dict]) -> list[str]:
                 continue
             sd = spread.get(field, 0.0)
             if sd == 0.0:  # the same on every seed of every setting: does not depend on training
-                if not math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12):
+                moved = abs(a - b) <= 1 if field.split(".")[-1] in TRAINED_COUNTS else math.isclose(
+                    a, b, rel_tol=1e-9, abs_tol=1e-12)
+                if not moved:
                     problems.append(f"{key}: {field} {a} → {b} (equal on every seed, so it must not change)")
                 continue
             deviations[field].append(abs(a - b))
-            if abs(a - b) > 4 * sd + _step(a, b):
-                problems.append(f"{key}: {field} {a:.6g} → {b:.6g}, beyond 4 seed SDs ({4 * sd:.3g})")
+            if abs(a - b) > 4 * SQRT2 * sd + _step(a, b):
+                problems.append(f"{key}: {field} {a:.6g} → {b:.6g}, beyond 4·√2 seed SDs ({4 * SQRT2 * sd:.3g})")
     for field, values in deviations.items():
-        if float(np.mean(values)) > spread[field]:
-            problems.append(f"{field}: mean |difference| {np.mean(values):.3g} over {len(values)} runs exceeds the "
-                            f"seed-to-seed SD {spread[field]:.3g}")
+        if float(np.mean(values)) > 1.5 * SQRT2 * spread[field]:
+            problems.append(f"{field}: mean |difference| {np.mean(values):.3g} over {len(values)} runs exceeds "
+                            f"1.5·√2 seed-to-seed SDs ({1.5 * SQRT2 * spread[field]:.3g})")
     return problems
 
 
@@ -150,17 +158,17 @@ def test_the_tiny_study_trains_to_its_committed_runs(kind: str, tmp_path: Path, 
     stored, new = _runs(STORES / f"{kind}.db"), _runs(tmp_path / "out" / "results.db")
     assert set(new) == set(stored), (
         f"the run keys of {kind}'s tiny study changed: regenerate the committed stores with "
-        f"`python tests/fixtures/stores/make_stores.py {kind}` and the goldens with --inline-snapshot=fix")
+        f"`python tests/fixtures/stores/make_stores.py {kind}` and the goldens with `pytest -n0 --inline-snapshot=fix`")
     assert compare(stored, new) == []
 
 
 def test_compare_flags_a_number_beyond_the_spread_and_a_changed_count() -> None:
-    """The comparison bites: a metric moved by 5 seed SDs, or a count changed, is reported."""
+    """The comparison bites: a metric moved by 6 seed SDs (beyond 4·√2), or a count changed, is reported."""
     stored = _runs(STORES / "inheritance.db")
     moved = json.loads(json.dumps(stored))
     key = next(iter(moved))
     sd = seed_spread(stored)["auc"]
-    moved[key]["result"]["auc"] += 5 * sd
+    moved[key]["result"]["auc"] += 6 * sd
     assert any("auc" in p for p in compare(stored, moved))
     counted = json.loads(json.dumps(stored))
     counted[key]["result"]["count_a0"] += 1

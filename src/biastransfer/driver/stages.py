@@ -150,11 +150,11 @@ def record_study(store: ResultStore, study: Study, specs: list[RunSpec], fingerp
     """Keep the study (and its text) in the store, with its datasets' fingerprints and its runs' setting keys:
     what ``report`` describes, and what tells its runs from the folder's others
     (:func:`biastransfer.store.current.split_runs`, which then needs no file and no validation)."""
-    store.set_meta("study", study.config.model_dump(mode="json"))
-    store.set_meta("data_fingerprints", fingerprints)
-    store.set_meta(CURRENT_SETTINGS, sorted({spec.setting_key() for spec in specs}))
+    entries = {"study": study.config.model_dump(mode="json"), "data_fingerprints": fingerprints,
+               CURRENT_SETTINGS: sorted({spec.setting_key() for spec in specs})}
     if study.text is not None:
-        store.set_meta("study_yaml", study.text)
+        entries["study_yaml"] = study.text
+    store.set_metas(entries)  # one transaction: the read side never sees a new study beside old settings
 
 
 def note_threads(store: ResultStore, selection: Selection, threads: int | None, workers: int,

@@ -357,8 +357,13 @@ class ResultStore:
 
     # meta -------------------------------------------------------------------------------------------------
     def set_meta(self, name: str, value: Any) -> None:
+        self.set_metas({name: value})
+
+    def set_metas(self, values: dict[str, Any]) -> None:
+        """Several meta entries in one transaction: all are written, or none."""
         with self._transaction() as conn:
-            conn.execute("INSERT OR REPLACE INTO meta (name, value) VALUES (?, ?)", (name, _json(value)))
+            conn.executemany("INSERT OR REPLACE INTO meta (name, value) VALUES (?, ?)",
+                             [(name, _json(value)) for name, value in values.items()])
 
     def get_meta(self, name: str, default: Any = None) -> Any:
         row = self._conn.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
