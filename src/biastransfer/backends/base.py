@@ -117,6 +117,9 @@ class Backend:
         """Whether ``--backend auto`` may pick it for ``workers`` workers and these options (default: always)."""
         return True
 
+    threads: int | None = None
+    """Torch threads per run where the backend sets them (None: the calling process's own count)."""
+
     def __init__(self, resources: Resources, workers: int = 1, options: BackendOptions | None = None) -> None:
         self.resources = resources
         self.workers = workers

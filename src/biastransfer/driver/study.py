@@ -91,7 +91,7 @@ def _run_study(study: Study, out_dir: Path, *, device: torch.device, cache_dir: 
         check_runs(selection, local)
         with study_backend(backend, resources, n_workers, options) as runner:
             record_study(store, study, specs, fingerprints)  # only now: a refused study leaves the stored one as it was
-            note_threads(store, selection, getattr(runner, "threads", None) if device.type == "cpu" else None,
+            note_threads(store, selection, runner.threads if device.type == "cpu" else None,
                          runner.workers, console)
             adopt_runs(store, selection)
             announce(console, study, selection, runner, device, max_runs)
@@ -103,7 +103,7 @@ def _run_study(study: Study, out_dir: Path, *, device: torch.device, cache_dir: 
                                selection.adopted + a)
         store.set_meta("last_run", {"ran": summary.ran, "trainings": summary.trainings, "seconds": summary.seconds,
                                     "workers": runner.workers, "backend": runner.registry_name,
-                                    "threads": getattr(runner, "threads", None)})
+                                    "threads": runner.threads})
         return summary
     finally:
         store.close()

@@ -144,8 +144,9 @@ class ResultStore:
                                    f"store: it is left as it is; rerun the study into this folder or another one")
         store = None
         try:
-            store = cls._read_only(path) if read_only else cls(folder)
-            check_file(store._conn, path)
+            store = cls._read_only(path) if read_only else cls(folder)  # the writable one checked the file itself
+            if read_only:
+                check_file(store._conn, path)
         except StoreLayoutError:
             if store is not None:
                 store.close()
