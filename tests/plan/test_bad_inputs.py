@@ -299,6 +299,14 @@ for args in (["export", folder, "-o", out + "/runs.csv"], ["report", folder, "-q
 """
 
 
+def _in_read_only_mount(folder: Path, script: Path, *args: Path) -> subprocess.CompletedProcess:
+    """Run ``script ARGS`` in a mount namespace where ``folder`` is bind-mounted read-only."""
+    command = (f"mount --bind {folder} {folder} && mount -o remount,ro,bind {folder} {folder} && "
+               f"{sys.executable} {script} {' '.join(str(a) for a in args)}")
+    return subprocess.run(["unshare", "-m", "sh", "-c", command], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+
+
 def test_report_and_export_on_a_read_only_mount(finished: Path, tmp_path: Path) -> None:
     """Real read-only media: the folder bind-mounted read-only (needs root and mount namespaces; skipped
     otherwise). export and report read it and write elsewhere; writing into it is a named error."""
@@ -310,10 +318,7 @@ def test_report_and_export_on_a_read_only_mount(finished: Path, tmp_path: Path) 
     (tmp_path / "elsewhere").mkdir()
     script = tmp_path / "read.py"
     script.write_text(READ_ONLY_MOUNT)
-    command = (f"mount --bind {folder} {folder} && mount -o remount,ro,bind {folder} {folder} && "
-               f"{sys.executable} {script} {folder} {tmp_path / 'elsewhere'}")
-    done = subprocess.run(["unshare", "-m", "sh", "-c", command], capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    done = _in_read_only_mount(folder, script, folder, tmp_path / "elsewhere")
     lines = done.stdout.splitlines()
     assert done.returncode == 0 and len(lines) == 3, done.stdout + done.stderr
     assert lines[0].startswith("export 0 Wrote 2 runs"), lines[0]
@@ -648,10 +653,7 @@ def test_run_on_a_read_only_mount(finished: Path, tmp_path: Path) -> None:
     study, script = tmp_path / "study.yaml", tmp_path / "run.py"
     study.write_text(yaml.safe_dump(tiny_study_dict()))
     script.write_text(READ_ONLY_RUN)
-    command = (f"mount --bind {ro} {ro} && mount -o remount,ro,bind {ro} {ro} && "
-               f"{sys.executable} {script} {study} {ro}")
-    done = subprocess.run(["unshare", "-m", "sh", "-c", command], capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    done = _in_read_only_mount(ro, script, study, ro)
     lines = done.stdout.splitlines()
     assert done.returncode == 0 and len(lines) == 3, done.stdout + done.stderr
     for line, path in zip(lines, ("empty/.biastransfer.lock", "finished/.biastransfer.lock", "empty/new"),
